@@ -1,0 +1,27 @@
+# The two set-up commands of the README: `make demo` (the main job) and `make test`.
+# Both create or reuse .venv/ and install what they need (pip, and apt-get for WordNet).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+STAMP := $(VENV)/.installed-stamp
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test bench system-packages
+
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+# WordNet 3.0 database files (Debian's wordnet-base): the metadata's first source.
+system-packages:
+	@test -f /usr/share/wordnet/data.noun || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wordnet-base; }
+
+demo: $(STAMP) system-packages
+	$(VENV)/bin/metaclip demo
+
+test: $(STAMP) system-packages
+	$(VENV)/bin/python -m pytest
+
+bench: $(STAMP) system-packages
+	$(VENV)/bin/python -m benchmarks.matching
+	$(VENV)/bin/python -m benchmarks.balancing

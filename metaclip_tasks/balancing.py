@@ -1,0 +1,316 @@
+"""Balancing by independent sampling (paper sections 3.4-3.5, Algorithm 1 part 2, and A.2).
+
+Entry ``e`` with ``count[e]`` matches keeps each of its pairs with probability
+``min(1, t / count[e])``; a pair is kept when any of its entries keeps it.  The uniform
+draw for (pair, entry) is a counter-based hash of (seed, uid, entry id), not a stateful
+generator, so the selection is the same whatever the sharding, order, workers or retries,
+and for one seed the subset for a smaller ``t`` is contained in the subset for a larger one.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from metaclip_tasks.arrays import binary_parts, list_parts, to_binary
+from metaclip_tasks.errors import CurationError
+from metaclip_tasks.hashing import GOLDEN, splitmix64
+from metaclip_tasks.shards import MATCHED_SCHEMA, ShardReader, expand_inputs, progress_bar, shard_writer
+from metaclip_tasks.storage import atomic_directory, write_json
+
+_CHUNK_PAIRS = 1 << 17  # pairs per vectorised step: temporaries stay small and cache-resident
+_U64 = np.uint64
+
+
+def _check_counts(counts: np.ndarray) -> np.ndarray:
+    counts = np.asarray(counts)
+    if counts.ndim != 1 or not len(counts):
+        raise CurationError("entry counts must be a non-empty vector")
+    return counts.astype(_U64, copy=False)
+
+
+def _check_t(t: object) -> int:
+    if not (isinstance(t, (int, np.integer)) and not isinstance(t, bool) and t >= 1):
+        raise CurationError(f"t must be an integer >= 1, got {t!r}")
+    return int(t)
+
+
+def _check_seed(seed: object) -> int:
+    if not (isinstance(seed, (int, np.integer)) and not isinstance(seed, bool) and 0 <= seed < 2**64):
+        raise CurationError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+    return int(seed)
+
+
+def tail_ratio(counts: np.ndarray, t: int) -> float:
+    """Share of all matches held by tail entries (count < t): ``sum(counts[counts < t]) / sum(counts)``."""
+    counts = _check_counts(counts)
+    total = int(counts.sum())
+    if total == 0:
+        raise CurationError("entry counts are all zero: no tail ratio")
+    return int(counts[counts < t].sum()) / total
+
+
+def t_for_tail_ratio(counts: np.ndarray, p: float) -> int:
+    """The integer t >= 1 whose tail ratio is closest to ``p`` (ties: the smaller t).
+
+    The tail ratio only changes at t = c + 1 for the distinct counts c, so the candidates
+    are 1 and those values; one sort and one cumulative sum find the best, O(n log n).
+    """
+    if not (isinstance(p, (int, float)) and not isinstance(p, bool) and 0 < p < 1):
+        raise CurationError(f"target tail ratio must be in (0, 1), got {p!r}")
+    counts = _check_counts(counts)
+    distinct, per_value = np.unique(counts, return_counts=True)
+    mass = np.cumsum(distinct * per_value.astype(_U64))  # matches held by entries with count <= c
+    total = int(mass[-1])
+    if total == 0:
+        raise CurationError("entry counts are all zero: no t reaches a tail ratio")
+    # candidate 0 is t = 1 (ratio 0); candidate k >= 1 is t = distinct[k - 1] + 1
+    ratios = np.concatenate([[0.0], mass / total])
+    best = int(np.argmin(np.abs(ratios - p)))  # the first minimum: the smallest t among ties
+    return 1 if best == 0 else int(distinct[best - 1]) + 1
+
+
+def entry_probabilities(counts: np.ndarray, t: int) -> np.ndarray:
+    """Sampling probability per entry: ``min(1, t / count)``, and 1 for entries never matched."""
+    t = _check_t(t)
+    counts = _check_counts(counts).astype(np.float64)
+    return np.where(counts > t, t / np.maximum(counts, 1.0), 1.0)
+
+
+def uid_keys(uids: Sequence[str] | pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A 64-bit key per uid, from its UTF-8 bytes and length.
+
+    The bytes, zero-padded to a multiple of 8, are read as little-endian 64-bit words
+    w_1..w_k and chained: ``h = splitmix64(h ^ w_i)`` from ``h = splitmix64(length)``.
+    Uids of one length are hashed together, one word column at a time.
+    """
+    array = to_binary(uids)
+    if array.null_count:
+        raise CurationError(f"{array.null_count} pairs have a null uid")
+    offsets, data = binary_parts(array)
+    lengths = np.diff(offsets)
+    keys = np.zeros(len(lengths), dtype=_U64)
+    fixed = len(lengths) and lengths.min() == lengths.max()
+    for length in [int(lengths[0])] if fixed else np.unique(lengths).tolist():
+        width = -(-length // 8) * 8
+        if fixed and length == width:
+            rows = slice(None)  # the common case, fixed-width uids: a zero-copy view
+            matrix = data[offsets[0] : offsets[-1]].reshape(len(lengths), length)
+        else:
+            rows = np.flatnonzero(lengths == length)
+            matrix = np.zeros((len(rows), width), dtype=np.uint8)
+            matrix[:, :length] = data[offsets[rows][:, None] + np.arange(length)]
+        words = np.ascontiguousarray(matrix).view("<u8")
+        h = np.full(words.shape[0], splitmix64(np.array([length], dtype=_U64))[0], dtype=_U64)
+        for j in range(words.shape[1]):
+            h = splitmix64(h ^ words[:, j])
+        keys[rows] = h
+    return keys
+
+
+def _streams(uid_key: np.ndarray, seed: int) -> np.ndarray:
+    """Each pair's random stream: its uid key mixed with the seed."""
+    seed = _check_seed(seed)
+    return splitmix64(np.asarray(uid_key, dtype=_U64) ^ splitmix64(np.array([seed], dtype=_U64)))
+
+
+def _draws(stream: np.ndarray, entry_ids: np.ndarray) -> np.ndarray:
+    bits = splitmix64(stream + (np.asarray(entry_ids).astype(_U64) + _U64(1)) * GOLDEN)
+    return (bits >> _U64(11)).astype(np.float64) * 2.0**-53
+
+
+def uniform_draws(uid_key: np.ndarray, entry_ids: np.ndarray, seed: int) -> np.ndarray:
+    """``u(seed, uid, entry)`` in [0, 1): a counter-based hash, one per (pair, entry).
+
+    ``splitmix64(splitmix64(uid_key ^ splitmix64(seed)) + (entry + 1) * golden)``, top 53 bits.
+    """
+    return _draws(_streams(uid_key, seed), entry_ids)
+
+
+def keep_mask(
+    uids: Sequence[str] | pa.Array | pa.ChunkedArray,
+    matched_entry_ids: Sequence[Sequence[int]] | pa.Array | pa.ChunkedArray,
+    probs: np.ndarray,
+    seed: int,
+) -> np.ndarray:
+    """Which pairs balancing keeps: pair i when some entry e of it has ``u(seed, uid_i, e) < probs[e]``."""
+    offsets, entry_ids = list_parts(matched_entry_ids)
+    n = len(offsets) - 1
+    if len(uids) != n:
+        raise CurationError(f"{len(uids)} uids but {n} lists of matched entry ids")
+    if len(entry_ids) and (entry_ids.min() < 0 or entry_ids.max() >= len(probs)):
+        raise CurationError(f"matched entry ids must lie in [0, {len(probs)}): metadata and counts disagree")
+    streams = _streams(uid_keys(uids), seed)
+    probs = np.asarray(probs, dtype=np.float64)
+    kept = np.zeros(n, dtype=bool)
+    for a in range(0, n, _CHUNK_PAIRS):
+        b = min(a + _CHUNK_PAIRS, n)
+        ids = entry_ids[offsets[a] : offsets[b]]
+        pair = np.repeat(np.arange(a, b), np.diff(offsets[a : b + 1]))
+        passed = _draws(streams[pair], ids) < probs[ids]
+        kept[pair[passed]] = True
+    return kept
+
+
+def keep_probabilities(matched_entry_ids: Sequence[Sequence[int]] | pa.Array, probs: np.ndarray) -> np.ndarray:
+    """Each pair's chance of being kept: ``1 - prod_e (1 - probs[e])``."""
+    offsets, entry_ids = list_parts(matched_entry_ids)
+    pair = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    with np.errstate(divide="ignore"):
+        log_miss = np.bincount(pair, np.log1p(-np.asarray(probs)[entry_ids]), minlength=len(offsets) - 1)
+    return -np.expm1(log_miss)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed online balancing uses in ``epoch``; epoch 0 uses ``seed`` itself (= offline)."""
+    if epoch == 0:
+        return seed
+    return int(splitmix64(np.array([seed], dtype=_U64) ^ splitmix64(np.array([epoch], dtype=_U64)))[0])
+
+
+class OnlineBalancer:
+    """Balancing in the data loader (paper A.2): each epoch re-draws which head pairs to keep.
+
+    ``batches`` returns a fresh iterable of record batches (with a uid and a matched entry
+    ids column) each time it is called.  Like a PyTorch sampler, call :meth:`set_epoch`
+    before iterating; tail pairs appear every epoch, head pairs in a different sample.
+    """
+
+    def __init__(
+        self,
+        batches: Callable[[], Iterable[pa.RecordBatch | pa.Table]],
+        probs: np.ndarray,
+        seed: int,
+        *,
+        uid_column: str = "uid",
+        entries_column: str = "matched_entry_ids",
+    ) -> None:
+        self.batches, self.probs, self.seed = batches, np.asarray(probs), seed
+        self.uid_column, self.entries_column = uid_column, entries_column
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[pa.RecordBatch | pa.Table]:
+        seed = epoch_seed(self.seed, self.epoch)
+        for batch in self.batches():
+            mask = keep_mask(batch.column(self.uid_column), batch.column(self.entries_column), self.probs, seed)
+            if mask.any():
+                yield batch.filter(pa.array(mask))
+
+
+@dataclass(frozen=True)
+class ShardBalance:
+    """Figures of balancing one matched shard."""
+
+    pairs_in: int
+    kept: int
+    expected_kept: float
+    variance: float
+    kept_counts: np.ndarray  # uint64[num entries]: kept pairs per entry
+
+
+def balance_shard(
+    input_path: str | os.PathLike,
+    output_path: str | os.PathLike,
+    probs: np.ndarray,
+    seed: int,
+    *,
+    batch_rows: int = 262144,
+    progress: Callable[[int], object] | None = None,
+) -> ShardBalance:
+    """Keep the balanced subset of one matched shard (uid, url, text, matched_entry_ids)."""
+    reader = ShardReader(input_path, MATCHED_SCHEMA.names)
+    pairs_in = kept = 0
+    expected = variance = 0.0
+    kept_counts = np.zeros(len(probs), dtype=_U64)
+    with shard_writer(output_path, MATCHED_SCHEMA) as writer:
+        for batch in reader.batches(batch_rows):
+            matched = batch.column("matched_entry_ids")
+            mask = keep_mask(batch.column("uid"), matched, probs, seed)
+            chosen = batch.filter(pa.array(mask))
+            writer.write_table(pa.Table.from_batches([chosen]).cast(MATCHED_SCHEMA))
+            q = keep_probabilities(matched, probs)
+            pairs_in += len(batch)
+            kept += int(mask.sum())
+            expected += float(q.sum())
+            variance += float((q * (1 - q)).sum())
+            kept_counts += np.bincount(list_parts(chosen.column("matched_entry_ids"))[1], minlength=len(probs)).astype(
+                _U64
+            )
+            if progress is not None:
+                progress(len(batch))
+    return ShardBalance(pairs_in, kept, expected, variance, kept_counts)
+
+
+def expected_kept_bounds(expected: float, variance: float, sigmas: float = 4.0) -> tuple[float, float]:
+    """The interval ``expected +- sigmas * sd`` the kept count should fall in."""
+    sd = math.sqrt(variance)
+    return expected - sigmas * sd, expected + sigmas * sd
+
+
+def resolve_t(counts: np.ndarray, t: int | None = None, target_tail_ratio: float | None = None) -> int:
+    """``t`` as given, or the one whose tail ratio is closest to ``target_tail_ratio``: exactly one of them."""
+    if (t is None) == (target_tail_ratio is None):
+        raise CurationError("give exactly one of t and a target tail ratio")
+    if t is not None:
+        return _check_t(t)
+    return t_for_tail_ratio(counts, target_tail_ratio)
+
+
+def balance_shards(
+    inputs: Sequence[str | os.PathLike],
+    output_dir: str | os.PathLike,
+    counts: np.ndarray,
+    *,
+    t: int | None = None,
+    target_tail_ratio: float | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
+    """The balance stage: the curated subset of every matched shard, into ``output_dir`` atomically.
+
+    ``counts`` are the pool's entry counts; ``t`` is given or chosen for a target tail
+    ratio.  ``output_dir`` gets ``<shard>.parquet`` per input and ``stats.json``.
+    """
+    t = resolve_t(counts, t, target_tail_ratio)
+    seed = _check_seed(seed)
+    files = expand_inputs(inputs)
+    readers = [ShardReader(f, MATCHED_SCHEMA.names) for f in files]
+    probs = entry_probabilities(counts, t)
+    kept_counts = np.zeros(len(counts), dtype=_U64)
+    pairs_in = kept = 0
+    expected = variance = 0.0
+    with atomic_directory(output_dir) as tmp, progress_bar(sum(r.num_rows for r in readers), "balance", progress) as bar:
+        for reader in readers:
+            result = balance_shard(reader.path, tmp / f"{reader.path.stem}.parquet", probs, seed, progress=bar.update)
+            pairs_in += result.pairs_in
+            kept += result.kept
+            expected += result.expected_kept
+            variance += result.variance
+            kept_counts += result.kept_counts
+        low, high = expected_kept_bounds(expected, variance)
+        head = counts >= t
+        stats = {
+            "t": t,
+            "target_tail_ratio": target_tail_ratio,
+            "tail_ratio": tail_ratio(counts, t),
+            "seed": seed,
+            "pairs_in": pairs_in,
+            "kept": kept,
+            "expected_kept": expected,
+            "kept_sd": math.sqrt(variance),
+            "kept_within_4_sd": bool(low <= kept <= high),
+            "head_entries": int(head.sum()),
+            "tail_entries_matched": int(((counts > 0) & ~head).sum()),
+            "head_kept_mean": float(kept_counts[head].mean()) if head.any() else None,
+            "entries_kept": int((kept_counts > 0).sum()),
+        }
+        write_json(tmp / "stats.json", stats)
+    return stats

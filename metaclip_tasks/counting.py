@@ -1,0 +1,75 @@
+"""Per-entry match counts (paper section 3.3): per shard, summed over snapshots and pools."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from metaclip_tasks.arrays import list_parts
+from metaclip_tasks.errors import CurationError
+from metaclip_tasks.storage import save_array
+
+COUNTS_DTYPE = np.uint64
+
+
+def count_entries(matched_entry_ids: Sequence[Sequence[int]] | pa.Array, num_entries: int) -> np.ndarray:
+    """How many pairs matched each entry (each pair's ids are distinct)."""
+    _, values = list_parts(matched_entry_ids)
+    if len(values) and (values.min() < 0 or values.max() >= num_entries):
+        raise CurationError(f"entry ids must lie in [0, {num_entries}); got {values.min()}..{values.max()}")
+    return np.bincount(values, minlength=num_entries).astype(COUNTS_DTYPE)
+
+
+def sum_counts(vectors: Iterable[np.ndarray], names: Sequence[str] | None = None) -> np.ndarray:
+    """The element-wise sum of count vectors; vectors of different lengths (metadata) are refused."""
+    total: np.ndarray | None = None
+    first = ""
+    for i, vector in enumerate(vectors):
+        name = names[i] if names else f"count vector {i}"
+        vector = np.asarray(vector)
+        if total is None:
+            total, first = vector.astype(COUNTS_DTYPE, copy=True), name
+        elif len(vector) != len(total):
+            raise CurationError(
+                f"count vectors differ in length: {first} has {len(total)} entries, {name} has {len(vector)} "
+                "(counted against different metadata?)"
+            )
+        else:
+            total += vector.astype(COUNTS_DTYPE, copy=False)
+    if total is None:
+        raise CurationError("no count vectors to sum")
+    return total
+
+
+def load_counts(path: str | os.PathLike) -> np.ndarray:
+    """Read a count vector saved as ``.npy``: one-dimensional, non-negative integers."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "counts.npy"
+    if not path.is_file():
+        raise CurationError(f"count file {path} does not exist")
+    try:
+        counts = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise CurationError(f"count file {path} is not a numpy .npy array: {e}") from e
+    if counts.ndim != 1 or not np.issubdtype(counts.dtype, np.integer):
+        raise CurationError(f"count file {path} holds {counts.dtype}{list(counts.shape)}, not a vector of integers")
+    if np.issubdtype(counts.dtype, np.signedinteger) and len(counts) and counts.min() < 0:
+        raise CurationError(f"count file {path} has negative counts")
+    return counts.astype(COUNTS_DTYPE, copy=False)
+
+
+def save_counts(path: str | os.PathLike, counts: np.ndarray) -> None:
+    """Save a count vector as uint64 ``.npy``, atomically."""
+    save_array(path, np.asarray(counts, dtype=COUNTS_DTYPE))
+
+
+def top_entries(counts: np.ndarray, entries: Sequence[str], k: int = 20) -> list[tuple[str, int]]:
+    """The ``k`` most matched entries with their counts (ties: lower entry id first), like Table 3."""
+    counts = np.asarray(counts, dtype=COUNTS_DTYPE)
+    order = np.lexsort((np.arange(len(counts)), np.iinfo(COUNTS_DTYPE).max - counts))[:k]
+    return [(entries[i], int(counts[i])) for i in order]

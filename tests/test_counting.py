@@ -1,0 +1,52 @@
+"""Counting: per-entry counts, sums across shards and snapshots, count files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from metaclip_tasks.counting import count_entries, load_counts, save_counts, sum_counts, top_entries
+from metaclip_tasks.errors import CurationError
+
+
+def test_count_entries_from_lists_and_arrow() -> None:
+    lists = [[0, 2], [], None, [2]]
+    assert count_entries(lists, 4).tolist() == [1, 0, 2, 0]
+    arrow = pa.array(lists, type=pa.list_(pa.int32()))
+    assert count_entries(arrow, 4).dtype == np.uint64
+    assert count_entries(arrow.slice(2), 4).tolist() == [0, 0, 1, 0]
+    with pytest.raises(CurationError, match=r"entry ids must lie in \[0, 2\)"):
+        count_entries([[3]], 2)
+
+
+def test_sum_counts_and_length_mismatch() -> None:
+    assert sum_counts([np.array([1, 2], np.uint64), np.array([3, 4])]).tolist() == [4, 6]
+    with pytest.raises(CurationError, match="a.npy has 2 entries, b.npy has 3"):
+        sum_counts([np.zeros(2), np.zeros(3)], names=["a.npy", "b.npy"])
+    with pytest.raises(CurationError, match="no count vectors"):
+        sum_counts([])
+
+
+def test_count_files_round_trip_and_errors(tmp_path: Path) -> None:
+    save_counts(tmp_path / "c.npy", np.array([5, 0, 7]))
+    assert load_counts(tmp_path / "c.npy").tolist() == [5, 0, 7]
+    assert load_counts(tmp_path / "c.npy").dtype == np.uint64
+    with pytest.raises(CurationError, match="nope.npy does not exist"):
+        load_counts(tmp_path / "nope.npy")
+    (tmp_path / "bad.npy").write_text("hello")
+    with pytest.raises(CurationError, match="bad.npy is not a numpy .npy array"):
+        load_counts(tmp_path / "bad.npy")
+    np.save(tmp_path / "float.npy", np.array([[1.0]]))
+    with pytest.raises(CurationError, match="not a vector of integers"):
+        load_counts(tmp_path / "float.npy")
+    np.save(tmp_path / "neg.npy", np.array([1, -1]))
+    with pytest.raises(CurationError, match="negative counts"):
+        load_counts(tmp_path / "neg.npy")
+
+
+def test_top_entries_ties_by_id() -> None:
+    counts = np.array([3, 9, 3, 0], np.uint64)
+    assert top_entries(counts, ["a", "b", "c", "d"], 3) == [("b", 9), ("a", 3), ("c", 3)]

@@ -1,0 +1,176 @@
+"""Matching: the fast engines against the paper's definition, and match_shard's file contract."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from metaclip_tasks.errors import CurationError
+from metaclip_tasks.matching import Matcher, match_shard, spacing, url_uid
+
+BACKENDS = ["tokens", "ahocorasick"]
+
+
+def naive_match(entries: list[str], texts: list) -> list[list[int]]:
+    """The definition, literally: entry e matches when f" {e} " is in the spaced text."""
+    out = []
+    for text in texts:
+        spaced = spacing(text) if isinstance(text, str) else None
+        out.append([i for i, e in enumerate(entries) if spaced is not None and f" {e} " in spaced])
+    return out
+
+
+def naive_spacing(text: str) -> str:
+    out = []
+    for c in f" {text} ":
+        out.append(f" {c} " if c in ",.;:?!`" else " " if c in "\t\n\r" else c)
+    return "".join(out)
+
+
+# Characters that stress the definition: spaces, wrapped punctuation, whitespace turned into
+# spaces, other punctuation, non-ASCII, control characters (the batch separators) and surrogates.
+PIECES = st.sampled_from(
+    [" ", "  ", ",", ".", ";", ":", "?", "!", "`", "\t", "\n", "\r", "-", "'", "a", "b", "ab", "é", "日本",
+     "\x00", "\x01", "\x1f", "\x7f", "\ud800", "0", "A"]
+)  # fmt: skip
+SMALL_TEXT = st.lists(PIECES, max_size=12).map("".join)
+ANY_TEXT = st.one_of(SMALL_TEXT, st.text(max_size=30))
+
+
+@given(st.text())
+def test_spacing_is_the_character_by_character_definition(text: str) -> None:
+    assert spacing(text) == naive_spacing(text)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    entries=st.lists(st.one_of(SMALL_TEXT, st.text(max_size=6)), max_size=12),
+    texts=st.lists(st.one_of(ANY_TEXT, st.none(), st.integers()), max_size=10),
+    backend=st.sampled_from(BACKENDS),
+    batch_size=st.integers(1, 5),
+)
+def test_matcher_equals_the_naive_definition(entries, texts, backend, batch_size) -> None:
+    matcher = Matcher(entries, backend=backend, batch_size=batch_size)
+    assert matcher.match(texts) == naive_match(entries, texts)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_duplicated_entries_all_match(backend: str) -> None:
+    entries = ["cat", "dog", "cat", "black cat", "cat"]
+    assert Matcher(entries, backend=backend).match(["a black cat."]) == [[0, 2, 3, 4]]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_inner_punctuation_spaces_and_unicode(backend: str) -> None:
+    entries = ["new york", "St. Louis", "st . louis", "u.s.", "café", "東京", "a  b", "", "x!", "?"]
+    texts = ["I ♥ New York, new york!", "st. louis", "Café au lait; café.", "東京 tower", "a  b", "why?", "x!"]
+    assert Matcher(entries, backend=backend).match(texts) == naive_match(entries, texts)
+    # "New York" is not "new york"; the empty entry matches wherever spacing leaves two spaces
+    assert Matcher(entries, backend=backend).match(texts)[0] == [0, 7]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_empty_and_very_long_texts(backend: str) -> None:
+    entries = ["red", "red car", "car"]
+    long_text = "a red car, " * 200_000 + "end"
+    result = Matcher(entries, backend=backend).match(["", long_text, "   "])
+    assert result == [[], [0, 1, 2], []]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_texts_holding_every_separator_fall_back_exactly(backend: str) -> None:
+    every_control = "".join(chr(c) for c in [*range(0x20), 0x7F])
+    entries = ["x", "x y", "\x01"]
+    texts = [every_control + " x y", "x \x01 y", "y"]
+    assert Matcher(entries, backend=backend).match(texts) == naive_match(entries, texts)
+
+
+def test_non_strings_match_nothing() -> None:
+    assert Matcher(["1", "None"]).match([None, 1, b"1", "1"]) == [[], [], [], [0]]
+
+
+def test_metadata_must_be_strings() -> None:
+    with pytest.raises(TypeError, match="metadata entry 1 is int"):
+        Matcher(["a", 1])
+
+
+def test_real_captions_against_metaclip_reference(captions_table: pa.Table, wordnet: list[str]) -> None:
+    """On real captions and WordNet metadata, the same ids as MetaCLIP's own automaton loop."""
+    import ahocorasick
+
+    automaton = ahocorasick.Automaton()
+    for i, entry in enumerate(wordnet):
+        automaton.add_word(f" {entry} ", i)
+    automaton.make_automaton()
+    texts = captions_table.column("text").to_pylist()
+    expected = [sorted({i for _, i in automaton.iter(spacing(t))}) if t else [] for t in texts]
+    assert Matcher(wordnet).match(texts) == expected
+    assert sum(map(len, expected)) > 10_000
+
+
+def test_url_uid_is_metaclips() -> None:
+    url = "https://example.com/a.jpg"
+    assert url_uid(url) == hashlib.sha224(url.encode()).hexdigest()[:24]
+
+
+def _write(path: Path, table: pa.Table) -> Path:
+    pq.write_table(table, path)
+    return path
+
+
+def test_match_shard_output_counts_and_stats(tmp_path: Path) -> None:
+    table = pa.table(
+        {
+            "url": ["http://a/1.jpg", "http://a/2.jpg", None, "http://a/4.jpg", "http://a/5.jpg"],
+            "text": ["a red car", "nothing here", "red", None, "Red car, red."],
+        }
+    )
+    entries = ["red", "car", "red car", "Red"]
+    result = match_shard(_write(tmp_path / "in.parquet", table), tmp_path / "out.parquet", Matcher(entries))
+    out = pq.read_table(tmp_path / "out.parquet")
+    assert out.schema.names == ["uid", "url", "text", "matched_entry_ids"]
+    assert out.schema.field("matched_entry_ids").type == pa.list_(pa.int32())
+    assert out.column("url").to_pylist() == ["http://a/1.jpg", "http://a/5.jpg"]
+    assert out.column("uid").to_pylist() == [url_uid("http://a/1.jpg"), url_uid("http://a/5.jpg")]
+    assert out.column("matched_entry_ids").to_pylist() == [[0, 1, 2], [0, 1, 3]]
+    assert result.counts.dtype == np.uint64
+    assert result.counts.tolist() == [2, 2, 1, 1]
+    assert result.stats == {"pairs_in": 5, "pairs_matched": 2, "matches": 6, "pairs_without_url": 1}
+
+
+def test_match_shard_column_names_and_uid_column(tmp_path: Path) -> None:
+    table = pa.table({"URL": ["u1", "u2"], "TEXT": ["cat", "dog"], "key": ["k1", "k2"]})
+    src = _write(tmp_path / "in.parquet", table)
+    match_shard(src, tmp_path / "out.parquet", Matcher(["dog"]), url_column="URL", text_column="TEXT", uid_column="key")
+    assert pq.read_table(tmp_path / "out.parquet").to_pylist() == [
+        {"uid": "k2", "url": "u2", "text": "dog", "matched_entry_ids": [0]}
+    ]
+
+
+def test_match_shard_non_string_text_column_is_unmatched(tmp_path: Path) -> None:
+    src = _write(tmp_path / "in.parquet", pa.table({"url": ["u1"], "text": [7]}))
+    result = match_shard(src, tmp_path / "out.parquet", Matcher(["7"]))
+    assert result.stats["pairs_matched"] == 0 and pq.read_table(tmp_path / "out.parquet").num_rows == 0
+
+
+def test_match_shard_bad_input_names_the_problem_and_writes_nothing(tmp_path: Path) -> None:
+    matcher = Matcher(["a"])
+    out = tmp_path / "out.parquet"
+    with pytest.raises(CurationError, match=r"missing\.parquet does not exist"):
+        match_shard(tmp_path / "missing.parquet", out, matcher)
+    src = _write(tmp_path / "in.parquet", pa.table({"URL": ["u"], "TEXT": ["a"]}))
+    with pytest.raises(CurationError, match=r"has no column 'url', 'text' \(its columns: URL, TEXT\)"):
+        match_shard(src, out, matcher)
+    corrupt = tmp_path / "corrupt.parquet"
+    corrupt.write_bytes(b"PAR1 not really parquet")
+    with pytest.raises(CurationError, match="corrupt.parquet is not a readable parquet file"):
+        match_shard(corrupt, out, matcher)
+    assert list(tmp_path.iterdir()) and not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
