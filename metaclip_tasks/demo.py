@@ -13,12 +13,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from metaclip_tasks.artifacts import Artifact
 from metaclip_tasks.balancing import balance_shards
 from metaclip_tasks.counting import load_counts, top_entries
 from metaclip_tasks.matching import match_shards
 from metaclip_tasks.metadata.store import save_metadata
 from metaclip_tasks.metadata.wordnet import DEFAULT_WORDNET_DIR, wordnet_entries
 from metaclip_tasks.shared_data import CAPTIONS
+from metaclip_tasks.snapshots import Pool
 from metaclip_tasks.storage import atomic_directory, write_json
 
 def generated_pool(entries: list[str], n_pairs: int = 20_000, seed: int = 0) -> pa.Table:
@@ -86,5 +88,33 @@ def run_demo(
             f"  curated:   {curated['kept']:,} pairs (expected {curated['expected_kept']:,.1f} +- {curated['kept_sd']:.1f}, "
             f"seed {seed}) -> {state_dir / 'curated'}",
             f"  report:    {state_dir / 'report.json'}",
+        ]
+    )
+
+
+def write_demo_pairs(root: str | Path, pool: Pool, captions: Path = CAPTIONS, shards_per_snapshot: int = 2) -> list[str]:
+    """Split the default pool over ``pool``'s snapshots as ``<root>/pairs/<snapshot>/part-*.parquet``."""
+    from metaclip_tasks.pipeline import pairs_dir
+
+    table, _ = load_pool(Path(captions), wordnet_entries())
+    parts = np.array_split(np.arange(len(table)), len(pool.snapshots) * shards_per_snapshot)
+    for i, snapshot in enumerate(pool.snapshots):
+        with atomic_directory(pairs_dir(root, snapshot)) as tmp:
+            for j in range(shards_per_snapshot):
+                pq.write_table(table.take(parts[i * shards_per_snapshot + j]), tmp / f"part-{j:05d}.parquet")
+    return list(pool.snapshots)
+
+
+def demo_report(counts: Artifact, curated: Artifact) -> str:
+    """A few lines on what the Airflow demo produced and where it is."""
+    c, k = counts.stats, curated.stats
+    return "\n".join(
+        [
+            f"MetaCLIP curation demo through Airflow: pool {counts.params['pool']} ({len(counts.params['snapshots'])} snapshots)",
+            f"  pool counts: {c['matches']:,} matches over {c['entries']:,} entries; t={c['t']} "
+            f"(tail ratio {c['tail_ratio']:.4f}) -> {counts.uri}",
+            f"  report:      {counts.path('entry_counts.png')}, {counts.path('top_entries.json')}",
+            f"  curated:     {k['kept']:,} of {k['pairs_in']:,} matched pairs (expected {k['expected_kept']:,.1f} "
+            f"+- {k['kept_sd']:.1f}) -> {curated.uri}",
         ]
     )

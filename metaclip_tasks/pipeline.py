@@ -1,0 +1,298 @@
+"""The curation stages as versioned artifacts, with the heavy work on Dask.
+
+Each function takes an :class:`ArtifactStore`, its input artifacts and parameters, and
+returns the published artifact (a cache hit when it already exists).  The Airflow DAGs in
+``dags/`` are thin callers of these functions; so is anything else that wants the pipeline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from operator import getitem
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metaclip_tasks.artifacts import Artifact, ArtifactStore
+from metaclip_tasks.balancing import (
+    balance_shard,
+    entry_probabilities,
+    expected_kept_bounds,
+    tail_ratio,
+    t_for_tail_ratio,
+)
+from metaclip_tasks.counting import load_counts, save_counts, sum_counts, top_entries
+from metaclip_tasks.errors import CurationError
+from metaclip_tasks.matching import Matcher, match_shard
+from metaclip_tasks.metadata.store import load_metadata, metadata_report, save_metadata
+from metaclip_tasks.metadata.wordnet import DEFAULT_WORDNET_DIR, POS_FILES, wordnet_entries
+from metaclip_tasks.report import STANDARD_TS, plot_entry_counts, tail_ratios
+from metaclip_tasks.shards import ShardReader
+from metaclip_tasks.snapshots import Pool, check_snapshot
+from metaclip_tasks.storage import write_json
+
+METADATA, MATCHED, POOL_COUNTS, CURATED, ABLATION = "metadata", "matched", "pool_counts", "curated", "t_ablation"
+_MATCHERS: dict[str, Matcher] = {}  # per Dask worker process: metadata version -> built matcher
+
+
+# -- metadata -----------------------------------------------------------------------------
+
+
+def wordnet_metadata(store: ArtifactStore, wordnet_dir: Path = DEFAULT_WORDNET_DIR) -> Artifact:
+    """MetaCLIP's WordNet entries (86,654) as a metadata artifact."""
+    files = {pos: (Path(wordnet_dir) / f"data.{pos}").stat().st_size for pos in POS_FILES if _exists(wordnet_dir, pos)}
+    params = {"source": "wordnet", "wordnet_data_bytes": files}
+
+    def build(workdir: Path) -> dict[str, Any]:
+        entries = wordnet_entries(wordnet_dir)
+        save_metadata(workdir / "entries.json", entries)
+        return metadata_report(entries)
+
+    return store.publish(METADATA, params, [], build)
+
+
+def _exists(wordnet_dir: Path, pos: str) -> bool:
+    return (Path(wordnet_dir) / f"data.{pos}").is_file()
+
+
+def import_metadata(store: ArtifactStore, path: str | Path) -> Artifact:
+    """An existing metadata list (e.g. MetaCLIP's metadata.json), checked and stored as an artifact."""
+    entries = load_metadata(path)
+    digest = hashlib.sha256(json.dumps(entries, ensure_ascii=False).encode()).hexdigest()
+
+    def build(workdir: Path) -> dict[str, Any]:
+        save_metadata(workdir / "entries.json", entries)
+        return metadata_report(entries)
+
+    return store.publish(METADATA, {"source": "import", "sha256": digest}, [], build)
+
+
+# -- matching -----------------------------------------------------------------------------
+
+
+def pairs_dir(root: str | Path, snapshot: str) -> Path:
+    """Where a snapshot's input shards of pairs live: ``<root>/pairs/<snapshot>/``."""
+    return Path(root) / "pairs" / snapshot
+
+
+def snapshot_shards(root: str | Path, snapshot: str) -> list[Path]:
+    """The snapshot's parquet shards, sorted; none is an error naming the directory."""
+    directory = pairs_dir(root, check_snapshot(snapshot))
+    shards = sorted(p for p in directory.glob("*.parquet") if not p.name.startswith("."))
+    if not shards:
+        raise CurationError(f"no parquet shards of pairs for {snapshot} in {directory}")
+    return shards
+
+
+def _fingerprint(path: Path) -> dict[str, Any]:
+    """Name, size and a hash of the parquet footer: changes whenever the shard's content does."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        f.seek(max(0, size - 65536))
+        tail = f.read()
+    return {"name": path.name, "bytes": size, "footer_sha256": hashlib.sha256(tail).hexdigest()}
+
+
+def _worker_matcher(entries_uri: str, metadata_version: str) -> Matcher:
+    """The matcher for a metadata version, built once per worker process and then reused."""
+    if metadata_version not in _MATCHERS:
+        _MATCHERS.clear()  # one metadata at a time keeps workers' memory bounded
+        _MATCHERS[metadata_version] = Matcher(load_metadata(entries_uri))
+    return _MATCHERS[metadata_version]
+
+
+def _match_task(shard: str, output: str, entries_uri: str, metadata_version: str, columns: dict[str, Any]) -> tuple:
+    result = match_shard(shard, output, _worker_matcher(entries_uri, metadata_version), **columns)
+    return result.counts, result.stats
+
+
+def match_snapshot(
+    store: ArtifactStore,
+    snapshot: str,
+    metadata: Artifact,
+    client: Any,
+    *,
+    url_column: str = "url",
+    text_column: str = "text",
+    uid_column: str | None = None,
+) -> Artifact:
+    """Match every shard of a snapshot on Dask; one matched shard per input plus ``counts.npy``."""
+    shards = snapshot_shards(store.root, snapshot)
+    columns = {"url_column": url_column, "text_column": text_column, "uid_column": uid_column}
+    for shard in shards:  # every shard readable with the right columns, before any work
+        ShardReader(shard, [c for c in columns.values() if c])
+    params = {"snapshot": snapshot, "pairs": [_fingerprint(s) for s in shards], **columns}
+
+    def build(workdir: Path) -> dict[str, Any]:
+        entries_uri = str(metadata.path("entries.json"))
+        futures = client.map(
+            _match_task,
+            [str(s) for s in shards],
+            [str(workdir / s.name) for s in shards],
+            entries_uri=entries_uri, metadata_version=metadata.version, columns=columns, pure=False,
+        )  # fmt: skip
+        from metaclip_tasks.cluster import tree_sum
+
+        counts = tree_sum(client, client.map(getitem, futures, [0] * len(futures)))
+        per_shard = client.gather(client.map(getitem, futures, [1] * len(futures)))
+        save_counts(workdir / "counts.npy", counts)
+        totals = {k: sum(s[k] for s in per_shard) for k in per_shard[0]}
+        return {**totals, "entries": len(counts), "shards": dict(zip([s.name for s in shards], per_shard))}
+
+    return store.publish(MATCHED, params, [metadata], build)
+
+
+def matched_shards(artifact: Artifact) -> list[str]:
+    """The matched parquet files of a matched (or curated) artifact."""
+    return [artifact.path(f["name"]) for f in artifact.manifest["files"] if f["name"].endswith(".parquet")]
+
+
+# -- pool counts --------------------------------------------------------------------------
+
+
+def _metadata_of(store: ArtifactStore, matched: Sequence[Artifact]) -> Artifact:
+    versions = {i["version"] for a in matched for i in a.manifest["inputs"] if i["stage"] == METADATA}
+    if len(versions) != 1:
+        raise CurationError(f"the snapshots were matched against different metadata versions: {sorted(versions)}")
+    return store.require(METADATA, versions.pop())
+
+
+def pool_counts(store: ArtifactStore, pool: Pool, matched: Sequence[Artifact]) -> Artifact:
+    """Sum a pool's snapshot counts; choose t for its target tail ratio; Fig. 2 and Table 3."""
+    missing = sorted(set(pool.snapshots) - {a.params["snapshot"] for a in matched})
+    if missing:
+        raise CurationError(f"pool {pool.name} lacks matched snapshots: {', '.join(missing)}")
+    matched = sorted(matched, key=lambda a: pool.snapshots.index(a.params["snapshot"]))
+    metadata = _metadata_of(store, matched)
+    params = {"pool": pool.name, "snapshots": list(pool.snapshots), "target_tail_ratio": pool.target_tail_ratio}
+
+    def build(workdir: Path) -> dict[str, Any]:
+        counts = sum_counts([load_counts(a.path("counts.npy")) for a in matched], names=list(pool.snapshots))
+        save_counts(workdir / "counts.npy", counts)
+        t = t_for_tail_ratio(counts, pool.target_tail_ratio)
+        entries = load_metadata(metadata.path("entries.json"))
+        top = top_entries(counts, entries, 20)
+        write_json(workdir / "top_entries.json", [{"entry": e, "count": n} for e, n in top])
+        plot_entry_counts(counts, t, workdir / "entry_counts.png", f"{pool.name}: cumulative counts, tail to head")
+        return {
+            "matches": int(counts.sum()),
+            "entries": len(counts),
+            "entries_never_matched": int((counts == 0).sum()),
+            "t": t,
+            "tail_ratio": tail_ratio(counts, t),
+            "head_entries": int((counts >= t).sum()),
+            "tail_ratios": tail_ratios(counts, STANDARD_TS),
+            "top_entries": top[:5],
+        }
+
+    return store.publish(POOL_COUNTS, params, [*matched, metadata], build)
+
+
+# -- balancing ----------------------------------------------------------------------------
+
+
+def resolve_pool_t(counts_artifact: Artifact, t: int | None, target_tail_ratio: float | None) -> int:
+    """t as given, or the t of the pool's counts closest to the target tail ratio."""
+    if t is not None and target_tail_ratio is not None:
+        raise CurationError("give t or target_tail_ratio, not both")
+    if t is not None:
+        if not isinstance(t, int) or isinstance(t, bool) or t < 1:
+            raise CurationError(f"t must be an integer >= 1, got {t!r}")
+        return t
+    ratio = target_tail_ratio if target_tail_ratio is not None else counts_artifact.params["target_tail_ratio"]
+    if ratio == counts_artifact.params["target_tail_ratio"]:
+        return int(counts_artifact.stats["t"])
+    return t_for_tail_ratio(load_counts(counts_artifact.path("counts.npy")), ratio)
+
+
+def _balance_task(shard: str, output: str, probs: np.ndarray, seed: int) -> tuple:
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    r = balance_shard(shard, output, probs, seed)
+    return r.kept_counts, (r.pairs_in, r.kept, r.expected_kept, r.variance)
+
+
+def balance_pool(
+    store: ArtifactStore, counts_artifact: Artifact, matched: Sequence[Artifact], client: Any, *, t: int, seed: int = 0
+) -> Artifact:
+    """The curated subset of a pool for one t and seed: one curated shard per matched shard."""
+    counts = load_counts(counts_artifact.path("counts.npy"))
+    params = {"pool": counts_artifact.params["pool"], "t": t, "seed": seed}
+
+    def build(workdir: Path) -> dict[str, Any]:
+        probs = client.scatter(entry_probabilities(counts, t), broadcast=True)
+        jobs = [(a.params["snapshot"], s) for a in matched for s in matched_shards(a)]
+        futures = client.map(
+            _balance_task,
+            [s for _, s in jobs],
+            [str(workdir / snap / Path(s).name) for snap, s in jobs],
+            probs=probs, seed=seed, pure=False,
+        )  # fmt: skip
+        from metaclip_tasks.cluster import tree_sum
+
+        kept_counts = tree_sum(client, client.map(getitem, futures, [0] * len(futures)))
+        figures = np.array(client.gather(client.map(getitem, futures, [1] * len(futures))), dtype=np.float64)
+        pairs_in, kept, expected, variance = figures.sum(axis=0)
+        low, high = expected_kept_bounds(expected, variance)
+        head, matched_entries = counts >= t, counts > 0
+        save_counts(workdir / "kept_counts.npy", kept_counts)
+        return {
+            "t": t,
+            "seed": seed,
+            "tail_ratio": tail_ratio(counts, t),
+            "pairs_in": int(pairs_in),
+            "kept": int(kept),
+            "expected_kept": float(expected),
+            "kept_sd": math.sqrt(variance),
+            "kept_within_4_sd": bool(low <= kept <= high),
+            "head_entries": int(head.sum()),
+            "head_entries_kept_mean": float(kept_counts[head].mean()) if head.any() else None,
+            "tail_entries": int((matched_entries & ~head).sum()),
+            "tail_entries_covered": int(((kept_counts > 0) & matched_entries & ~head).sum()),
+        }
+
+    return store.publish(CURATED, params, [counts_artifact, *matched], build)
+
+
+def ablation_table(store: ArtifactStore, counts_artifact: Artifact, curated: Sequence[Artifact]) -> Artifact:
+    """The comparison of a t ablation: t, tail ratio, curated size, and that the subsets nest."""
+    curated = sorted(curated, key=lambda a: a.params["t"])
+    params = {"pool": counts_artifact.params["pool"], "runs": [(a.params["t"], a.params["seed"]) for a in curated]}
+
+    def build(workdir: Path) -> dict[str, Any]:
+        rows, previous, nested = [], None, True
+        for artifact in curated:
+            uids = _uids(artifact)
+            if previous is not None and artifact.params["seed"] == previous[0]:
+                nested = nested and previous[1] <= uids
+            previous = (artifact.params["seed"], uids)
+            s = artifact.stats
+            rows.append({"t": s["t"], "seed": s["seed"], "tail_ratio": s["tail_ratio"], "curated": s["kept"],
+                         "expected": s["expected_kept"], "version": artifact.version})  # fmt: skip
+        write_json(workdir / "comparison.json", rows)
+        lines = ["| t | tail ratio | curated pairs | expected | version |", "| ---: | ---: | ---: | ---: | --- |"]
+        lines += [f"| {r['t']:,} | {r['tail_ratio']:.4f} | {r['curated']:,} | {r['expected']:,.1f} | {r['version']} |"
+                  for r in rows]  # fmt: skip
+        (workdir / "comparison.md").write_text("\n".join(lines) + "\n")
+        return {"rows": rows, "nested": nested}
+
+    return store.publish(ABLATION, params, [counts_artifact, *curated], build)
+
+
+def _uids(artifact: Artifact) -> set[str]:
+    import pyarrow.parquet as pq
+
+    return {u for shard in matched_shards(artifact) for u in pq.read_table(shard, columns=["uid"])["uid"].to_pylist()}
+
+
+def latest_matched(store: ArtifactStore, snapshots: Sequence[str], metadata: Artifact) -> dict[str, Artifact]:
+    """The newest matched artifact of each snapshot made from ``metadata`` (snapshots without one are absent)."""
+    found: dict[str, Artifact] = {}
+    for artifact in store.list(MATCHED):
+        made_from = {(i["stage"], i["version"]) for i in artifact.manifest["inputs"]}
+        if artifact.params["snapshot"] in snapshots and (METADATA, metadata.version) in made_from:
+            found[artifact.params["snapshot"]] = artifact  # list() is oldest first: the newest wins
+    return found

@@ -1,0 +1,13 @@
+"""Where the pipeline keeps its state by default: ``$METACLIP_ROOT`` or ``<repo>/.state/root``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def artifact_root() -> str:
+    """The artifact store's root: a local directory or any fsspec URL."""
+    return os.environ.get("METACLIP_ROOT") or str(REPO / ".state" / "root")

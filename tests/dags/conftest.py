@@ -1,0 +1,57 @@
+"""An isolated Airflow for the DAG tests: its own AIRFLOW_HOME, SQLite DB, artifact root and pools.
+
+The environment is set when this file is imported, before anything imports Airflow, since
+Airflow reads its configuration at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+STATE = Path(tempfile.mkdtemp(prefix="metaclip-airflow-tests-"))
+TEST_POOLS = """
+[three]
+description = "three snapshots for the DAG tests"
+snapshots = ["CC-MAIN-2023-06", "CC-MAIN-2023-14", "CC-MAIN-2023-23"]
+target_tail_ratio = 0.3
+
+[pool2]
+first = "CC-MAIN-2013-20"
+last = "CC-MAIN-2023-14"
+"""
+AIRFLOW_ENV = {
+    "AIRFLOW_HOME": str(STATE / "airflow"),
+    "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+    "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+    "METACLIP_ROOT": str(STATE / "root"),
+    "METACLIP_POOLS": str(STATE / "pools.toml"),
+}
+os.environ.update(AIRFLOW_ENV)
+(STATE / "airflow").mkdir(parents=True, exist_ok=True)
+(STATE / "pools.toml").write_text(TEST_POOLS)
+for path in (REPO / "plugins", REPO / "dags"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """A migrated SQLite metadata DB."""
+    subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], check=True, capture_output=True)
+    return STATE
+
+
+@pytest.fixture(scope="session")
+def dagbag(airflow_db):
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(REPO / "dags"))

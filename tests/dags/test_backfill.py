@@ -1,0 +1,118 @@
+"""A real backfill: the scheduler, dag-processor and API server (``airflow standalone``, LocalExecutor,
+SQLite) run metaclip_match_snapshot for all 91 crawls of 2013-01-01 .. 2023-04-30, each on a
+process-based Dask LocalCluster; then the 91 count vectors and their pool sum are checked."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from metaclip_tasks.artifacts import ArtifactStore
+from metaclip_tasks.counting import load_counts, sum_counts
+from metaclip_tasks.local_airflow import airflow_env, migrate, run_airflow
+from metaclip_tasks.matching import Matcher
+from metaclip_tasks.snapshots import PAPER_POOL2_RANGE, snapshots_between
+
+AIRFLOW = str(Path(sys.executable).parent / "airflow")
+SNAPSHOTS = snapshots_between(*PAPER_POOL2_RANGE)
+WORDS = ["red", "car", "dog", "photo", "black", "cat", "house", "tree", "river", "city", "beach", "sunset", "old"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _texts(i: int) -> list[str]:
+    """A few deterministic captions per snapshot, different in each."""
+    return [f"a {WORDS[(i + k) % len(WORDS)]} {WORDS[(3 * i + k) % len(WORDS)]}, photo {i}" for k in range(4)]
+
+
+def _airflow(env: dict, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([AIRFLOW, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _wait(condition, timeout: float, what: str, log: Path, server: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"airflow standalone exited ({server.returncode}); last log lines:\n" + log.read_text()[-4000:])
+        if condition():
+            return
+        time.sleep(3)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}; last log lines:\n" + log.read_text()[-4000:])
+
+
+def test_backfill_of_the_91_crawls_under_the_real_scheduler(tmp_path: Path, wordnet: list[str]) -> None:
+    root = tmp_path / "root"
+    for i, snapshot in enumerate(SNAPSHOTS):
+        shard = root / "pairs" / snapshot / "part-00000.parquet"
+        shard.parent.mkdir(parents=True)
+        texts = _texts(i)
+        pq.write_table(pa.table({"url": [f"https://img.example/{snapshot}/{k}.jpg" for k in range(4)], "text": texts}), shard)
+    port = _free_port()
+    env = airflow_env(
+        tmp_path, root=str(root),
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True",
+        AIRFLOW__API__PORT=str(port),
+        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://localhost:{port}/execution/",
+        AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
+    )  # fmt: skip
+    env.pop("METACLIP_POOLS", None)
+    migrate(env)
+    # The backfill is created before the services start: SQLite refuses a second writer, and the
+    # scheduler writes constantly. The runs are then all scheduled by the running scheduler.
+    run_airflow(env, "dags", "reserialize")
+    run_airflow(env, "dags", "unpause", "metaclip_match_snapshot")
+    run_airflow(env, "backfill", "create", "--dag-id", "metaclip_match_snapshot",
+                "--from-date", "2013-01-01", "--to-date", "2023-04-30")  # fmt: skip
+    log = tmp_path / "standalone.log"
+    with open(log, "w") as out:
+        server = subprocess.Popen([AIRFLOW, "standalone"], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                  start_new_session=True)  # fmt: skip
+    try:
+
+        def runs() -> list[dict]:
+            listed = _airflow(env, "dags", "list-runs", "metaclip_match_snapshot", "-o", "json")
+            lines = [line for line in listed.stdout.splitlines() if line.startswith(("[{", "[]"))]
+            return json.loads(lines[-1]) if lines else []
+
+        def finished() -> bool:
+            states = [r["state"] for r in runs()]
+            if "failed" in states:
+                pytest.fail(f"a backfill run failed: {states.count('failed')} failed\n" + log.read_text()[-6000:])
+            return len(states) == 91 and all(s == "success" for s in states)
+
+        _wait(finished, 2400, "91 successful runs", log, server)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+    store = ArtifactStore(root)
+    matched = {a.params["snapshot"]: a for a in store.list("matched")}
+    assert sorted(matched) == sorted(SNAPSHOTS)
+    matcher = Matcher(wordnet)
+    expected = []
+    for i, snapshot in enumerate(SNAPSHOTS):
+        direct = np.bincount(matcher.match_batch(_texts(i)).entry_ids, minlength=len(wordnet))
+        counts = load_counts(matched[snapshot].path("counts.npy"))
+        assert np.array_equal(counts, direct), snapshot
+        expected.append(direct)
+    pool = sum_counts([load_counts(matched[s].path("counts.npy")) for s in SNAPSHOTS])
+    assert np.array_equal(pool, np.sum(expected, axis=0)) and pool.sum() > 0
