@@ -5,19 +5,24 @@ VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test bench system-packages
+.PHONY: demo airflow test bench system-packages
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[airflow,dev]'
 	touch $(STAMP)
 
 # WordNet 3.0 database files (Debian's wordnet-base): the metadata's first source.
 system-packages:
 	@test -f /usr/share/wordnet/data.noun || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wordnet-base; }
 
+# The main job: the curation demo DAG run through Airflow (SQLite, LocalExecutor, local Dask, .state/).
 demo: $(STAMP) system-packages
-	$(VENV)/bin/metaclip demo
+	$(VENV)/bin/python -m metaclip_tasks.local_airflow demo
+
+# A local Airflow (scheduler, dag-processor, API server and UI on :8080) on the same embedded defaults.
+airflow: $(STAMP) system-packages
+	$(VENV)/bin/python -m metaclip_tasks.local_airflow standalone
 
 test: $(STAMP) system-packages
 	$(VENV)/bin/python -m pytest
@@ -25,3 +30,4 @@ test: $(STAMP) system-packages
 bench: $(STAMP) system-packages
 	$(VENV)/bin/python -m benchmarks.matching
 	$(VENV)/bin/python -m benchmarks.balancing
+	$(VENV)/bin/python -m benchmarks.match_snapshot

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import DAG, get_current_context, task
+from airflow.sdk import DAG, Param, get_current_context, task
 from metaclip_airflow import (
     DASK_RETRIES, MATCHED_ASSET, bad_input_fails, cluster, metadata, metadata_param, snapshot_param, store, summary,
 )  # fmt: skip
@@ -30,8 +30,10 @@ with DAG(
     params={
         "snapshot": snapshot_param(),
         "metadata_version": metadata_param(),
-        "url_column": "url",
-        "text_column": "text",
+        "url_column": Param("url", type="string", minLength=1, title="URL column",
+                            description="column of the pair shards holding image URLs"),
+        "text_column": Param("text", type="string", minLength=1, title="Text column",
+                             description="column of the pair shards holding alt-texts"),
     },
     tags=["metaclip", "matching"],
     doc_md=__doc__,

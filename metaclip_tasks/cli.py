@@ -91,6 +91,22 @@ def build_parser() -> argparse.ArgumentParser:
     balance.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
     balance.add_argument("-o", "--output-dir", required=True, help="directory to write (replaced atomically)")
 
+    artifacts = sub.add_parser(
+        "artifacts",
+        help="list, show and trace the versioned artifacts of the pipeline",
+        description="Every stage writes <root>/artifacts/<stage>/<version>/ with a manifest.json (parameters, "
+        "inputs, code version, files with checksums, stats). The root is $METACLIP_ROOT or .state/root.",
+        epilog=EPILOG,
+    )
+    artifacts.add_argument("--root", help="artifact root: a directory or fsspec URL (default: $METACLIP_ROOT)")
+    verbs = artifacts.add_subparsers(dest="verb", required=True, metavar="VERB")
+    listing = verbs.add_parser("list", help="complete artifacts, oldest first")
+    listing.add_argument("--stage", help="only this stage (metadata, matched, pool_counts, curated, t_ablation)")
+    for verb, text in (("show", "print an artifact's manifest"), ("lineage", "print the artifacts it was made from")):
+        one = verbs.add_parser(verb, help=text)
+        one.add_argument("stage")
+        one.add_argument("version")
+
     demo = sub.add_parser(
         "demo",
         help="run the whole curation on embedded defaults and print a report",
@@ -155,10 +171,29 @@ def _run(args: argparse.Namespace) -> None:
             f"+- {stats['kept_sd']:.1f}) with t={stats['t']} (tail ratio {stats['tail_ratio']:.4f}) "
             f"-> {args.output_dir}"
         )
+    elif args.command == "artifacts":
+        from metaclip_tasks.artifacts import ArtifactStore
+        from metaclip_tasks.settings import artifact_root
+
+        store = ArtifactStore(args.root or artifact_root())
+        if args.verb == "list":
+            for a in store.list(args.stage):
+                print(f"{a.stage:<12} {a.version}  {a.manifest['created']}  {json.dumps(a.params, sort_keys=True)[:90]}")
+        elif args.verb == "show":
+            print(json.dumps(store.require(args.stage, args.version).manifest, indent=2, sort_keys=True))
+        else:
+            _print_lineage(store.lineage(args.stage, args.version))
     elif args.command == "demo":
         from metaclip_tasks.demo import run_demo
 
         print(run_demo(Path(args.state_dir), target_tail_ratio=args.tail_ratio, seed=args.seed, progress=progress))
+
+
+def _print_lineage(node: dict, depth: int = 0) -> None:
+    params = {k: v for k, v in node["params"].items() if k not in ("pairs", "snapshots", "wordnet_data_bytes")}
+    print(f"{'  ' * depth}{node['stage']} {node['version']} {json.dumps(params, sort_keys=True)}")
+    for child in node["inputs"]:
+        _print_lineage(child, depth + 1)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,189 @@
+"""The DAGs: integrity, and end to end with ``dag.test()`` on a pool of three snapshots built
+from the shared real captions (counts, cache hits, versions per t, nested ablations, bad input)."""
+
+from __future__ import annotations
+
+import os
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from metaclip_tasks.artifacts import ArtifactStore
+from metaclip_tasks.counting import load_counts
+from metaclip_tasks.matching import Matcher
+from metaclip_tasks.snapshots import PAPER_POOL2_RANGE, snapshot_date, snapshots_between
+
+DAG_IDS = {
+    "metaclip_match_snapshot", "metaclip_pool_counts", "metaclip_balance", "metaclip_t_ablation",
+    "metaclip_curation_demo",
+}  # fmt: skip
+THREE = ["CC-MAIN-2023-06", "CC-MAIN-2023-14", "CC-MAIN-2023-23"]
+DASK_TASKS = {
+    "metaclip_match_snapshot": ["match"], "metaclip_balance": ["balance"], "metaclip_t_ablation": ["balance"],
+    "metaclip_curation_demo": ["match", "count_and_balance"],
+}  # fmt: skip
+
+
+def test_every_dag_imports_with_its_id_and_no_cycle(dagbag) -> None:
+    assert dagbag.import_errors == {}
+    assert set(dagbag.dag_ids) == DAG_IDS
+    for dag_id in DAG_IDS:
+        dag = dagbag.get_dag(dag_id)
+        assert len(dag.topological_sort()) == len(dag.tasks)  # raises on a cycle
+        assert dag.doc_md and dag.tags and "metaclip" in dag.tags
+
+
+def test_tasks_on_dask_retry(dagbag) -> None:
+    for dag_id, task_ids in DASK_TASKS.items():
+        for task_id in task_ids:
+            assert dagbag.get_dag(dag_id).get_task(task_id).retries >= 1, (dag_id, task_id)
+
+
+def test_params_are_typed_and_described(dagbag) -> None:
+    for dag_id in DAG_IDS:
+        for name, param in dagbag.get_dag(dag_id).params.items():
+            assert param.schema.get("type") and param.description, (dag_id, name)
+
+
+def test_timetable_runs_once_per_crawl_and_round_trips(dagbag) -> None:
+    from metaclip_timetable import CommonCrawlTimetable
+
+    timetable = dagbag.get_dag("metaclip_match_snapshot").timetable
+    assert isinstance(timetable, CommonCrawlTimetable)
+    window = [e.date() for e in timetable.event_dates if date(2013, 1, 1) <= e.date() <= date(2023, 4, 30)]
+    assert window == [snapshot_date(s) for s in snapshots_between(*PAPER_POOL2_RANGE)]
+    assert len(window) == 91
+    again = CommonCrawlTimetable.deserialize(timetable.serialize())
+    assert again.event_dates == timetable.event_dates
+
+
+@pytest.fixture(scope="module")
+def three_snapshots(airflow_db, captions_table: pa.Table) -> dict[str, list[str]]:
+    """The real captions over three snapshots, two shards each; returns each snapshot's texts."""
+    root = Path(os.environ["METACLIP_ROOT"])
+    texts = {}
+    for i, snapshot in enumerate(THREE):
+        part = captions_table.slice(i * 3000, 3000)
+        directory = root / "pairs" / snapshot
+        directory.mkdir(parents=True, exist_ok=True)
+        pq.write_table(part.slice(0, 1500), directory / "part-00000.parquet")
+        pq.write_table(part.slice(1500), directory / "part-00001.parquet")
+        texts[snapshot] = part.column("text").to_pylist()
+    return texts
+
+
+def _store() -> ArtifactStore:
+    return ArtifactStore(os.environ["METACLIP_ROOT"])
+
+
+def _asset_events(name: str) -> list[dict]:
+    """The ``extra`` of every event of the asset ``name`` in the Airflow DB."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        query = select(AssetEvent.extra).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+        return [dict(extra) for extra in session.scalars(query.where(AssetModel.name == name))]
+
+
+def _run(dagbag, dag_id: str, **conf):
+    return dagbag.get_dag(dag_id).test(run_conf=conf)
+
+
+def test_match_count_balance_ablate_end_to_end(dagbag, three_snapshots, wordnet: list[str]) -> None:
+    matcher = Matcher(wordnet)
+    for snapshot in THREE:
+        assert _run(dagbag, "metaclip_match_snapshot", snapshot=snapshot).state == "success"
+    matched = {a.params["snapshot"]: a for a in _store().list("matched")}
+    direct = {}
+    for snapshot in THREE:
+        direct[snapshot] = np.bincount(matcher.match_batch(three_snapshots[snapshot]).entry_ids, minlength=len(wordnet))
+        assert np.array_equal(load_counts(matched[snapshot].path("counts.npy")), direct[snapshot])
+        assert len([f for f in matched[snapshot].manifest["files"] if f["name"].endswith(".parquet")]) == 2
+
+    events = _asset_events("metaclip.matched")
+    assert {(e["snapshot"], e["version"], e["uri"]) for e in events} >= {
+        (s, matched[s].version, matched[s].uri) for s in THREE
+    }
+
+    # re-running is a cache hit: no new artifact, the same manifest
+    before = {(a.stage, a.version): a.manifest["created"] for a in _store().list()}
+    assert _run(dagbag, "metaclip_match_snapshot", snapshot=THREE[0]).state == "success"
+    assert {(a.stage, a.version): a.manifest["created"] for a in _store().list()} == before
+
+    assert _run(dagbag, "metaclip_pool_counts", pool="three").state == "success"
+    (counts,) = _store().list("pool_counts")
+    assert np.array_equal(load_counts(counts.path("counts.npy")), sum(direct.values()))
+    assert {f["name"] for f in counts.manifest["files"]} >= {"counts.npy", "entry_counts.png", "top_entries.json"}
+    assert counts.stats["t"] >= 1 and set(counts.stats["tail_ratios"]) == {"1000", "5000", "20000", "60000", "170000"}
+    lineage = _store().lineage("pool_counts", counts.version)
+    assert sorted(i["stage"] for i in lineage["inputs"]) == ["matched", "matched", "matched", "metadata"]
+
+    assert _run(dagbag, "metaclip_balance", pool="three", seed=1).state == "success"
+    assert _run(dagbag, "metaclip_balance", pool="three", seed=1).state == "success"  # cache hit
+    assert len(_store().list("curated")) == 1
+    assert _run(dagbag, "metaclip_balance", pool="three", t=7, seed=1).state == "success"
+    curated = _store().list("curated")
+    assert len(curated) == 2 and {c.params["t"] for c in curated} == {counts.stats["t"], 7}
+    assert all(c.stats["kept_within_4_sd"] for c in curated)
+
+    assert _run(dagbag, "metaclip_t_ablation", pool="three", t_values=[2, 20, 200], seed=1).state == "success"
+    (ablation,) = _store().list("t_ablation")
+    assert ablation.stats["nested"] is True
+    assert [r["t"] for r in ablation.stats["rows"]] == [2, 20, 200]
+    sizes = [r["curated"] for r in ablation.stats["rows"]]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+
+
+@pytest.mark.parametrize(
+    ("dag_id", "conf", "message"),
+    [
+        ("metaclip_balance", {"pool": "three", "t": 0}, "t: 0 is less than the minimum of 1"),
+        ("metaclip_balance", {"pool": "three", "target_tail_ratio": 1.5}, "target_tail_ratio: 1.5 is greater than or equal to the maximum of 1"),
+        ("metaclip_balance", {"pool": "nope"}, "pool: 'nope' is not one of"),
+        ("metaclip_match_snapshot", {"snapshot": "CC-MAIN-2031-01"}, "snapshot: 'CC-MAIN-2031-01' is not one of"),
+        ("metaclip_t_ablation", {"pool": "three", "t_values": [0]}, "t_values: 0 is less than the minimum of 1"),
+    ],
+)  # fmt: skip
+def test_bad_params_are_refused_before_any_work(dagbag, airflow_db, dag_id: str, conf: dict, message: str) -> None:
+    from airflow.sdk.exceptions import ParamValidationError
+
+    with pytest.raises(ParamValidationError, match=message.replace("(", r"\(")):
+        _run(dagbag, dag_id, **conf)
+
+
+@pytest.mark.parametrize(
+    ("dag_id", "conf", "message"),
+    [
+        ("metaclip_balance", {"pool": "three", "t": 5, "target_tail_ratio": 0.2}, "give t (5) or target_tail_ratio (0.2), not both"),
+        ("metaclip_t_ablation", {"pool": "three", "t_values": [5], "tail_ratios": [0.2]}, "give t_values or tail_ratios"),
+        ("metaclip_match_snapshot", {"snapshot": "CC-MAIN-2013-20"}, "no parquet shards of pairs for CC-MAIN-2013-20"),
+    ],
+)  # fmt: skip
+def test_inconsistent_params_fail_the_first_task_with_the_reason(
+    dagbag, airflow_db, capfd, dag_id: str, conf: dict, message: str
+) -> None:
+    run = _run(dagbag, dag_id, **conf)
+    assert run.state == "failed"
+    assert message in capfd.readouterr().out
+    failed = [ti.task_id for ti in run.get_task_instances() if ti.state == "failed"]
+    assert failed == [dagbag.get_dag(dag_id).topological_sort()[0].task_id]
+
+
+def test_corrupt_shard_fails_naming_it_and_leaves_nothing(dagbag, airflow_db, capfd, captions_table) -> None:
+    root = Path(os.environ["METACLIP_ROOT"])
+    directory = root / "pairs" / "CC-MAIN-2023-40"
+    directory.mkdir(parents=True, exist_ok=True)
+    pq.write_table(captions_table.slice(0, 100), directory / "part-00000.parquet")
+    (directory / "part-00001.parquet").write_bytes(b"PAR1 this is not parquet PAR1")
+    matched_before = len(_store().list("matched"))
+    run = _run(dagbag, "metaclip_match_snapshot", snapshot="CC-MAIN-2023-40")
+    assert run.state == "failed"
+    assert "part-00001.parquet is not a readable parquet file" in capfd.readouterr().out
+    assert len(_store().list("matched")) == matched_before
+    assert not [p for p in (root / "artifacts" / "matched").iterdir() if p.name.startswith(".")]
