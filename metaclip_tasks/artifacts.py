@@ -19,10 +19,10 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -177,7 +177,7 @@ class ArtifactStore:
                 "params": params,
                 "inputs": [a.ref for a in inputs],
                 "code": code_version(),
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "created": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
                 "files": [_describe(p, workdir) for p in sorted(workdir.rglob("*")) if p.is_file()],
                 "stats": stats,
             }

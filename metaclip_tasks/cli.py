@@ -178,7 +178,7 @@ def _run(args: argparse.Namespace) -> None:
         store = ArtifactStore(args.root or artifact_root())
         if args.verb == "list":
             for a in store.list(args.stage):
-                print(f"{a.stage:<12} {a.version}  {a.manifest['created']}  {json.dumps(a.params, sort_keys=True)[:90]}")
+                print(f"{a.stage:<12} {a.version}  {a.manifest['created'][:19]}  {json.dumps(a.params, sort_keys=True)[:90]}")
         elif args.verb == "show":
             print(json.dumps(store.require(args.stage, args.version).manifest, indent=2, sort_keys=True))
         else:
