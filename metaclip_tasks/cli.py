@@ -91,6 +91,38 @@ def build_parser() -> argparse.ArgumentParser:
     balance.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
     balance.add_argument("-o", "--output-dir", required=True, help="directory to write (replaced atomically)")
 
+    metadata = sub.add_parser(
+        "metadata",
+        help="build, import and describe metadata (the entry list)",
+        description="MetaCLIP's metadata (paper section 3.1): WordNet synsets, Wikipedia unigrams (count >= 100), "
+        "bigrams (PMI >= 30, in bits) and titles (page views >= 70), united in that order, de-duplicated, "
+        "within a 500k budget.",
+        epilog=EPILOG,
+    )
+    mverbs = metadata.add_subparsers(dest="verb", required=True, metavar="VERB")
+    build = mverbs.add_parser("build", help="build the entry list from its sources")
+    build.add_argument("--sources", default="wordnet,unigram,bigram,title",
+                       help="comma-separated, from wordnet,unigram,bigram,title (default: all four)")  # fmt: skip
+    build.add_argument("--wordnet-dir", help="WordNet 3.0 database files (default: /usr/share/wordnet)")
+    build.add_argument("--wikipedia", nargs="*", default=[], metavar="DUMP", help="pages-articles dumps (.xml.bz2)")
+    build.add_argument("--pageviews", nargs="*", default=[], metavar="FILE", help="hourly page-view files (.gz)")
+    for flag, kind, default, text in (
+        ("--min-unigram-count", int, 100, "keep unigrams counted at least this often"),
+        ("--max-unigrams", int, 251_465, "at most this many unigrams (most frequent first)"),
+        ("--min-pmi", float, 30.0, "keep bigrams with at least this PMI, in bits"),
+        ("--min-bigram-count", int, 1, "and counted at least this often"),
+        ("--max-bigrams", int, 100_646, "at most this many bigrams (highest PMI first)"),
+        ("--min-title-views", int, 70, "keep titles with at least this many summed page views"),
+        ("--budget", int, 500_000, "the total number of entries"),
+    ):
+        build.add_argument(flag, type=kind, default=default, help=f"{text} (default: {default})")
+    build.add_argument("-o", "--output", required=True, help="the entries as a JSON list (and <stem>.sources.json)")
+    stats = mverbs.add_parser("stats", help="entries per source, like the paper's Table 1")
+    stats.add_argument("path", help="a metadata JSON list (its <stem>.sources.json is read when present)")
+    imported = mverbs.add_parser("import", help="check an existing list and store it as a metadata artifact")
+    imported.add_argument("path", help="a JSON list of strings, e.g. MetaCLIP's metadata.json")
+    imported.add_argument("--root", help="artifact root (default: $METACLIP_ROOT)")
+
     artifacts = sub.add_parser(
         "artifacts",
         help="list, show and trace the versioned artifacts of the pipeline",
@@ -171,6 +203,8 @@ def _run(args: argparse.Namespace) -> None:
             f"+- {stats['kept_sd']:.1f}) with t={stats['t']} (tail ratio {stats['tail_ratio']:.4f}) "
             f"-> {args.output_dir}"
         )
+    elif args.command == "metadata":
+        _metadata(args, progress)
     elif args.command == "artifacts":
         from metaclip_tasks.artifacts import ArtifactStore
         from metaclip_tasks.settings import artifact_root
@@ -187,6 +221,34 @@ def _run(args: argparse.Namespace) -> None:
         from metaclip_tasks.demo import run_demo
 
         print(run_demo(Path(args.state_dir), target_tail_ratio=args.tail_ratio, seed=args.seed, progress=progress))
+
+
+def _metadata(args: argparse.Namespace, progress: bool) -> None:
+    from metaclip_tasks.metadata.build import MetadataParams, build_metadata, source_stats, sources_path
+    from metaclip_tasks.metadata.store import load_metadata
+
+    if args.verb == "build":
+        params = MetadataParams(
+            sources=tuple(s.strip() for s in args.sources.split(",") if s.strip()),
+            min_unigram_count=args.min_unigram_count, max_unigrams=args.max_unigrams, min_pmi=args.min_pmi,
+            min_bigram_count=args.min_bigram_count, max_bigrams=args.max_bigrams,
+            min_title_views=args.min_title_views, budget=args.budget,
+        )  # fmt: skip
+        result = build_metadata(params, wordnet_dir=args.wordnet_dir, dumps=args.wikipedia, pageview_files=args.pageviews)
+        result.save(args.output)
+        print(json.dumps(result.stats(), indent=2))
+    elif args.verb == "stats":
+        entries = load_metadata(args.path)
+        path = Path(sources_path(args.path))
+        sources = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        print(json.dumps(source_stats(entries, sources), indent=2))
+    else:
+        from metaclip_tasks.artifacts import ArtifactStore
+        from metaclip_tasks.pipeline import import_metadata
+        from metaclip_tasks.settings import artifact_root
+
+        artifact = import_metadata(ArtifactStore(args.root or artifact_root()), args.path)
+        print(json.dumps({"version": artifact.version, "uri": artifact.uri, **artifact.stats}, indent=2))
 
 
 def _print_lineage(node: dict, depth: int = 0) -> None:

@@ -29,7 +29,7 @@ def dask_client(address: str | None = None, n_workers: int | None = None) -> Ite
             n_workers=n_workers or os.cpu_count() or 1,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            dashboard_address=":0",  # a free port: never clashes with another cluster
             silence_logs=logging.WARNING,
         ) as cluster, Client(cluster) as client:
             yield client

@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import asdict
 from operator import getitem
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,8 @@ from metaclip_tasks.counting import load_counts, save_counts, sum_counts, top_en
 from metaclip_tasks.errors import CurationError
 from metaclip_tasks.matching import Matcher, match_shard
 from metaclip_tasks.metadata.store import load_metadata, metadata_report, save_metadata
-from metaclip_tasks.metadata.wordnet import DEFAULT_WORDNET_DIR, POS_FILES, wordnet_entries
+from metaclip_tasks.metadata.build import MetadataParams, build_metadata
+from metaclip_tasks.metadata.wordnet import DEFAULT_WORDNET_DIR, POS_FILES
 from metaclip_tasks.report import STANDARD_TS, plot_entry_counts, tail_ratios
 from metaclip_tasks.shards import ShardReader
 from metaclip_tasks.snapshots import Pool, check_snapshot
@@ -42,21 +44,34 @@ _MATCHERS: dict[str, Matcher] = {}  # per Dask worker process: metadata version 
 # -- metadata -----------------------------------------------------------------------------
 
 
-def wordnet_metadata(store: ArtifactStore, wordnet_dir: Path = DEFAULT_WORDNET_DIR) -> Artifact:
-    """MetaCLIP's WordNet entries (86,654) as a metadata artifact."""
-    files = {pos: (Path(wordnet_dir) / f"data.{pos}").stat().st_size for pos in POS_FILES if _exists(wordnet_dir, pos)}
-    params = {"source": "wordnet", "wordnet_data_bytes": files}
+def build_metadata_artifact(
+    store: ArtifactStore,
+    params: MetadataParams,
+    *,
+    wordnet_dir: Path = DEFAULT_WORDNET_DIR,
+    dumps: Sequence[str | Path] = (),
+    pageview_files: Sequence[str | Path] = (),
+    client: Any = None,
+) -> Artifact:
+    """The metadata built from its sources (section 3.1) as an artifact: ``entries.json`` and
+    ``entries.sources.json``; its version covers the thresholds and the input files."""
+    inputs: dict[str, Any] = {}
+    if "wordnet" in params.sources:
+        inputs["wordnet"] = [_fingerprint(Path(wordnet_dir) / f"data.{pos}") for pos in POS_FILES]
+    inputs["dumps"] = [_fingerprint(Path(d)) for d in dumps if {"unigram", "bigram"} & set(params.sources)]
+    inputs["pageviews"] = [_fingerprint(Path(p)) for p in pageview_files if "title" in params.sources]
 
     def build(workdir: Path) -> dict[str, Any]:
-        entries = wordnet_entries(wordnet_dir)
-        save_metadata(workdir / "entries.json", entries)
-        return metadata_report(entries)
+        result = build_metadata(params, wordnet_dir=wordnet_dir, dumps=dumps, pageview_files=pageview_files, client=client)
+        result.save(workdir / "entries.json")
+        return {**result.stats(), **metadata_report(result.entries)}
 
-    return store.publish(METADATA, params, [], build)
+    return store.publish(METADATA, {"build": asdict(params), "inputs": inputs}, [], build)
 
 
-def _exists(wordnet_dir: Path, pos: str) -> bool:
-    return (Path(wordnet_dir) / f"data.{pos}").is_file()
+def wordnet_metadata(store: ArtifactStore, wordnet_dir: Path = DEFAULT_WORDNET_DIR) -> Artifact:
+    """MetaCLIP's WordNet entries (86,654) alone: the default metadata of the match stage."""
+    return build_metadata_artifact(store, MetadataParams(sources=("wordnet",)), wordnet_dir=wordnet_dir)
 
 
 def import_metadata(store: ArtifactStore, path: str | Path) -> Artifact:

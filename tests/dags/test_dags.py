@@ -19,12 +19,12 @@ from metaclip_tasks.snapshots import PAPER_POOL2_RANGE, snapshot_date, snapshots
 
 DAG_IDS = {
     "metaclip_match_snapshot", "metaclip_pool_counts", "metaclip_balance", "metaclip_t_ablation",
-    "metaclip_curation_demo",
+    "metaclip_curation_demo", "metaclip_metadata",
 }  # fmt: skip
 THREE = ["CC-MAIN-2023-06", "CC-MAIN-2023-14", "CC-MAIN-2023-23"]
 DASK_TASKS = {
     "metaclip_match_snapshot": ["match"], "metaclip_balance": ["balance"], "metaclip_t_ablation": ["balance"],
-    "metaclip_curation_demo": ["match", "count_and_balance"],
+    "metaclip_curation_demo": ["match", "count_and_balance"], "metaclip_metadata": ["fetch_sources", "build"],
 }  # fmt: skip
 
 
@@ -92,6 +92,8 @@ def _asset_events(name: str) -> list[dict]:
 
 
 def _run(dagbag, dag_id: str, **conf):
+    """One ``dag.test()`` run.  In one process a run's conf can outlive it in the DAG's params:
+    tests that rely on a default pass it explicitly."""
     return dagbag.get_dag(dag_id).test(run_conf=conf)
 
 
@@ -187,3 +189,35 @@ def test_corrupt_shard_fails_naming_it_and_leaves_nothing(dagbag, airflow_db, ca
     assert "part-00001.parquet is not a readable parquet file" in capfd.readouterr().out
     assert len(_store().list("matched")) == matched_before
     assert not [p for p in (root / "artifacts" / "matched").iterdir() if p.name.startswith(".")]
+
+
+def test_metadata_dag_builds_an_artifact_the_match_dag_takes(dagbag, three_snapshots, tmp_path: Path) -> None:
+    import gzip
+
+    from metaclip_tasks.shared_data import WIKIPEDIA_SAMPLE
+
+    if not WIKIPEDIA_SAMPLE.is_file():
+        pytest.skip("shared Wikipedia sample absent")
+    views = tmp_path / "pageviews-20220101-000000.gz"
+    with gzip.open(views, "wt") as f:
+        f.write("en Albedo 90 0\nen Ant 80 0\nen Special:Search 900 0\n")
+    conf = {"wikipedia_dumps": [str(WIKIPEDIA_SAMPLE)], "pageview_files": [str(views)], "min_unigram_count": 20,
+            "min_pmi": 12.0, "min_bigram_count": 2}  # fmt: skip
+    assert _run(dagbag, "metaclip_metadata", **conf).state == "success"
+    built = [a for a in _store().list("metadata") if a.params.get("build", {}).get("sources") == ["wordnet", "unigram", "bigram", "title"]]
+    assert len(built) == 1
+    assert built[0].stats["by_source"] == {"wordnet": 86_654, "unigram": 1_683, "bigram": 3_492, "title": 2}
+    assert {f["name"] for f in built[0].manifest["files"]} == {"entries.json", "entries.sources.json"}
+    assert _asset_events("metaclip.metadata")[-1]["version"] == built[0].version
+
+    run = _run(dagbag, "metaclip_match_snapshot", snapshot=THREE[0], metadata_version=built[0].version)
+    assert run.state == "success"
+    made = [a for a in _store().list("matched") if {"stage": "metadata", "version": built[0].version, "uri": built[0].uri}
+            in a.manifest["inputs"]]  # fmt: skip
+    assert len(made) == 1 and made[0].stats["entries"] == built[0].stats["entries"]
+
+
+def test_metadata_dag_refuses_sources_without_files(dagbag, airflow_db, capfd) -> None:
+    run = _run(dagbag, "metaclip_metadata", sources=["wordnet", "unigram"], wikipedia_dumps=[], pageview_files=[])
+    assert run.state == "failed"
+    assert "the unigram and bigram sources need wikipedia_dumps" in capfd.readouterr().out
