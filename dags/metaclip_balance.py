@@ -11,8 +11,18 @@ from datetime import datetime
 
 from airflow.sdk import DAG, Param, get_current_context, task
 from metaclip_airflow import (
-    CURATED_ASSET, DASK_RETRIES, bad_input_fails, check_t_choice, cluster, metadata_param, pool_inputs, pool_param,
-    seed_param, store, summary,
+    CURATED_ASSET,
+    DASK_RETRIES,
+    bad_input_fails,
+    check_t_choice,
+    cluster,
+    counted_pool,
+    metadata_param,
+    pool_inputs,
+    pool_param,
+    seed_param,
+    store,
+    summary,
 )  # fmt: skip
 
 from metaclip_tasks import pipeline
@@ -51,9 +61,7 @@ with DAG(
         context = get_current_context()
         params = context["params"]
         with bad_input_fails():
-            pool = check_t_choice(checked["pool"], params["t"], params["target_tail_ratio"])
-            _, matched = pool_inputs(pool, params["metadata_version"], required=True)
-            counts = pipeline.pool_counts(store(), pool, matched)
+            matched, counts = counted_pool(checked["pool"], params["metadata_version"])
             t = pipeline.resolve_pool_t(counts, params["t"], params["target_tail_ratio"])
             with cluster() as client:
                 artifact = pipeline.balance_pool(store(), counts, matched, client, t=t, seed=params["seed"])

@@ -11,7 +11,15 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Param, get_current_context, task
 from metaclip_airflow import (
-    DASK_RETRIES, MATCHED_ASSET, bad_input_fails, cluster, metadata, metadata_param, snapshot_param, store, summary,
+    DASK_RETRIES,
+    MATCHED_ASSET,
+    bad_input_fails,
+    cluster,
+    metadata,
+    metadata_param,
+    snapshot_param,
+    store,
+    summary,
 )  # fmt: skip
 from metaclip_timetable import CommonCrawlTimetable
 

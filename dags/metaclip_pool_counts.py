@@ -13,7 +13,14 @@ from datetime import datetime
 from airflow.sdk import DAG, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
 from metaclip_airflow import (
-    MATCHED_ASSET, POOL_COUNTS_ASSET, bad_input_fails, metadata_param, pool_inputs, pool_param, store, summary,
+    MATCHED_ASSET,
+    POOL_COUNTS_ASSET,
+    bad_input_fails,
+    metadata_param,
+    pool_inputs,
+    pool_param,
+    store,
+    summary,
 )  # fmt: skip
 
 from metaclip_tasks import pipeline

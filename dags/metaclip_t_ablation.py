@@ -10,8 +10,16 @@ from datetime import datetime
 
 from airflow.sdk import DAG, Param, get_current_context, task
 from metaclip_airflow import (
-    DASK_RETRIES, bad_input_fails, check_t_choice, cluster, metadata_param, pool_inputs, pool_param, seed_param,
-    store, summary,
+    DASK_RETRIES,
+    bad_input_fails,
+    check_t_choice,
+    cluster,
+    counted_pool,
+    metadata_param,
+    pool_param,
+    seed_param,
+    store,
+    summary,
 )  # fmt: skip
 
 from metaclip_tasks import pipeline
@@ -49,8 +57,7 @@ with DAG(
                 check_t_choice(pool.name, t, None)
             for r in ratios:
                 check_t_choice(pool.name, None, r)
-            _, matched = pool_inputs(pool, params["metadata_version"], required=True)
-            counts = pipeline.pool_counts(store(), pool, matched)
+            _, counts = counted_pool(pool.name, params["metadata_version"])
             return sorted({pipeline.resolve_pool_t(counts, t, None) for t in ts} |
                           {pipeline.resolve_pool_t(counts, None, r) for r in ratios})  # fmt: skip
 
@@ -58,9 +65,7 @@ with DAG(
     def balance(t: int) -> dict:
         params = get_current_context()["params"]
         with bad_input_fails():
-            pool = check_t_choice(params["pool"], None, None)
-            _, matched = pool_inputs(pool, params["metadata_version"], required=True)
-            counts = pipeline.pool_counts(store(), pool, matched)
+            matched, counts = counted_pool(params["pool"], params["metadata_version"])
             with cluster() as client:
                 artifact = pipeline.balance_pool(store(), counts, matched, client, t=t, seed=params["seed"])
         return summary(artifact)
@@ -69,12 +74,11 @@ with DAG(
     def compare(curated: list[dict]) -> dict:
         params = get_current_context()["params"]
         with bad_input_fails():
-            pool = check_t_choice(params["pool"], None, None)
-            _, matched = pool_inputs(pool, params["metadata_version"], required=True)
-            counts = pipeline.pool_counts(store(), pool, matched)
+            _, counts = counted_pool(params["pool"], params["metadata_version"])
             s = store()
             table = pipeline.ablation_table(s, counts, [s.require(c["stage"], c["version"]) for c in curated])
-        print((s.require(table.stage, table.version).path("comparison.md")))
+        with open(table.path("comparison.md")) as comparison:
+            print(comparison.read())  # the table, in the task log
         return {**summary(table), "nested": table.stats["nested"], "rows": table.stats["rows"]}
 
     compare(balance.expand(t=choose_ts()))

@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -177,7 +177,7 @@ class ArtifactStore:
                 "params": params,
                 "inputs": [a.ref for a in inputs],
                 "code": code_version(),
-                "created": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+                "created": datetime.now(UTC).isoformat(timespec="microseconds"),
                 "files": [_describe(p, workdir) for p in sorted(workdir.rglob("*")) if p.is_file()],
                 "stats": stats,
             }

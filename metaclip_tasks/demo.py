@@ -23,13 +23,14 @@ from metaclip_tasks.shared_data import CAPTIONS
 from metaclip_tasks.snapshots import Pool
 from metaclip_tasks.storage import atomic_directory, write_json
 
+
 def generated_pool(entries: list[str], n_pairs: int = 20_000, seed: int = 0) -> pa.Table:
     """A deterministic stand-in pool: texts of Zipf-distributed entries and filler words."""
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(entries))
     fillers = ["photo of", "image:", "a", "the", "with", "stock picture,", "untitled", "2019", "on sale!"]
     texts = []
-    for i in range(n_pairs):
+    for _ in range(n_pairs):
         picks = np.minimum(rng.zipf(1.3, size=rng.integers(1, 5)) - 1, len(entries) - 1)
         words = [entries[order[j]] for j in picks] + list(rng.choice(fillers, size=2))
         rng.shuffle(words)

@@ -29,8 +29,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from metaclip_tasks.arrays import binary_parts, to_binary
-from metaclip_tasks.hashing import ByteHasher, IntHashIndex
 from metaclip_tasks.counting import save_counts
+from metaclip_tasks.hashing import ByteHasher, IntHashIndex
 from metaclip_tasks.shards import MATCHED_SCHEMA, ShardReader, expand_inputs, progress_bar, shard_writer
 from metaclip_tasks.storage import atomic_directory, write_json
 

@@ -23,14 +23,16 @@ from metaclip_tasks.balancing import (
     balance_shard,
     entry_probabilities,
     expected_kept_bounds,
-    tail_ratio,
+    resolve_t,
     t_for_tail_ratio,
+    tail_ratio,
 )
+from metaclip_tasks.cluster import tree_sum
 from metaclip_tasks.counting import load_counts, save_counts, sum_counts, top_entries
 from metaclip_tasks.errors import CurationError
 from metaclip_tasks.matching import Matcher, match_shard
-from metaclip_tasks.metadata.store import load_metadata, metadata_report, save_metadata
 from metaclip_tasks.metadata.build import MetadataParams, build_metadata
+from metaclip_tasks.metadata.store import load_metadata, metadata_report, save_metadata
 from metaclip_tasks.metadata.wordnet import DEFAULT_WORDNET_DIR, POS_FILES
 from metaclip_tasks.report import STANDARD_TS, plot_entry_counts, tail_ratios
 from metaclip_tasks.shards import ShardReader
@@ -150,8 +152,6 @@ def match_snapshot(
             [str(workdir / s.name) for s in shards],
             entries_uri=entries_uri, metadata_version=metadata.version, columns=columns, pure=False,
         )  # fmt: skip
-        from metaclip_tasks.cluster import tree_sum
-
         counts = tree_sum(client, client.map(getitem, futures, [0] * len(futures)))
         per_shard = client.gather(client.map(getitem, futures, [1] * len(futures)))
         save_counts(workdir / "counts.npy", counts)
@@ -211,17 +211,10 @@ def pool_counts(store: ArtifactStore, pool: Pool, matched: Sequence[Artifact]) -
 
 
 def resolve_pool_t(counts_artifact: Artifact, t: int | None, target_tail_ratio: float | None) -> int:
-    """t as given, or the t of the pool's counts closest to the target tail ratio."""
-    if t is not None and target_tail_ratio is not None:
-        raise CurationError("give t or target_tail_ratio, not both")
-    if t is not None:
-        if not isinstance(t, int) or isinstance(t, bool) or t < 1:
-            raise CurationError(f"t must be an integer >= 1, got {t!r}")
-        return t
-    ratio = target_tail_ratio if target_tail_ratio is not None else counts_artifact.params["target_tail_ratio"]
-    if ratio == counts_artifact.params["target_tail_ratio"]:
-        return int(counts_artifact.stats["t"])
-    return t_for_tail_ratio(load_counts(counts_artifact.path("counts.npy")), ratio)
+    """t as given, or the t of the pool's counts closest to the target tail ratio (the pool's by default)."""
+    if t is None and target_tail_ratio in (None, counts_artifact.params["target_tail_ratio"]):
+        return int(counts_artifact.stats["t"])  # chosen when the pool was counted
+    return resolve_t(load_counts(counts_artifact.path("counts.npy")), t, target_tail_ratio)
 
 
 def _balance_task(shard: str, output: str, probs: np.ndarray, seed: int) -> tuple:
@@ -246,8 +239,6 @@ def balance_pool(
             [str(workdir / snap / Path(s).name) for snap, s in jobs],
             probs=probs, seed=seed, pure=False,
         )  # fmt: skip
-        from metaclip_tasks.cluster import tree_sum
-
         kept_counts = tree_sum(client, client.map(getitem, futures, [0] * len(futures)))
         figures = np.array(client.gather(client.map(getitem, futures, [1] * len(futures))), dtype=np.float64)
         pairs_in, kept, expected, variance = figures.sum(axis=0)
@@ -278,12 +269,11 @@ def ablation_table(store: ArtifactStore, counts_artifact: Artifact, curated: Seq
     params = {"pool": counts_artifact.params["pool"], "runs": [(a.params["t"], a.params["seed"]) for a in curated]}
 
     def build(workdir: Path) -> dict[str, Any]:
-        rows, previous, nested = [], None, True
+        rows, nested = [], True
+        for smaller, larger in zip(curated, curated[1:]):
+            if smaller.params["seed"] == larger.params["seed"]:
+                nested = nested and _nested(smaller, larger)
         for artifact in curated:
-            uids = _uids(artifact)
-            if previous is not None and artifact.params["seed"] == previous[0]:
-                nested = nested and previous[1] <= uids
-            previous = (artifact.params["seed"], uids)
             s = artifact.stats
             rows.append({"t": s["t"], "seed": s["seed"], "tail_ratio": s["tail_ratio"], "curated": s["kept"],
                          "expected": s["expected_kept"], "version": artifact.version})  # fmt: skip
@@ -297,10 +287,15 @@ def ablation_table(store: ArtifactStore, counts_artifact: Artifact, curated: Seq
     return store.publish(ABLATION, params, [counts_artifact, *curated], build)
 
 
-def _uids(artifact: Artifact) -> set[str]:
+def _nested(smaller: Artifact, larger: Artifact) -> bool:
+    """Whether every pair kept by ``smaller`` is kept by ``larger``, compared shard by shard."""
     import pyarrow.parquet as pq
 
-    return {u for shard in matched_shards(artifact) for u in pq.read_table(shard, columns=["uid"])["uid"].to_pylist()}
+    for name in [f["name"] for f in smaller.manifest["files"] if f["name"].endswith(".parquet")]:
+        small = set(pq.read_table(smaller.path(name), columns=["uid"])["uid"].to_pylist())
+        if not small <= set(pq.read_table(larger.path(name), columns=["uid"])["uid"].to_pylist()):
+            return False
+    return True
 
 
 def latest_matched(store: ArtifactStore, snapshots: Sequence[str], metadata: Artifact) -> dict[str, Artifact]:

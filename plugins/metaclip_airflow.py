@@ -105,6 +105,13 @@ def pool_inputs(pool: Pool, metadata_version: str, *, required: bool) -> tuple[A
     return None if missing else (meta, [found[s] for s in pool.snapshots])
 
 
+def counted_pool(pool_name: str, metadata_version: str) -> tuple[list[Artifact], Artifact]:
+    """A pool's matched snapshots and its counts artifact (a cache hit once counted)."""
+    pool = get_pool(pool_name)
+    _, matched = pool_inputs(pool, metadata_version, required=True)
+    return matched, pipeline.pool_counts(store(), pool, matched)
+
+
 def summary(artifact: Artifact) -> dict[str, Any]:
     """What a task returns (XCom) and an asset event carries: the artifact's version and URI."""
     return {"stage": artifact.stage, "version": artifact.version, "uri": artifact.uri, "cache_hit": artifact.cache_hit}

@@ -20,8 +20,8 @@ from metaclip_tasks.balancing import (
     keep_mask,
     keep_probabilities,
     resolve_t,
-    tail_ratio,
     t_for_tail_ratio,
+    tail_ratio,
     uid_keys,
     uniform_draws,
 )

@@ -9,7 +9,13 @@ import pytest
 
 from metaclip_tasks.errors import CurationError
 from metaclip_tasks.snapshots import (
-    PAPER_POOL2_RANGE, SNAPSHOTS, check_snapshot, get_pool, load_pools, snapshot_date, snapshot_for_date,
+    PAPER_POOL2_RANGE,
+    SNAPSHOTS,
+    check_snapshot,
+    get_pool,
+    load_pools,
+    snapshot_date,
+    snapshot_for_date,
     snapshots_between,
 )  # fmt: skip
 

@@ -11,7 +11,14 @@ import pytest
 
 from metaclip_tasks.errors import CurationError
 from metaclip_tasks.metadata.wikipedia import (
-    NgramCounts, count_dumps, count_texts, iter_articles, pmi, select_bigrams, select_unigrams, tokenize,
+    NgramCounts,
+    count_dumps,
+    count_texts,
+    iter_articles,
+    pmi,
+    select_bigrams,
+    select_unigrams,
+    tokenize,
 )  # fmt: skip
 from metaclip_tasks.shared_data import WIKIPEDIA_SAMPLE
 
