@@ -96,3 +96,15 @@ def test_command_line_build_and_stats(tmp_path: Path, wordnet, pageviews, capsys
     assert json.loads(capsys.readouterr().out)["by_source"]["wordnet"] == 86_654
     assert main(["metadata", "build", "--sources", "wordnet,books", "-o", str(tmp_path / "x.json")]) == 1
     assert not (tmp_path / "x.json").exists()
+
+
+def test_importing_an_existing_list_reports_and_stores_it(tmp_path: Path, capsys) -> None:
+    listed = tmp_path / "metadata.json"
+    listed.write_text(json.dumps(["cat", "dog", "cat", " ", "black cat"]))
+    assert main(["metadata", "import", str(listed), "--root", str(tmp_path / "root")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["entries"] == 5 and report["duplicated_entries"] == 1 and report["empty_entries"] == 1
+    stored = tmp_path / "root" / "artifacts" / "metadata" / report["version"] / "entries.json"
+    assert json.loads(stored.read_text()) == ["cat", "dog", "cat", " ", "black cat"]
+    listed.write_text(json.dumps({"not": "a list"}))
+    assert main(["metadata", "import", str(listed), "--root", str(tmp_path / "root")]) == 1
