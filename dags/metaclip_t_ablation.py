@@ -6,7 +6,7 @@ checks; downloading and training per value come with the download/train stages.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Param, get_current_context, task
 from metaclip_airflow import (
@@ -23,6 +23,7 @@ from metaclip_airflow import (
 )  # fmt: skip
 
 from metaclip_tasks import pipeline
+from metaclip_tasks.download import DownloadOptions
 from metaclip_tasks.errors import CurationError
 
 with DAG(
@@ -39,6 +40,8 @@ with DAG(
                              title="Target tail ratios", description="tail ratios whose t values to compare"),
         "seed": seed_param(),
         "metadata_version": metadata_param(),
+        "download": Param(False, type="boolean", title="Download",
+                          description="download the largest subset once (img2dataset); the others are views of it"),
     },  # fmt: skip
     tags=["metaclip", "balancing", "ablation"],
     doc_md=__doc__,
@@ -70,15 +73,30 @@ with DAG(
                 artifact = pipeline.balance_pool(store(), counts, matched, client, t=t, seed=params["seed"])
         return summary(artifact)
 
+    @task(retries=2, retry_delay=timedelta(minutes=1))
+    def download_once(curated: list[dict]) -> dict[str, int]:
+        """The largest subset downloaded once; each smaller one an index into it (nested subsets)."""
+        if not get_current_context()["params"]["download"]:
+            return {}
+        s = store()
+        artifacts = sorted((s.require(c["stage"], c["version"]) for c in curated), key=lambda a: a.params["t"])
+        downloaded = pipeline.download_curated(s, artifacts[-1], DownloadOptions())
+        samples = {str(artifacts[-1].params["t"]): downloaded.stats["successes"]}
+        for artifact in artifacts[:-1]:
+            samples[str(artifact.params["t"])] = pipeline.download_view(s, downloaded, artifact).stats["samples"]
+        return samples
+
     @task
-    def compare(curated: list[dict]) -> dict:
+    def compare(curated: list[dict], downloaded: dict[str, int]) -> dict:
         params = get_current_context()["params"]
         with bad_input_fails():
             _, counts = counted_pool(params["pool"], params["metadata_version"])
             s = store()
-            table = pipeline.ablation_table(s, counts, [s.require(c["stage"], c["version"]) for c in curated])
+            artifacts = [s.require(c["stage"], c["version"]) for c in curated]
+            table = pipeline.ablation_table(s, counts, artifacts, {int(t): n for t, n in downloaded.items()})
         with open(table.path("comparison.md")) as comparison:
             print(comparison.read())  # the table, in the task log
         return {**summary(table), "nested": table.stats["nested"], "rows": table.stats["rows"]}
 
-    compare(balance.expand(t=choose_ts()))
+    curated = balance.expand(t=choose_ts())
+    compare(curated, download_once(curated))

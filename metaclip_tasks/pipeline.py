@@ -10,13 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from operator import getitem
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 
 from metaclip_tasks.artifacts import Artifact, ArtifactStore
 from metaclip_tasks.balancing import (
@@ -29,6 +30,14 @@ from metaclip_tasks.balancing import (
 )
 from metaclip_tasks.cluster import tree_sum
 from metaclip_tasks.counting import load_counts, save_counts, sum_counts, top_entries
+from metaclip_tasks.download import (
+    DownloadOptions,
+    download_stats,
+    downloaded_uids,
+    run_img2dataset,
+    subset_index,
+    write_url_list,
+)
 from metaclip_tasks.errors import CurationError
 from metaclip_tasks.matching import Matcher, match_shard
 from metaclip_tasks.metadata.build import MetadataParams, build_metadata
@@ -40,6 +49,7 @@ from metaclip_tasks.snapshots import Pool, check_snapshot
 from metaclip_tasks.storage import write_json
 
 METADATA, MATCHED, POOL_COUNTS, CURATED, ABLATION = "metadata", "matched", "pool_counts", "curated", "t_ablation"
+DOWNLOADED, DOWNLOAD_VIEW = "downloaded", "download_view"
 _MATCHERS: dict[str, Matcher] = {}  # per Dask worker process: metadata version -> built matcher
 
 
@@ -263,10 +273,17 @@ def balance_pool(
     return store.publish(CURATED, params, [counts_artifact, *matched], build)
 
 
-def ablation_table(store: ArtifactStore, counts_artifact: Artifact, curated: Sequence[Artifact]) -> Artifact:
-    """The comparison of a t ablation: t, tail ratio, curated size, and that the subsets nest."""
+def ablation_table(
+    store: ArtifactStore,
+    counts_artifact: Artifact,
+    curated: Sequence[Artifact],
+    downloaded: dict[int, int] | None = None,
+) -> Artifact:
+    """The comparison of a t ablation: t, tail ratio, curated and downloaded sizes, and that the subsets nest."""
     curated = sorted(curated, key=lambda a: a.params["t"])
-    params = {"pool": counts_artifact.params["pool"], "runs": [(a.params["t"], a.params["seed"]) for a in curated]}
+    downloaded = downloaded or {}
+    params = {"pool": counts_artifact.params["pool"], "runs": [(a.params["t"], a.params["seed"]) for a in curated],
+              "downloaded": sorted(downloaded.items())}  # fmt: skip
 
     def build(workdir: Path) -> dict[str, Any]:
         rows, nested = [], True
@@ -276,10 +293,13 @@ def ablation_table(store: ArtifactStore, counts_artifact: Artifact, curated: Seq
         for artifact in curated:
             s = artifact.stats
             rows.append({"t": s["t"], "seed": s["seed"], "tail_ratio": s["tail_ratio"], "curated": s["kept"],
-                         "expected": s["expected_kept"], "version": artifact.version})  # fmt: skip
+                         "expected": s["expected_kept"], "downloaded": downloaded.get(s["t"]),
+                         "version": artifact.version})  # fmt: skip
         write_json(workdir / "comparison.json", rows)
-        lines = ["| t | tail ratio | curated pairs | expected | version |", "| ---: | ---: | ---: | ---: | --- |"]
-        lines += [f"| {r['t']:,} | {r['tail_ratio']:.4f} | {r['curated']:,} | {r['expected']:,.1f} | {r['version']} |"
+        lines = ["| t | tail ratio | curated pairs | expected | downloaded | version |",
+                 "| ---: | ---: | ---: | ---: | ---: | --- |"]  # fmt: skip
+        lines += [f"| {r['t']:,} | {r['tail_ratio']:.4f} | {r['curated']:,} | {r['expected']:,.1f} | "
+                  f"{'-' if r['downloaded'] is None else format(r['downloaded'], ',')} | {r['version']} |"
                   for r in rows]  # fmt: skip
         (workdir / "comparison.md").write_text("\n".join(lines) + "\n")
         return {"rows": rows, "nested": nested}
@@ -289,8 +309,6 @@ def ablation_table(store: ArtifactStore, counts_artifact: Artifact, curated: Seq
 
 def _nested(smaller: Artifact, larger: Artifact) -> bool:
     """Whether every pair kept by ``smaller`` is kept by ``larger``, compared shard by shard."""
-    import pyarrow.parquet as pq
-
     for name in [f["name"] for f in smaller.manifest["files"] if f["name"].endswith(".parquet")]:
         small = set(pq.read_table(smaller.path(name), columns=["uid"])["uid"].to_pylist())
         if not small <= set(pq.read_table(larger.path(name), columns=["uid"])["uid"].to_pylist()):
@@ -306,3 +324,34 @@ def latest_matched(store: ArtifactStore, snapshots: Sequence[str], metadata: Art
         if artifact.params["snapshot"] in snapshots and (METADATA, metadata.version) in made_from:
             found[artifact.params["snapshot"]] = artifact  # list() is oldest first: the newest wins
     return found
+
+
+# -- download -------------------------------------------------------------------------------
+
+
+def download_curated(
+    store: ArtifactStore, curated: Artifact, options: DownloadOptions, log: Callable[[str], object] = print
+) -> Artifact:
+    """The curated subset's images as webdataset shards (img2dataset), with ``index.parquet``
+    (uid, key, shard) of what downloaded and the failures by reason in the stats."""
+
+    def build(workdir: Path) -> dict[str, Any]:
+        url_list = workdir / "urls.parquet"
+        write_url_list(matched_shards(curated), url_list)
+        run_img2dataset(url_list, workdir / "shards", options, log)
+        url_list.unlink()
+        pq.write_table(downloaded_uids(workdir / "shards"), workdir / "index.parquet")
+        return download_stats(workdir / "shards")
+
+    return store.publish(DOWNLOADED, {"options": asdict(options)}, [curated], build)
+
+
+def download_view(store: ArtifactStore, downloaded: Artifact, curated: Artifact) -> Artifact:
+    """A smaller curated subset (same seed, smaller t) as an index over already downloaded shards."""
+
+    def build(workdir: Path) -> dict[str, Any]:
+        index = subset_index(pq.read_table(downloaded.path("index.parquet")), matched_shards(curated))
+        pq.write_table(index, workdir / "index.parquet")
+        return {"samples": index.num_rows, "t": curated.params["t"], "downloaded_samples": downloaded.stats["successes"]}
+
+    return store.publish(DOWNLOAD_VIEW, {}, [downloaded, curated], build)

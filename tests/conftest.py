@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pyarrow as pa
@@ -10,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from metaclip_tasks.metadata.wordnet import DEFAULT_WORDNET_DIR, wordnet_entries
-from metaclip_tasks.shared_data import CAPTIONS
+from metaclip_tasks.shared_data import CAPTIONS, COCO
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +50,32 @@ def pair_shards(tmp_path: Path, captions_table: pa.Table) -> list[Path]:
         pq.write_table(captions_table.slice(a, b - a), path)
         shards.append(path)
     return shards
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def coco_server():
+    """The shared COCO images served by a real HTTP server on 127.0.0.1; yields its base URL."""
+    if not (COCO / "annotations" / "captions_val2017.json").is_file():
+        pytest.skip(f"shared COCO images not found at {COCO} (../shared/data is absent)")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(COCO)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def coco_pairs(coco_server: str) -> tuple[list[str], list[str]]:
+    """(urls, texts) of the COCO val images on the server, each with its first real caption."""
+    captions = json.loads((COCO / "annotations" / "captions_val2017.json").read_text())
+    first_caption: dict[int, str] = {}
+    for a in captions["annotations"]:
+        first_caption.setdefault(a["image_id"], a["caption"])
+    images = [i for i in captions["images"] if (COCO / "val2017" / i["file_name"]).is_file()]
+    return [f"{coco_server}/val2017/{i['file_name']}" for i in images], [first_caption[i["id"]] for i in images]

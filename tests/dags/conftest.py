@@ -22,6 +22,11 @@ description = "three snapshots for the DAG tests"
 snapshots = ["CC-MAIN-2023-06", "CC-MAIN-2023-14", "CC-MAIN-2023-23"]
 target_tail_ratio = 0.3
 
+[coco]
+description = "the shared COCO images, served on 127.0.0.1"
+snapshots = ["CC-MAIN-2023-50"]
+target_tail_ratio = 0.3
+
 [pool2]
 first = "CC-MAIN-2013-20"
 last = "CC-MAIN-2023-14"

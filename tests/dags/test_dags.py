@@ -19,12 +19,13 @@ from metaclip_tasks.snapshots import PAPER_POOL2_RANGE, snapshot_date, snapshots
 
 DAG_IDS = {
     "metaclip_match_snapshot", "metaclip_pool_counts", "metaclip_balance", "metaclip_t_ablation",
-    "metaclip_curation_demo", "metaclip_metadata",
+    "metaclip_curation_demo", "metaclip_metadata", "metaclip_download",
 }  # fmt: skip
 THREE = ["CC-MAIN-2023-06", "CC-MAIN-2023-14", "CC-MAIN-2023-23"]
 DASK_TASKS = {
     "metaclip_match_snapshot": ["match"], "metaclip_balance": ["balance"], "metaclip_t_ablation": ["balance"],
     "metaclip_curation_demo": ["match", "count_and_balance"], "metaclip_metadata": ["fetch_sources", "build"],
+    "metaclip_download": ["download"],
 }  # fmt: skip
 
 
@@ -221,3 +222,29 @@ def test_metadata_dag_refuses_sources_without_files(dagbag, airflow_db, capfd) -
     run = _run(dagbag, "metaclip_metadata", sources=["wordnet", "unigram"], wikipedia_dumps=[], pageview_files=[])
     assert run.state == "failed"
     assert "the unigram and bigram sources need wikipedia_dumps" in capfd.readouterr().out
+
+
+def test_download_dag_and_an_ablation_that_downloads_once(dagbag, airflow_db, coco_pairs, wordnet) -> None:
+    urls, texts = coco_pairs
+    directory = Path(os.environ["METACLIP_ROOT"]) / "pairs" / "CC-MAIN-2023-50"
+    directory.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"url": urls, "text": texts}), directory / "part-00000.parquet")
+    assert _run(dagbag, "metaclip_match_snapshot", snapshot="CC-MAIN-2023-50", metadata_version="").state == "success"
+    matched = sum(Matcher(wordnet).match_batch(texts).offsets[1:] > Matcher(wordnet).match_batch(texts).offsets[:-1])
+
+    run = _run(dagbag, "metaclip_download", pool="coco", t=100_000, seed=0, image_size=64, threads=4, timeout=5)
+    assert run.state == "success"
+    (downloaded,) = _store().list("downloaded")
+    assert downloaded.stats["count"] == downloaded.stats["successes"] == matched  # every curated image is served
+    assert {f["name"] for f in downloaded.manifest["files"]} >= {"index.parquet", "shards/00000.tar"}
+    assert _asset_events("metaclip.downloaded")[-1]["version"] == downloaded.version
+
+    run = _run(dagbag, "metaclip_t_ablation", pool="coco", t_values=[1, 100_000], tail_ratios=[], seed=0,
+               download=True)  # fmt: skip
+    assert run.state == "success"
+    table = [a for a in _store().list("t_ablation") if a.params["pool"] == "coco"][-1]
+    rows = {r["t"]: r for r in table.stats["rows"]}
+    assert rows[100_000]["downloaded"] == matched and 0 < rows[1]["downloaded"] < matched
+    assert table.stats["nested"] is True
+    # one download for the largest t (its own default image options), the smaller t a view of it
+    assert len(_store().list("downloaded")) == 2 and len(_store().list("download_view")) == 1
