@@ -207,13 +207,42 @@ class OnlineBalancer:
 
 @dataclass(frozen=True)
 class ShardBalance:
-    """Figures of balancing one matched shard."""
+    """Figures of balancing some pairs; adding two gives the figures of both (a tree sum on Dask)."""
 
     pairs_in: int
     kept: int
     expected_kept: float
     variance: float
     kept_counts: np.ndarray  # uint64[num entries]: kept pairs per entry
+
+    def __add__(self, other: ShardBalance) -> ShardBalance:
+        return ShardBalance(
+            self.pairs_in + other.pairs_in,
+            self.kept + other.kept,
+            self.expected_kept + other.expected_kept,
+            self.variance + other.variance,
+            self.kept_counts + other.kept_counts,
+        )
+
+
+def balance_summary(counts: np.ndarray, t: int, seed: int, total: ShardBalance) -> dict:
+    """Stats of a balanced subset: its size against expectation, head and tail coverage."""
+    low, high = expected_kept_bounds(total.expected_kept, total.variance)
+    head, matched = counts >= t, counts > 0
+    return {
+        "t": t,
+        "seed": seed,
+        "tail_ratio": tail_ratio(counts, t),
+        "pairs_in": int(total.pairs_in),
+        "kept": int(total.kept),
+        "expected_kept": float(total.expected_kept),
+        "kept_sd": math.sqrt(total.variance),
+        "kept_within_4_sd": bool(low <= total.kept <= high),
+        "head_entries": int(head.sum()),
+        "head_entries_kept_mean": float(total.kept_counts[head].mean()) if head.any() else None,
+        "tail_entries": int((matched & ~head).sum()),
+        "tail_entries_covered": int(((total.kept_counts > 0) & matched & ~head).sum()),
+    }
 
 
 def balance_shard(
@@ -284,33 +313,10 @@ def balance_shards(
     files = expand_inputs(inputs)
     readers = [ShardReader(f, MATCHED_SCHEMA.names) for f in files]
     probs = entry_probabilities(counts, t)
-    kept_counts = np.zeros(len(counts), dtype=_U64)
-    pairs_in = kept = 0
-    expected = variance = 0.0
+    total = ShardBalance(0, 0, 0.0, 0.0, np.zeros(len(counts), dtype=_U64))
     with atomic_directory(output_dir) as tmp, progress_bar(sum(r.num_rows for r in readers), "balance", progress) as bar:
         for reader in readers:
-            result = balance_shard(reader.path, tmp / f"{reader.path.stem}.parquet", probs, seed, progress=bar.update)
-            pairs_in += result.pairs_in
-            kept += result.kept
-            expected += result.expected_kept
-            variance += result.variance
-            kept_counts += result.kept_counts
-        low, high = expected_kept_bounds(expected, variance)
-        head = counts >= t
-        stats = {
-            "t": t,
-            "target_tail_ratio": target_tail_ratio,
-            "tail_ratio": tail_ratio(counts, t),
-            "seed": seed,
-            "pairs_in": pairs_in,
-            "kept": kept,
-            "expected_kept": expected,
-            "kept_sd": math.sqrt(variance),
-            "kept_within_4_sd": bool(low <= kept <= high),
-            "head_entries": int(head.sum()),
-            "tail_entries_matched": int(((counts > 0) & ~head).sum()),
-            "head_kept_mean": float(kept_counts[head].mean()) if head.any() else None,
-            "entries_kept": int((kept_counts > 0).sum()),
-        }
+            total += balance_shard(reader.path, tmp / f"{reader.path.stem}.parquet", probs, seed, progress=bar.update)
+        stats = {**balance_summary(counts, t, seed, total), "target_tail_ratio": target_tail_ratio}
         write_json(tmp / "stats.json", stats)
     return stats

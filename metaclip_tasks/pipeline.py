@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from operator import getitem
@@ -21,9 +20,10 @@ import pyarrow.parquet as pq
 
 from metaclip_tasks.artifacts import Artifact, ArtifactStore
 from metaclip_tasks.balancing import (
+    ShardBalance,
     balance_shard,
+    balance_summary,
     entry_probabilities,
-    expected_kept_bounds,
     resolve_t,
     t_for_tail_ratio,
     tail_ratio,
@@ -227,10 +227,9 @@ def resolve_pool_t(counts_artifact: Artifact, t: int | None, target_tail_ratio: 
     return resolve_t(load_counts(counts_artifact.path("counts.npy")), t, target_tail_ratio)
 
 
-def _balance_task(shard: str, output: str, probs: np.ndarray, seed: int) -> tuple:
+def _balance_task(shard: str, output: str, probs: np.ndarray, seed: int) -> ShardBalance:
     Path(output).parent.mkdir(parents=True, exist_ok=True)
-    r = balance_shard(shard, output, probs, seed)
-    return r.kept_counts, (r.pairs_in, r.kept, r.expected_kept, r.variance)
+    return balance_shard(shard, output, probs, seed)
 
 
 def balance_pool(
@@ -249,26 +248,9 @@ def balance_pool(
             [str(workdir / snap / Path(s).name) for snap, s in jobs],
             probs=probs, seed=seed, pure=False,
         )  # fmt: skip
-        kept_counts = tree_sum(client, client.map(getitem, futures, [0] * len(futures)))
-        figures = np.array(client.gather(client.map(getitem, futures, [1] * len(futures))), dtype=np.float64)
-        pairs_in, kept, expected, variance = figures.sum(axis=0)
-        low, high = expected_kept_bounds(expected, variance)
-        head, matched_entries = counts >= t, counts > 0
-        save_counts(workdir / "kept_counts.npy", kept_counts)
-        return {
-            "t": t,
-            "seed": seed,
-            "tail_ratio": tail_ratio(counts, t),
-            "pairs_in": int(pairs_in),
-            "kept": int(kept),
-            "expected_kept": float(expected),
-            "kept_sd": math.sqrt(variance),
-            "kept_within_4_sd": bool(low <= kept <= high),
-            "head_entries": int(head.sum()),
-            "head_entries_kept_mean": float(kept_counts[head].mean()) if head.any() else None,
-            "tail_entries": int((matched_entries & ~head).sum()),
-            "tail_entries_covered": int(((kept_counts > 0) & matched_entries & ~head).sum()),
-        }
+        total = tree_sum(client, futures)
+        save_counts(workdir / "kept_counts.npy", total.kept_counts)
+        return balance_summary(counts, t, seed, total)
 
     return store.publish(CURATED, params, [counts_artifact, *matched], build)
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 
 from metaclip_tasks.balancing import balance_shards
 from metaclip_tasks.counting import load_counts
@@ -22,7 +21,6 @@ from metaclip_tasks.download import (
     write_url_list,
 )
 from metaclip_tasks.matching import match_shards
-from metaclip_tasks.shared_data import COCO
 
 
 def _closed_port() -> int:
