@@ -9,7 +9,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[airflow,download,dev]'
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[airflow,download,train,dev]'
 	touch $(STAMP)
 
 # WordNet 3.0 database files (Debian's wordnet-base): the metadata's first source.

@@ -6,6 +6,8 @@ checks; downloading and training per value come with the download/train stages.
 
 from __future__ import annotations
 
+import os
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Param, get_current_context, task
@@ -25,6 +27,8 @@ from metaclip_airflow import (
 from metaclip_tasks import pipeline
 from metaclip_tasks.download import DownloadOptions
 from metaclip_tasks.errors import CurationError
+from metaclip_tasks.shared_data import COCO
+from metaclip_tasks.train import RECIPES
 
 with DAG(
     dag_id="metaclip_t_ablation",
@@ -42,6 +46,11 @@ with DAG(
         "metadata_version": metadata_param(),
         "download": Param(False, type="boolean", title="Download",
                           description="download the largest subset once (img2dataset); the others are views of it"),
+        "train": Param(False, type="boolean", title="Train and evaluate",
+                       description="train open_clip per t on its (downloaded) subset and evaluate it; needs download"),
+        "recipe": Param("tiny-cpu", type="string", enum=sorted(RECIPES), title="Recipe",
+                        description="training recipe per t (vit-b-32: the paper's, on GPUs)"),
+        "device": Param("cpu", type="string", enum=["cuda", "cpu"], title="Device", description="where to train"),
     },  # fmt: skip
     tags=["metaclip", "balancing", "ablation"],
     doc_md=__doc__,
@@ -55,6 +64,8 @@ with DAG(
             ts, ratios = params["t_values"], params["tail_ratios"]
             if bool(ts) == bool(ratios):
                 raise CurationError("give t_values or tail_ratios (one non-empty list), not both")
+            if params["train"] and not params["download"]:
+                raise CurationError("train needs download: the models train on the downloaded images")
             pool = check_t_choice(params["pool"], None, None)
             for t in ts:
                 check_t_choice(pool.name, t, None)
@@ -74,29 +85,50 @@ with DAG(
         return summary(artifact)
 
     @task(retries=2, retry_delay=timedelta(minutes=1))
-    def download_once(curated: list[dict]) -> dict[str, int]:
+    def download_once(curated: list[dict]) -> list[dict]:
         """The largest subset downloaded once; each smaller one an index into it (nested subsets)."""
-        if not get_current_context()["params"]["download"]:
-            return {}
+        params = get_current_context()["params"]
+        if not params["download"]:
+            return []
         s = store()
         artifacts = sorted((s.require(c["stage"], c["version"]) for c in curated), key=lambda a: a.params["t"])
         downloaded = pipeline.download_curated(s, artifacts[-1], DownloadOptions())
-        samples = {str(artifacts[-1].params["t"]): downloaded.stats["successes"]}
+        rows = [{"t": artifacts[-1].params["t"], "samples": downloaded.stats["successes"],
+                 "downloaded": summary(downloaded), "view": None}]  # fmt: skip
         for artifact in artifacts[:-1]:
-            samples[str(artifact.params["t"])] = pipeline.download_view(s, downloaded, artifact).stats["samples"]
-        return samples
+            view = pipeline.download_view(s, downloaded, artifact)
+            rows.append({"t": artifact.params["t"], "samples": view.stats["samples"], "downloaded": summary(downloaded),
+                         "view": summary(view)})  # fmt: skip
+        return rows
 
-    @task
-    def compare(curated: list[dict], downloaded: dict[str, int]) -> dict:
+    @task(pool="gpu", retries=1, retry_delay=timedelta(minutes=5))
+    def train_and_evaluate(item: dict) -> dict | None:
+        """One t's model: trained on its subset of the single download, then evaluated."""
+        params = get_current_context()["params"]
+        if not params["train"]:
+            return None
+        s = store()
+        config = replace(RECIPES[params["recipe"]], device=params["device"])
+        with bad_input_fails():
+            view = s.require(item["view"]["stage"], item["view"]["version"]) if item["view"] else None
+            downloaded = s.require(item["downloaded"]["stage"], item["downloaded"]["version"])
+            checkpoint = pipeline.train_model(s, downloaded, config, view=view)
+            metrics = pipeline.evaluate_model(s, checkpoint, os.environ.get("METACLIP_EVAL_COCO", COCO))
+        return {"t": item["t"], **metrics.stats, "checkpoint": checkpoint.version}
+
+    @task(trigger_rule="none_failed")
+    def compare(curated: list[dict], downloads: list[dict], results: list[dict | None] | None) -> dict:
         params = get_current_context()["params"]
         with bad_input_fails():
             _, counts = counted_pool(params["pool"], params["metadata_version"])
             s = store()
             artifacts = [s.require(c["stage"], c["version"]) for c in curated]
-            table = pipeline.ablation_table(s, counts, artifacts, {int(t): n for t, n in downloaded.items()})
+            table = pipeline.ablation_table(s, counts, artifacts, {d["t"]: d["samples"] for d in downloads},
+                                            {r["t"]: r for r in results or [] if r})  # fmt: skip
         with open(table.path("comparison.md")) as comparison:
             print(comparison.read())  # the table, in the task log
         return {**summary(table), "nested": table.stats["nested"], "rows": table.stats["rows"]}
 
     curated = balance.expand(t=choose_ts())
-    compare(curated, download_once(curated))
+    downloads = download_once(curated)
+    compare(curated, downloads, train_and_evaluate.expand(item=downloads))

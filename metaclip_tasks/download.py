@@ -107,3 +107,22 @@ def subset_index(downloaded: pa.Table, curated: Sequence[str | os.PathLike]) -> 
     """The downloaded samples of a (smaller) curated subset: a filtered view, no new download."""
     uids = pa.concat_arrays([pq.read_table(p, columns=["uid"])["uid"].combine_chunks() for p in curated])
     return downloaded.filter(pc.is_in(downloaded["uid"], value_set=uids))
+
+
+def materialize_view(shards_dir: Path, index: pa.Table, output_dir: Path) -> list[Path]:
+    """Webdataset shards holding only the samples of ``index`` (uid, key, shard): a subset to train on."""
+    import tarfile
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    wanted: dict[str, set[str]] = {}
+    for key, shard in zip(index["key"].to_pylist(), index["shard"].to_pylist(), strict=True):
+        wanted.setdefault(shard, set()).add(key)
+    for shard, keys in sorted(wanted.items()):
+        target = output_dir / shard
+        with tarfile.open(Path(shards_dir) / shard) as source, tarfile.open(target, "w") as out:
+            for member in source:
+                if member.isfile() and member.name.split(".", 1)[0] in keys:
+                    out.addfile(member, source.extractfile(member))
+        written.append(target)
+    return written

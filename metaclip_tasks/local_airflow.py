@@ -44,10 +44,12 @@ def airflow_env(state: Path = STATE, root: str | None = None, **overrides: str) 
 
 
 def migrate(env: dict[str, str]) -> None:
-    """Create or upgrade the metadata DB, then switch SQLite to WAL (readers never block writers)."""
+    """Create or upgrade the metadata DB, switch SQLite to WAL (readers never block writers), and
+    create the Airflow pool ``gpu`` that training tasks run in."""
     run_airflow(env, "db", "migrate")
     with sqlite3.connect(Path(env["AIRFLOW_HOME"]) / "airflow.db") as db:
         db.execute("PRAGMA journal_mode=WAL")
+    run_airflow(env, "pools", "set", "gpu", "1", "training runs: one at a time on the GPU machine")
 
 
 def run_airflow(env: dict[str, str], *args: str, log: Path | None = None) -> subprocess.CompletedProcess:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from operator import getitem
@@ -34,22 +35,25 @@ from metaclip_tasks.download import (
     DownloadOptions,
     download_stats,
     downloaded_uids,
+    materialize_view,
     run_img2dataset,
     subset_index,
     write_url_list,
 )
 from metaclip_tasks.errors import CurationError
+from metaclip_tasks.evaluate import evaluate_checkpoint, load_coco
 from metaclip_tasks.matching import Matcher, match_shard
 from metaclip_tasks.metadata.build import MetadataParams, build_metadata
 from metaclip_tasks.metadata.store import load_metadata, metadata_report, save_metadata
 from metaclip_tasks.metadata.wordnet import DEFAULT_WORDNET_DIR, POS_FILES
-from metaclip_tasks.report import STANDARD_TS, plot_entry_counts, tail_ratios
+from metaclip_tasks.report import STANDARD_TS, plot_ablation, plot_entry_counts, tail_ratios
 from metaclip_tasks.shards import ShardReader
 from metaclip_tasks.snapshots import Pool, check_snapshot
 from metaclip_tasks.storage import write_json
+from metaclip_tasks.train import TrainConfig, check_device, run_training
 
 METADATA, MATCHED, POOL_COUNTS, CURATED, ABLATION = "metadata", "matched", "pool_counts", "curated", "t_ablation"
-DOWNLOADED, DOWNLOAD_VIEW = "downloaded", "download_view"
+DOWNLOADED, DOWNLOAD_VIEW, CHECKPOINT, METRICS = "downloaded", "download_view", "checkpoint", "metrics"
 _MATCHERS: dict[str, Matcher] = {}  # per Dask worker process: metadata version -> built matcher
 
 
@@ -260,12 +264,14 @@ def ablation_table(
     counts_artifact: Artifact,
     curated: Sequence[Artifact],
     downloaded: dict[int, int] | None = None,
+    metrics: dict[int, dict[str, Any]] | None = None,
 ) -> Artifact:
-    """The comparison of a t ablation: t, tail ratio, curated and downloaded sizes, and that the subsets nest."""
+    """The comparison of a t ablation (the paper's Table 6): t, tail ratio, curated and downloaded
+    sizes, zero-shot and retrieval metrics when trained, that the subsets nest, and a plot."""
     curated = sorted(curated, key=lambda a: a.params["t"])
-    downloaded = downloaded or {}
+    downloaded, metrics = downloaded or {}, metrics or {}
     params = {"pool": counts_artifact.params["pool"], "runs": [(a.params["t"], a.params["seed"]) for a in curated],
-              "downloaded": sorted(downloaded.items())}  # fmt: skip
+              "downloaded": sorted(downloaded.items()), "checkpoints": sorted((t, m["checkpoint"]) for t, m in metrics.items())}  # fmt: skip
 
     def build(workdir: Path) -> dict[str, Any]:
         rows, nested = [], True
@@ -276,17 +282,24 @@ def ablation_table(
             s = artifact.stats
             rows.append({"t": s["t"], "seed": s["seed"], "tail_ratio": s["tail_ratio"], "curated": s["kept"],
                          "expected": s["expected_kept"], "downloaded": downloaded.get(s["t"]),
+                         "zero_shot_top1": metrics.get(s["t"], {}).get("zero_shot", {}).get("top1"),
+                         "text_to_image_R@5": metrics.get(s["t"], {}).get("text_to_image", {}).get("R@5"),
                          "version": artifact.version})  # fmt: skip
         write_json(workdir / "comparison.json", rows)
-        lines = ["| t | tail ratio | curated pairs | expected | downloaded | version |",
-                 "| ---: | ---: | ---: | ---: | ---: | --- |"]  # fmt: skip
+        lines = ["| t | tail ratio | curated pairs | expected | downloaded | zero-shot top-1 | text->image R@5 | version |",
+                 "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]  # fmt: skip
         lines += [f"| {r['t']:,} | {r['tail_ratio']:.4f} | {r['curated']:,} | {r['expected']:,.1f} | "
-                  f"{'-' if r['downloaded'] is None else format(r['downloaded'], ',')} | {r['version']} |"
-                  for r in rows]  # fmt: skip
+                  f"{_cell(r['downloaded'], ',')} | {_cell(r['zero_shot_top1'], '.3f')} | "
+                  f"{_cell(r['text_to_image_R@5'], '.3f')} | {r['version']} |" for r in rows]  # fmt: skip
         (workdir / "comparison.md").write_text("\n".join(lines) + "\n")
+        plot_ablation(rows, workdir / "comparison.png", f"{counts_artifact.params['pool']}: t ablation")
         return {"rows": rows, "nested": nested}
 
     return store.publish(ABLATION, params, [counts_artifact, *curated], build)
+
+
+def _cell(value: float | int | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
 
 
 def _nested(smaller: Artifact, larger: Artifact) -> bool:
@@ -337,3 +350,49 @@ def download_view(store: ArtifactStore, downloaded: Artifact, curated: Artifact)
         return {"samples": index.num_rows, "t": curated.params["t"], "downloaded_samples": downloaded.stats["successes"]}
 
     return store.publish(DOWNLOAD_VIEW, {}, [downloaded, curated], build)
+
+
+# -- training and evaluation ------------------------------------------------------------------
+
+
+def train_model(
+    store: ArtifactStore,
+    downloaded: Artifact,
+    config: TrainConfig,
+    view: Artifact | None = None,
+    log: Callable[[str], object] = print,
+) -> Artifact:
+    """open_clip trained on a download (or on a view of it: a smaller t's subset); the last
+    checkpoint and the trainer's logs are the artifact."""
+    check_device(config)
+    source = view or downloaded
+
+    def build(workdir: Path) -> dict[str, Any]:
+        index = pq.read_table(source.path("index.parquet"))
+        shards_dir = Path(downloaded.path("shards"))
+        if view is None:
+            shards = sorted(str(p) for p in shards_dir.glob("*.tar"))
+        else:
+            shards = [str(p) for p in materialize_view(shards_dir, index, workdir / "view")]
+        if not shards or not index.num_rows:
+            raise CurationError(f"{source.stage} {source.version} holds no downloaded sample to train on")
+        checkpoint = run_training(config, shards, index.num_rows, workdir / "logs", "train", log)
+        checkpoint.rename(workdir / "checkpoint.pt")
+        shutil.rmtree(workdir / "logs" / "train" / "checkpoints", ignore_errors=True)
+        shutil.rmtree(workdir / "view", ignore_errors=True)
+        return {"samples": index.num_rows, "model": config.model, "epochs": config.epochs, "device": config.device}
+
+    return store.publish(CHECKPOINT, {"config": asdict(config)}, [a for a in (downloaded, view) if a], build)
+
+
+def evaluate_model(store: ArtifactStore, checkpoint: Artifact, coco_dir: Path) -> Artifact:
+    """Zero-shot accuracy on COCO's 80 categories and image-text retrieval on the COCO val images."""
+    data = load_coco(coco_dir)
+    params = {"eval_set": "coco_val2017", "images": [p.name for p in data.images]}
+
+    def build(workdir: Path) -> dict[str, Any]:
+        metrics = evaluate_checkpoint(checkpoint.path("checkpoint.pt"), checkpoint.params["config"]["model"], data)
+        write_json(workdir / "metrics.json", metrics)
+        return metrics
+
+    return store.publish(METRICS, params, [checkpoint], build)

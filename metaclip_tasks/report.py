@@ -48,3 +48,29 @@ def plot_entry_counts(counts: np.ndarray, t: int, path: str | os.PathLike, title
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def plot_ablation(rows: Sequence[dict], path: str | os.PathLike, title: str) -> None:
+    """A t ablation: curated size and, when trained, zero-shot top-1 against t (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ts = [r["t"] for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    ax.plot(ts, [r["curated"] for r in rows], "o-", label="curated pairs")
+    ax.set_xscale("log")
+    ax.set_xlabel("t")
+    ax.set_ylabel("curated pairs")
+    scored = [(r["t"], r["zero_shot_top1"]) for r in rows if r.get("zero_shot_top1") is not None]
+    if scored:
+        right = ax.twinx()
+        right.plot(*zip(*scored, strict=True), "s--", color="tab:orange", label="zero-shot top-1")
+        right.set_ylabel("zero-shot top-1")
+        right.legend(loc="lower right")
+    ax.legend(loc="upper left")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

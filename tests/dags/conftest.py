@@ -7,7 +7,6 @@ Airflow reads its configuration at import time.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -51,7 +50,9 @@ for path in (REPO / "plugins", REPO / "dags"):
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
     """A migrated SQLite metadata DB."""
-    subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], check=True, capture_output=True)
+    from metaclip_tasks.local_airflow import migrate
+
+    migrate(dict(os.environ))
     return STATE
 
 

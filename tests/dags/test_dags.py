@@ -19,13 +19,13 @@ from metaclip_tasks.snapshots import PAPER_POOL2_RANGE, snapshot_date, snapshots
 
 DAG_IDS = {
     "metaclip_match_snapshot", "metaclip_pool_counts", "metaclip_balance", "metaclip_t_ablation",
-    "metaclip_curation_demo", "metaclip_metadata", "metaclip_download",
+    "metaclip_curation_demo", "metaclip_metadata", "metaclip_download", "metaclip_train",
 }  # fmt: skip
 THREE = ["CC-MAIN-2023-06", "CC-MAIN-2023-14", "CC-MAIN-2023-23"]
 DASK_TASKS = {
     "metaclip_match_snapshot": ["match"], "metaclip_balance": ["balance"], "metaclip_t_ablation": ["balance"],
     "metaclip_curation_demo": ["match", "count_and_balance"], "metaclip_metadata": ["fetch_sources", "build"],
-    "metaclip_download": ["download"],
+    "metaclip_download": ["download"], "metaclip_train": ["download", "train"],
 }  # fmt: skip
 
 
@@ -248,3 +248,37 @@ def test_download_dag_and_an_ablation_that_downloads_once(dagbag, airflow_db, co
     assert table.stats["nested"] is True
     # one download for the largest t (its own default image options), the smaller t a view of it
     assert len(_store().list("downloaded")) == 2 and len(_store().list("download_view")) == 1
+
+
+def test_train_dag_refuses_the_gpu_recipe_without_a_gpu(dagbag, airflow_db, capfd) -> None:
+    from metaclip_tasks.train import visible_gpus
+
+    if visible_gpus():
+        pytest.skip("a GPU is visible here")
+    run = _run(dagbag, "metaclip_train", pool="coco", t=100, recipe="vit-b-32", device="cuda")
+    assert run.state == "failed"
+    assert "needs a GPU and none is visible" in capfd.readouterr().out
+
+
+def test_ablation_downloads_once_trains_and_evaluates_per_t(dagbag, airflow_db, coco_pairs) -> None:
+    urls, texts = coco_pairs
+    directory = Path(os.environ["METACLIP_ROOT"]) / "pairs" / "CC-MAIN-2023-50"
+    if not directory.is_dir():
+        directory.mkdir(parents=True)
+        pq.write_table(pa.table({"url": urls, "text": texts}), directory / "part-00000.parquet")
+        assert _run(dagbag, "metaclip_match_snapshot", snapshot="CC-MAIN-2023-50", metadata_version="").state == "success"
+    run = _run(dagbag, "metaclip_train", pool="coco", t=100_000, seed=0, recipe="tiny-cpu", device="cpu",
+               epochs=None, global_batch_size=None, lr=None, image_size=64)  # fmt: skip
+    assert run.state == "success"
+    (metrics,) = _store().list("metrics")
+    assert metrics.stats["images"] == 79 and set(metrics.stats["zero_shot"]) == {"top1", "top5"}
+    checkpoint = _store().require("checkpoint", metrics.manifest["inputs"][0]["version"])
+    assert {f["name"] for f in checkpoint.manifest["files"]} >= {"checkpoint.pt", "logs/train/out.log"}
+
+    run = _run(dagbag, "metaclip_t_ablation", pool="coco", t_values=[2, 100_000], tail_ratios=[], seed=0,
+               download=True, train=True, recipe="tiny-cpu", device="cpu")  # fmt: skip
+    assert run.state == "success"
+    table = [a for a in _store().list("t_ablation") if a.params["checkpoints"]][-1]
+    assert [r["t"] for r in table.stats["rows"]] == [2, 100_000]
+    assert all(r["zero_shot_top1"] is not None and r["downloaded"] for r in table.stats["rows"])
+    assert {f["name"] for f in table.manifest["files"]} == {"comparison.json", "comparison.md", "comparison.png"}

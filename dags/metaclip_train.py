@@ -1,0 +1,108 @@
+"""metaclip_train: open_clip trained on a curated subset's images, then evaluated.
+
+The subset (pool, t or target tail ratio, seed) is balanced and downloaded if it is not yet
+(cache hits otherwise).  Training uses open_clip's own trainer on the Airflow pool ``gpu``
+(torchrun over every visible GPU).  ``recipe`` picks the paper's ViT-B/32 recipe (the
+default, GPU) or ``tiny-cpu`` (a 2-layer model for a CPU); a GPU recipe with no GPU visible
+is refused before any work unless ``device`` is ``cpu``.  Evaluation: zero-shot on COCO's 80
+categories and image-text retrieval on the COCO val images (``$METACLIP_EVAL_COCO``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from airflow.sdk import DAG, Asset, Param, get_current_context, task
+from metaclip_airflow import (
+    bad_input_fails,
+    check_t_choice,
+    cluster,
+    counted_pool,
+    metadata_param,
+    pool_inputs,
+    pool_param,
+    seed_param,
+    store,
+    summary,
+)
+
+from metaclip_tasks import pipeline
+from metaclip_tasks.download import DownloadOptions
+from metaclip_tasks.shared_data import COCO
+from metaclip_tasks.train import RECIPES, check_device
+
+METRICS_ASSET = Asset("metaclip.metrics")
+
+with DAG(
+    dag_id="metaclip_train",
+    description="Train open_clip on a curated subset (GPU recipe or a tiny CPU model) and evaluate it",
+    schedule=None,
+    start_date=datetime(2024, 1, 1),
+    catchup=False,
+    params={
+        "pool": pool_param(),
+        "t": Param(None, type=["null", "integer"], minimum=1, title="t", description="empty: by the tail ratio"),
+        "target_tail_ratio": Param(None, type=["null", "number"], exclusiveMinimum=0, exclusiveMaximum=1,
+                                   title="Target tail ratio", description="empty: the pool's (0.06)"),
+        "seed": seed_param(),
+        "metadata_version": metadata_param(),
+        "recipe": Param("vit-b-32", type="string", enum=sorted(RECIPES), title="Recipe",
+                        description="vit-b-32: the paper's (QuickGELU, batch 32768, lr 5e-4, 2k warm-up); "
+                                    "tiny-cpu: a 2-layer model for a CPU"),
+        "device": Param("cuda", type="string", enum=["cuda", "cpu"], title="Device",
+                        description="cpu trains on the CPU; a GPU recipe without a GPU is refused"),
+        "epochs": Param(None, type=["null", "integer"], minimum=1, title="Epochs", description="empty: the recipe's"),
+        "global_batch_size": Param(None, type=["null", "integer"], minimum=1, title="Global batch size",
+                                   description="empty: the recipe's"),
+        "lr": Param(None, type=["null", "number"], exclusiveMinimum=0, title="Learning rate",
+                    description="empty: the recipe's"),
+        "image_size": Param(256, type="integer", minimum=16, title="Image size", description="download size (pixels)"),
+    },  # fmt: skip
+    tags=["metaclip", "training"],
+    doc_md=__doc__,
+) as dag:
+
+    def _config():
+        p = get_current_context()["params"]
+        overrides = {k: p[k] for k in ("epochs", "global_batch_size", "lr") if p[k] is not None}
+        return replace(RECIPES[p["recipe"]], device=p["device"], **overrides)
+
+    @task
+    def check_params() -> None:
+        params = get_current_context()["params"]
+        with bad_input_fails():
+            check_device(_config())
+            pool = check_t_choice(params["pool"], params["t"], params["target_tail_ratio"])
+            pool_inputs(pool, params["metadata_version"], required=True)
+
+    @task(retries=2, retry_delay=timedelta(minutes=1))
+    def download() -> dict:
+        p = get_current_context()["params"]
+        with bad_input_fails():
+            matched, counts = counted_pool(p["pool"], p["metadata_version"])
+            t = pipeline.resolve_pool_t(counts, p["t"], p["target_tail_ratio"])
+            with cluster() as client:
+                curated = pipeline.balance_pool(store(), counts, matched, client, t=t, seed=p["seed"])
+            return summary(pipeline.download_curated(store(), curated, DownloadOptions(image_size=p["image_size"])))
+
+    @task(pool="gpu", retries=1, retry_delay=timedelta(minutes=5))
+    def train(downloaded: dict) -> dict:
+        with bad_input_fails():
+            s = store()
+            return summary(pipeline.train_model(s, s.require(downloaded["stage"], downloaded["version"]), _config()))
+
+    @task(outlets=[METRICS_ASSET])
+    def evaluate(checkpoint: dict) -> dict:
+        context = get_current_context()
+        s = store()
+        with bad_input_fails():
+            metrics = pipeline.evaluate_model(
+                s, s.require(checkpoint["stage"], checkpoint["version"]), os.environ.get("METACLIP_EVAL_COCO", COCO)
+            )
+        event = {**summary(metrics), "zero_shot_top1": metrics.stats["zero_shot"]["top1"]}
+        context["outlet_events"][METRICS_ASSET].extra = event
+        return {**event, **metrics.stats}
+
+    check_params() >> evaluate(train(download()))

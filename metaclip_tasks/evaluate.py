@@ -1,0 +1,111 @@
+"""Evaluating a trained CLIP: zero-shot classification and image-text retrieval.
+
+Zero-shot: each class name is put in the CLIP prompt templates, the mean text embedding is
+the class's weight, and an image's class is the nearest one (top-1 and top-5 accuracy).
+Retrieval: recall@1/5/10 from images to their captions and from captions to their image.
+For the project's CI: the 79 COCO val images with their captions, and COCO's 80 categories
+(an image's label is the category covering most of its area).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+CLIP_TEMPLATES = (  # a subset of CLIP's ImageNet prompt ensemble
+    "a photo of a {}.", "a bad photo of a {}.", "a photo of many {}.", "a photo of the large {}.",
+    "a photo of the small {}.", "a good photo of a {}.", "a close-up photo of a {}.", "a bright photo of a {}.",
+    "a cropped photo of a {}.", "a photo of a nice {}.", "a blurry photo of a {}.", "art of the {}.",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CocoEval:
+    """The evaluation set: image paths, their captions, and one category label per image."""
+
+    images: list[Path]
+    captions: list[list[str]]
+    labels: list[int]  # -1: the image has no instance
+    classnames: list[str]
+
+
+def load_coco(coco_dir: str | os.PathLike, split: str = "val2017") -> CocoEval:
+    """COCO images present on disk, with their captions and largest-area category."""
+    root = Path(coco_dir)
+    captions = json.loads((root / "annotations" / f"captions_{split}.json").read_text())
+    instances = json.loads((root / "annotations" / f"instances_{split}.json").read_text())
+    categories = sorted(instances["categories"], key=lambda c: c["id"])
+    index = {c["id"]: i for i, c in enumerate(categories)}
+    area: dict[int, dict[int, float]] = defaultdict(lambda: defaultdict(float))
+    for a in instances["annotations"]:
+        area[a["image_id"]][index[a["category_id"]]] += a["area"]
+    texts: dict[int, list[str]] = defaultdict(list)
+    for a in captions["annotations"]:
+        texts[a["image_id"]].append(a["caption"].strip())
+    images = sorted((i for i in captions["images"] if (root / split / i["file_name"]).is_file()), key=lambda i: i["id"])
+    return CocoEval(
+        images=[root / split / i["file_name"] for i in images],
+        captions=[texts[i["id"]] for i in images],
+        labels=[max(area[i["id"]], key=area[i["id"]].get) if area[i["id"]] else -1 for i in images],
+        classnames=[c["name"] for c in categories],
+    )
+
+
+def recall_at(similarity: np.ndarray, positives: Sequence[set[int]], ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """For each query row, whether one of its positives ranks in the top k."""
+    order = np.argsort(-similarity, axis=1, kind="stable")
+    return {f"R@{k}": float(np.mean([bool(positives[q] & set(order[q, :k].tolist())) for q in range(len(order))]))
+            for k in ks}  # fmt: skip
+
+
+def zero_shot_accuracy(image_features: np.ndarray, class_weights: np.ndarray, labels: Sequence[int]) -> dict[str, float]:
+    """Top-1 and top-5 accuracy of the nearest class, over images with a label."""
+    labels = np.asarray(labels)
+    keep = labels >= 0
+    order = np.argsort(-(image_features[keep] @ class_weights.T), axis=1, kind="stable")
+    return {f"top{k}": float(np.mean([labels[keep][i] in order[i, :k] for i in range(len(order))])) for k in (1, 5)}
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike, model_name: str, data: CocoEval, templates: Sequence[str] = CLIP_TEMPLATES
+) -> dict[str, object]:
+    """Zero-shot accuracy and retrieval recall of an open_clip checkpoint on ``data`` (on the CPU)."""
+    import open_clip
+    import torch
+    from PIL import Image
+
+    from metaclip_tasks.train import register_model_configs
+
+    register_model_configs()
+    model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=str(checkpoint), device="cpu")
+    tokenizer = open_clip.get_tokenizer(model_name)
+    model.eval()
+
+    def encode_texts(texts: Sequence[str]) -> np.ndarray:
+        with torch.no_grad():
+            features = model.encode_text(tokenizer(list(texts)))
+        return torch.nn.functional.normalize(features, dim=-1).numpy()
+
+    with torch.no_grad():
+        pixels = torch.stack([preprocess(Image.open(p).convert("RGB")) for p in data.images])
+        images = torch.nn.functional.normalize(model.encode_image(pixels), dim=-1).numpy()
+    weights = np.stack([encode_texts([t.format(c) for t in templates]).mean(axis=0) for c in data.classnames])
+    weights /= np.linalg.norm(weights, axis=1, keepdims=True)
+    flat = [c for caps in data.captions for c in caps]
+    owner = [i for i, caps in enumerate(data.captions) for _ in caps]
+    texts = encode_texts(flat)
+    similarity = images @ texts.T
+    captions_of = [set(np.flatnonzero(np.asarray(owner) == i).tolist()) for i in range(len(data.images))]
+    return {
+        "images": len(data.images),
+        "captions": len(flat),
+        "zero_shot": zero_shot_accuracy(images, weights, data.labels),
+        "image_to_text": recall_at(similarity, captions_of),
+        "text_to_image": recall_at(similarity.T, [{o} for o in owner]),
+    }

@@ -1,0 +1,73 @@
+"""Training with open_clip's real trainer (a tiny model on the CPU) and evaluating it on COCO."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from metaclip_tasks.download import DownloadOptions, run_img2dataset, write_url_list
+from metaclip_tasks.errors import CurationError
+from metaclip_tasks.evaluate import load_coco, recall_at, zero_shot_accuracy
+from metaclip_tasks.shards import MATCHED_SCHEMA
+from metaclip_tasks.shared_data import COCO
+from metaclip_tasks.train import PAPER_VIT_B32, TINY_CPU, check_device, run_training, train_command, visible_gpus
+
+
+def test_the_gpu_recipe_is_refused_without_a_gpu() -> None:
+    if visible_gpus():
+        pytest.skip("a GPU is visible here")
+    with pytest.raises(CurationError, match="needs a GPU and none is visible .* ask for device 'cpu'"):
+        check_device(PAPER_VIT_B32)
+    assert check_device(replace(PAPER_VIT_B32, device="cpu")).gpus == 0
+
+
+def test_several_gpus_train_through_torchrun_with_the_global_batch_split() -> None:
+    command = train_command(replace(PAPER_VIT_B32, gpus=8), ["a.tar", "b.tar"], 1000, Path("/logs"), "run")
+    assert Path(command[0]).name == "torchrun" and "--nproc_per_node=8" in command
+    assert "--batch-size=4096" in command and "--model=ViT-B-32-quickgelu" in command
+    assert "--lr=0.0005" in command and "--warmup=2000" in command and "--train-data=a.tar::b.tar" in command
+    with pytest.raises(CurationError, match="does not split over 3 GPUs"):
+        train_command(replace(PAPER_VIT_B32, gpus=3, global_batch_size=32768), ["a.tar"], 10, Path("/l"), "r")
+
+
+def test_metrics_by_hand() -> None:
+    import numpy as np
+
+    similarity = np.array([[0.9, 0.1, 0.0], [0.2, 0.1, 0.8]])
+    assert recall_at(similarity, [{0}, {1}], ks=(1, 2)) == {"R@1": 0.5, "R@2": 0.5}
+    features, weights = np.eye(2), np.array([[1.0, 0.0], [0.0, 1.0], [0.7, 0.7]])
+    assert zero_shot_accuracy(features, weights, [0, 2]) == {"top1": 0.5, "top5": 1.0}
+
+
+def test_tiny_model_trains_on_coco_shards_and_evaluates(tmp_path: Path, coco_server: str) -> None:
+    import json
+
+    captions = json.loads((COCO / "annotations" / "captions_train2017.json").read_text())
+    files = {i["id"]: i["file_name"] for i in captions["images"] if (COCO / "train2017" / i["file_name"]).is_file()}
+    rows = [(f"{coco_server}/train2017/{files[a['image_id']]}?caption={a['id']}", a["caption"], f"{a['id']:024d}")
+            for a in captions["annotations"] if a["image_id"] in files]  # fmt: skip
+    table = pa.table({"uid": [r[2] for r in rows], "url": [r[0] for r in rows], "text": [r[1] for r in rows],
+                      "matched_entry_ids": [[0]] * len(rows)}, schema=MATCHED_SCHEMA)  # fmt: skip
+    pq.write_table(table, tmp_path / "curated.parquet")
+    write_url_list([tmp_path / "curated.parquet"], tmp_path / "urls.parquet")
+    run_img2dataset(tmp_path / "urls.parquet", tmp_path / "shards", DownloadOptions(image_size=64, threads=8), log=lambda _: None)
+    shards = sorted(str(p) for p in (tmp_path / "shards").glob("*.tar"))
+
+    lines: list[str] = []
+    checkpoint = run_training(TINY_CPU, shards, len(rows), tmp_path / "logs", "tiny", log=lines.append)
+    assert checkpoint.is_file() and any("Train Epoch: 0" in line for line in lines)
+
+    from metaclip_tasks.evaluate import evaluate_checkpoint
+
+    data = load_coco(COCO)
+    assert len(data.images) == 79 and len(data.classnames) == 80 and sum(map(len, data.captions)) == 395
+    metrics = evaluate_checkpoint(checkpoint, "metaclip-tiny", data)
+    assert metrics["images"] == 79 and metrics["captions"] == 395
+    for block in ("image_to_text", "text_to_image"):
+        assert set(metrics[block]) == {"R@1", "R@5", "R@10"}
+        assert 0 <= metrics[block]["R@1"] <= metrics[block]["R@5"] <= metrics[block]["R@10"] <= 1
+    assert 0 <= metrics["zero_shot"]["top1"] <= metrics["zero_shot"]["top5"] <= 1
