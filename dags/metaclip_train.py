@@ -53,7 +53,12 @@ with DAG(
                                     "tiny-cpu: a 2-layer model for a CPU"),
         "device": Param("cuda", type="string", enum=["cuda", "cpu"], title="Device",
                         description="cpu trains on the CPU; a GPU recipe without a GPU is refused"),
+        "model": Param(None, type=["null", "string"], title="Model",
+                       description="an open_clip model name; empty: the recipe's (ViT-B-32-quickgelu / metaclip-tiny)"),
         "epochs": Param(None, type=["null", "integer"], minimum=1, title="Epochs", description="empty: the recipe's"),
+        "warmup": Param(None, type=["null", "integer"], minimum=0, title="Warm-up steps", description="empty: the recipe's"),
+        "precision": Param(None, type=["null", "string"], enum=[None, "amp", "amp_bf16", "bf16", "fp16", "fp32"],
+                           title="Precision", description="empty: the recipe's"),
         "global_batch_size": Param(None, type=["null", "integer"], minimum=1, title="Global batch size",
                                    description="empty: the recipe's"),
         "lr": Param(None, type=["null", "number"], exclusiveMinimum=0, title="Learning rate",
@@ -66,7 +71,8 @@ with DAG(
 
     def _config():
         p = get_current_context()["params"]
-        overrides = {k: p[k] for k in ("epochs", "global_batch_size", "lr") if p[k] is not None}
+        keys = ("model", "epochs", "global_batch_size", "lr", "warmup", "precision")
+        overrides = {k: p[k] for k in keys if p[k] is not None}
         return replace(RECIPES[p["recipe"]], device=p["device"], **overrides)
 
     @task

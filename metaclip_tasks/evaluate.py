@@ -1,7 +1,8 @@
 """Evaluating a trained CLIP: zero-shot classification and image-text retrieval.
 
 Zero-shot: each class name is put in the CLIP prompt templates, the mean text embedding is
-the class's weight, and an image's class is the nearest one (top-1 and top-5 accuracy).
+the class's weight, and an image's class is the nearest one (top-1 and top-5 accuracy); any
+labelled set given as an ImageFolder works (:func:`load_image_folder`).
 Retrieval: recall@1/5/10 from images to their captions and from captions to their image.
 For the project's CI: the 79 COCO val images with their captions, and COCO's 80 categories
 (an image's label is the category covering most of its area).
@@ -27,7 +28,7 @@ CLIP_TEMPLATES = (  # a subset of CLIP's ImageNet prompt ensemble
 
 @dataclass(frozen=True)
 class CocoEval:
-    """The evaluation set: image paths, their captions, and one category label per image."""
+    """An evaluation set: image paths, their captions (may be empty), and one class label per image."""
 
     images: list[Path]
     captions: list[list[str]]
@@ -55,6 +56,20 @@ def load_coco(coco_dir: str | os.PathLike, split: str = "val2017") -> CocoEval:
         labels=[max(area[i["id"]], key=area[i["id"]].get) if area[i["id"]] else -1 for i in images],
         classnames=[c["name"] for c in categories],
     )
+
+
+def load_image_folder(root: str | os.PathLike) -> CocoEval:
+    """A labelled set as an ImageFolder (one sub-directory per class, its name the class name)."""
+    root = Path(root)
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    if not classes:
+        from metaclip_tasks.errors import CurationError
+
+        raise CurationError(f"{root} has no class sub-directories (an ImageFolder: <root>/<class>/<image>)")
+    suffixes = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+    items = [(p, i) for i, c in enumerate(classes) for p in sorted((root / c).iterdir()) if p.suffix.lower() in suffixes]
+    return CocoEval(images=[p for p, _ in items], captions=[[] for _ in items], labels=[i for _, i in items],
+                    classnames=[c.replace("_", " ") for c in classes])  # fmt: skip
 
 
 def recall_at(similarity: np.ndarray, positives: Sequence[set[int]], ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
@@ -98,14 +113,15 @@ def evaluate_checkpoint(
     weights = np.stack([encode_texts([t.format(c) for t in templates]).mean(axis=0) for c in data.classnames])
     weights /= np.linalg.norm(weights, axis=1, keepdims=True)
     flat = [c for caps in data.captions for c in caps]
-    owner = [i for i, caps in enumerate(data.captions) for _ in caps]
-    texts = encode_texts(flat)
-    similarity = images @ texts.T
-    captions_of = [set(np.flatnonzero(np.asarray(owner) == i).tolist()) for i in range(len(data.images))]
-    return {
+    metrics: dict[str, object] = {
         "images": len(data.images),
         "captions": len(flat),
         "zero_shot": zero_shot_accuracy(images, weights, data.labels),
-        "image_to_text": recall_at(similarity, captions_of),
-        "text_to_image": recall_at(similarity.T, [{o} for o in owner]),
     }
+    if flat:  # retrieval needs captions: a plain labelled set has none
+        owner = [i for i, caps in enumerate(data.captions) for _ in caps]
+        similarity = images @ encode_texts(flat).T
+        captions_of = [set(np.flatnonzero(np.asarray(owner) == i).tolist()) for i in range(len(data.images))]
+        metrics["image_to_text"] = recall_at(similarity, captions_of)
+        metrics["text_to_image"] = recall_at(similarity.T, [{o} for o in owner])
+    return metrics

@@ -11,7 +11,7 @@ import pytest
 
 from metaclip_tasks.download import DownloadOptions, run_img2dataset, write_url_list
 from metaclip_tasks.errors import CurationError
-from metaclip_tasks.evaluate import load_coco, recall_at, zero_shot_accuracy
+from metaclip_tasks.evaluate import load_coco, load_image_folder, recall_at, zero_shot_accuracy
 from metaclip_tasks.shards import MATCHED_SCHEMA
 from metaclip_tasks.shared_data import COCO
 from metaclip_tasks.train import PAPER_VIT_B32, TINY_CPU, check_device, run_training, train_command, visible_gpus
@@ -71,3 +71,19 @@ def test_tiny_model_trains_on_coco_shards_and_evaluates(tmp_path: Path, coco_ser
         assert set(metrics[block]) == {"R@1", "R@5", "R@10"}
         assert 0 <= metrics[block]["R@1"] <= metrics[block]["R@5"] <= metrics[block]["R@10"] <= 1
     assert 0 <= metrics["zero_shot"]["top1"] <= metrics["zero_shot"]["top5"] <= 1
+
+    # any labelled ImageFolder: here two COCO categories, images linked in by their label
+    import os
+
+    for image, label in zip(data.images, data.labels, strict=True):
+        if label >= 0 and data.classnames[label] in ("person", "dog"):
+            folder = tmp_path / "folder" / data.classnames[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            os.symlink(image, folder / image.name)
+    folder_set = load_image_folder(tmp_path / "folder")
+    assert folder_set.classnames == ["dog", "person"] and len(folder_set.images) == len(folder_set.labels) > 10
+    folder_metrics = evaluate_checkpoint(checkpoint, "metaclip-tiny", folder_set)
+    assert folder_metrics["captions"] == 0 and "text_to_image" not in folder_metrics
+    assert folder_metrics["zero_shot"]["top5"] == 1.0  # two classes: always in the top 5
+    with pytest.raises(CurationError, match="has no class sub-directories"):
+        load_image_folder(tmp_path / "logs" / "tiny" / "checkpoints")
