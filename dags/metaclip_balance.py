@@ -9,23 +9,20 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from airflow.sdk import DAG, Param, get_current_context, task
+from airflow.sdk import DAG, get_current_context, task
 from metaclip_airflow import (
     CURATED_ASSET,
     DASK_RETRIES,
     bad_input_fails,
-    check_t_choice,
-    cluster,
-    counted_pool,
+    check_subset_params,
+    curated_subset,
     metadata_param,
-    pool_inputs,
     pool_param,
+    ratio_param,
     seed_param,
-    store,
     summary,
-)  # fmt: skip
-
-from metaclip_tasks import pipeline
+    t_param,
+)
 
 with DAG(
     dag_id="metaclip_balance",
@@ -35,11 +32,8 @@ with DAG(
     catchup=False,
     params={
         "pool": pool_param(),
-        "t": Param(None, type=["null", "integer"], minimum=1, title="t",
-                   description="cap per entry; leave empty to choose t by the target tail ratio"),
-        "target_tail_ratio": Param(None, type=["null", "number"], exclusiveMinimum=0, exclusiveMaximum=1,
-                                   title="Target tail ratio",
-                                   description="share of matches in tail entries (count < t); empty: the pool's (0.06)"),
+        "t": t_param(),
+        "target_tail_ratio": ratio_param(),
         "seed": seed_param(),
         "metadata_version": metadata_param(),
     },  # fmt: skip
@@ -52,19 +46,14 @@ with DAG(
         """Refuse bad parameters (both t and a ratio, an unknown pool) before any work."""
         params = get_current_context()["params"]
         with bad_input_fails():
-            pool = check_t_choice(params["pool"], params["t"], params["target_tail_ratio"])
-            pool_inputs(pool, params["metadata_version"], required=True)
-        return {"pool": pool.name}
+            return {"pool": check_subset_params(params).name}
 
     @task(outlets=[CURATED_ASSET], **DASK_RETRIES)
     def balance(checked: dict) -> dict:
         context = get_current_context()
         params = context["params"]
         with bad_input_fails():
-            matched, counts = counted_pool(checked["pool"], params["metadata_version"])
-            t = pipeline.resolve_pool_t(counts, params["t"], params["target_tail_ratio"])
-            with cluster() as client:
-                artifact = pipeline.balance_pool(store(), counts, matched, client, t=t, seed=params["seed"])
+            artifact = curated_subset({**params, "pool": checked["pool"]})
         event = {**summary(artifact), **{k: artifact.stats[k] for k in ("t", "seed", "kept", "expected_kept")}}
         context["outlet_events"][CURATED_ASSET].extra = event
         return event

@@ -12,16 +12,16 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG, Asset, Param, get_current_context, task
 from metaclip_airflow import (
     bad_input_fails,
-    check_t_choice,
-    cluster,
-    counted_pool,
+    check_subset_params,
+    curated_subset,
     metadata_param,
-    pool_inputs,
     pool_param,
+    ratio_param,
     seed_param,
     store,
     summary,
-)  # fmt: skip
+    t_param,
+)
 
 from metaclip_tasks import pipeline
 from metaclip_tasks.download import DownloadOptions
@@ -36,10 +36,8 @@ with DAG(
     catchup=False,
     params={
         "pool": pool_param(),
-        "t": Param(None, type=["null", "integer"], minimum=1, title="t",
-                   description="the curated subset's t; empty: chosen by the target tail ratio"),
-        "target_tail_ratio": Param(None, type=["null", "number"], exclusiveMinimum=0, exclusiveMaximum=1,
-                                   title="Target tail ratio", description="empty: the pool's (0.06)"),
+        "t": t_param(),
+        "target_tail_ratio": ratio_param(),
         "seed": seed_param(),
         "metadata_version": metadata_param(),
         "image_size": Param(256, type="integer", minimum=16, title="Image size", description="pixels (square)"),
@@ -56,8 +54,7 @@ with DAG(
     def check_params() -> None:
         params = get_current_context()["params"]
         with bad_input_fails():
-            pool = check_t_choice(params["pool"], params["t"], params["target_tail_ratio"])
-            pool_inputs(pool, params["metadata_version"], required=True)
+            check_subset_params(params)
 
     @task(outlets=[DOWNLOADED_ASSET], retries=2, retry_delay=timedelta(minutes=1))
     def download() -> dict:
@@ -66,12 +63,9 @@ with DAG(
         options = DownloadOptions(image_size=p["image_size"], threads=p["threads"], processes=p["processes"],
                                   timeout=p["timeout"], retries=p["retries"])  # fmt: skip
         with bad_input_fails():
-            matched, counts = counted_pool(p["pool"], p["metadata_version"])
-            t = pipeline.resolve_pool_t(counts, p["t"], p["target_tail_ratio"])
-            with cluster() as client:
-                curated = pipeline.balance_pool(store(), counts, matched, client, t=t, seed=p["seed"])
+            curated = curated_subset(p)
             artifact = pipeline.download_curated(store(), curated, options)
-        event = {**summary(artifact), "t": t, **{k: artifact.stats[k] for k in ("count", "successes")}}
+        event = {**summary(artifact), "t": curated.params["t"], **{k: artifact.stats[k] for k in ("count", "successes")}}
         context["outlet_events"][DOWNLOADED_ASSET].extra = event
         return {**event, "failures_by_reason": artifact.stats["failures_by_reason"]}
 

@@ -17,15 +17,15 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG, Asset, Param, get_current_context, task
 from metaclip_airflow import (
     bad_input_fails,
-    check_t_choice,
-    cluster,
-    counted_pool,
+    check_subset_params,
+    curated_subset,
     metadata_param,
-    pool_inputs,
     pool_param,
+    ratio_param,
     seed_param,
     store,
     summary,
+    t_param,
 )
 
 from metaclip_tasks import pipeline
@@ -43,9 +43,8 @@ with DAG(
     catchup=False,
     params={
         "pool": pool_param(),
-        "t": Param(None, type=["null", "integer"], minimum=1, title="t", description="empty: by the tail ratio"),
-        "target_tail_ratio": Param(None, type=["null", "number"], exclusiveMinimum=0, exclusiveMaximum=1,
-                                   title="Target tail ratio", description="empty: the pool's (0.06)"),
+        "t": t_param(),
+        "target_tail_ratio": ratio_param(),
         "seed": seed_param(),
         "metadata_version": metadata_param(),
         "recipe": Param("vit-b-32", type="string", enum=sorted(RECIPES), title="Recipe",
@@ -80,17 +79,13 @@ with DAG(
         params = get_current_context()["params"]
         with bad_input_fails():
             check_device(_config())
-            pool = check_t_choice(params["pool"], params["t"], params["target_tail_ratio"])
-            pool_inputs(pool, params["metadata_version"], required=True)
+            check_subset_params(params)
 
     @task(retries=2, retry_delay=timedelta(minutes=1))
     def download() -> dict:
         p = get_current_context()["params"]
         with bad_input_fails():
-            matched, counts = counted_pool(p["pool"], p["metadata_version"])
-            t = pipeline.resolve_pool_t(counts, p["t"], p["target_tail_ratio"])
-            with cluster() as client:
-                curated = pipeline.balance_pool(store(), counts, matched, client, t=t, seed=p["seed"])
+            curated = curated_subset(p)
             return summary(pipeline.download_curated(store(), curated, DownloadOptions(image_size=p["image_size"])))
 
     @task(pool="gpu", retries=1, retry_delay=timedelta(minutes=5))

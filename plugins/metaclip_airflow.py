@@ -83,6 +83,31 @@ def snapshot_param() -> Param:
                  description="Common Crawl id; empty: the crawl of the run's logical date")  # fmt: skip
 
 
+def t_param() -> Param:
+    return Param(None, type=["null", "integer"], minimum=1, title="t",
+                 description="the cap per entry; empty: chosen by the target tail ratio")  # fmt: skip
+
+
+def ratio_param() -> Param:
+    return Param(None, type=["null", "number"], exclusiveMinimum=0, exclusiveMaximum=1, title="Target tail ratio",
+                 description="share of matches in tail entries (count < t); empty: the pool's (0.06)")  # fmt: skip
+
+
+def check_subset_params(params: dict[str, Any]) -> Pool:
+    """A curated subset's params (pool, t or ratio, metadata) refused before any work when bad."""
+    pool = check_t_choice(params["pool"], params["t"], params["target_tail_ratio"])
+    pool_inputs(pool, params["metadata_version"], required=True)
+    return pool
+
+
+def curated_subset(params: dict[str, Any]) -> Artifact:
+    """The pool's balanced subset for the params' t (or ratio) and seed: balanced on Dask unless cached."""
+    matched, counts = counted_pool(params["pool"], params["metadata_version"])
+    t = pipeline.resolve_pool_t(counts, params["t"], params["target_tail_ratio"])
+    with cluster() as client:
+        return pipeline.balance_pool(store(), counts, matched, client, t=t, seed=params["seed"])
+
+
 def check_t_choice(pool_name: str, t: int | None, ratio: float | None) -> Pool:
     """Refuse, before any work, an unknown pool, a bad t or ratio, or both t and a ratio."""
     pool = get_pool(pool_name)

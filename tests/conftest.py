@@ -57,9 +57,10 @@ class _QuietHandler(SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def coco_server():
-    """The shared COCO images served by a real HTTP server on 127.0.0.1; yields its base URL."""
+    """The shared COCO images served by a real HTTP server on 127.0.0.1 for the whole session
+    (URLs written into pairs stay valid across tests); yields its base URL."""
     if not (COCO / "annotations" / "captions_val2017.json").is_file():
         pytest.skip(f"shared COCO images not found at {COCO} (../shared/data is absent)")
     server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(COCO)))
@@ -70,7 +71,7 @@ def coco_server():
     server.server_close()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def coco_pairs(coco_server: str) -> tuple[list[str], list[str]]:
     """(urls, texts) of the COCO val images on the server, each with its first real caption."""
     captions = json.loads((COCO / "annotations" / "captions_val2017.json").read_text())
