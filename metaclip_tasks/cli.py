@@ -139,6 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
         one.add_argument("stage")
         one.add_argument("version")
 
+    results = sub.add_parser(
+        "results",
+        help="the evaluation results table: one row per evaluated model",
+        description="Every metrics artifact as a row: the model, what it trained on, zero-shot accuracy and "
+        "retrieval recall (text to image, image to text).",
+        epilog=EPILOG,
+    )
+    results.add_argument("--root", help="artifact root (default: $METACLIP_ROOT)")
+
     demo = sub.add_parser(
         "demo",
         help="run the whole curation on embedded defaults and print a report",
@@ -217,6 +226,11 @@ def _run(args: argparse.Namespace) -> None:
             print(json.dumps(store.require(args.stage, args.version).manifest, indent=2, sort_keys=True))
         else:
             _print_lineage(store.lineage(args.stage, args.version))
+    elif args.command == "results":
+        from metaclip_tasks.artifacts import ArtifactStore
+        from metaclip_tasks.settings import artifact_root
+
+        print(results_table(ArtifactStore(args.root or artifact_root())))
     elif args.command == "demo":
         from metaclip_tasks.demo import run_demo
 
@@ -249,6 +263,25 @@ def _metadata(args: argparse.Namespace, progress: bool) -> None:
 
         artifact = import_metadata(ArtifactStore(args.root or artifact_root()), args.path)
         print(json.dumps({"version": artifact.version, "uri": artifact.uri, **artifact.stats}, indent=2))
+
+
+def results_table(store) -> str:
+    """One markdown row per metrics artifact, oldest first."""
+    lines = ["| metrics | model | samples | zero-shot top-1 | top-5 | text->image R@1/5/10 | image->text R@1/5/10 |",
+             "| --- | --- | ---: | ---: | ---: | --- | --- |"]  # fmt: skip
+    for metrics in store.list("metrics"):
+        checkpoint = store.require("checkpoint", metrics.manifest["inputs"][0]["version"])
+        m = metrics.stats
+
+        def recalls(key: str) -> str:
+            return " / ".join(f"{m[key][k]:.3f}" for k in ("R@1", "R@5", "R@10")) if key in m else "-"
+
+        lines.append(
+            f"| {metrics.version} | {checkpoint.params['config']['model']} | {checkpoint.stats['samples']:,} | "
+            f"{m['zero_shot']['top1']:.3f} | {m['zero_shot']['top5']:.3f} | {recalls('text_to_image')} | "
+            f"{recalls('image_to_text')} |"
+        )
+    return "\n".join(lines)
 
 
 def _print_lineage(node: dict, depth: int = 0) -> None:

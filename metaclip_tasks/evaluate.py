@@ -2,7 +2,8 @@
 
 Zero-shot: each class name is put in the CLIP prompt templates, the mean text embedding is
 the class's weight, and an image's class is the nearest one (top-1 and top-5 accuracy); any
-labelled set given as an ImageFolder works (:func:`load_image_folder`).
+labelled set given as an ImageFolder or as webdataset shards works (:func:`load_image_folder`,
+:func:`load_webdataset`).
 Retrieval: recall@1/5/10 from images to their captions and from captions to their image.
 For the project's CI: the 79 COCO val images with their captions, and COCO's 80 categories
 (an image's label is the category covering most of its area).
@@ -10,6 +11,7 @@ For the project's CI: the 79 COCO val images with their captions, and COCO's 80 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from collections import defaultdict
@@ -30,7 +32,7 @@ CLIP_TEMPLATES = (  # a subset of CLIP's ImageNet prompt ensemble
 class CocoEval:
     """An evaluation set: image paths, their captions (may be empty), and one class label per image."""
 
-    images: list[Path]
+    images: list[Path | bytes]  # files, or encoded images (from webdataset shards)
     captions: list[list[str]]
     labels: list[int]  # -1: the image has no instance
     classnames: list[str]
@@ -72,6 +74,33 @@ def load_image_folder(root: str | os.PathLike) -> CocoEval:
                     classnames=[c.replace("_", " ") for c in classes])  # fmt: skip
 
 
+def load_webdataset(shards: Sequence[str | os.PathLike], classnames: Sequence[str], label_key: str = "cls") -> CocoEval:
+    """A labelled set as webdataset shards: per sample an image (jpg/png/webp) and an integer label
+    (``<key>.cls``, img2dataset/webdataset convention), with ``classnames[label]`` its class name."""
+    import tarfile
+
+    from metaclip_tasks.errors import CurationError
+
+    samples: dict[str, dict[str, bytes]] = {}
+    for shard in shards:
+        with tarfile.open(shard) as tar:
+            for member in tar:
+                if member.isfile():
+                    key, _, ext = member.name.partition(".")
+                    samples.setdefault(f"{shard}/{key}", {})[ext] = tar.extractfile(member).read()
+    images, labels = [], []
+    for key, parts in sorted(samples.items()):
+        image = next((parts[e] for e in ("jpg", "jpeg", "png", "webp") if e in parts), None)
+        if image is None or label_key not in parts:
+            raise CurationError(f"webdataset sample {key} lacks an image or its {label_key!r} label")
+        label = int(parts[label_key].decode().strip())
+        if not 0 <= label < len(classnames):
+            raise CurationError(f"webdataset sample {key} has label {label}, outside the {len(classnames)} class names")
+        images.append(image)
+        labels.append(label)
+    return CocoEval(images=images, captions=[[] for _ in images], labels=labels, classnames=list(classnames))
+
+
 def recall_at(similarity: np.ndarray, positives: Sequence[set[int]], ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
     """For each query row, whether one of its positives ranks in the top k."""
     order = np.argsort(-similarity, axis=1, kind="stable")
@@ -108,7 +137,8 @@ def evaluate_checkpoint(
         return torch.nn.functional.normalize(features, dim=-1).numpy()
 
     with torch.no_grad():
-        pixels = torch.stack([preprocess(Image.open(p).convert("RGB")) for p in data.images])
+        opened = (Image.open(io.BytesIO(p) if isinstance(p, bytes) else p) for p in data.images)
+        pixels = torch.stack([preprocess(image.convert("RGB")) for image in opened])
         images = torch.nn.functional.normalize(model.encode_image(pixels), dim=-1).numpy()
     weights = np.stack([encode_texts([t.format(c) for t in templates]).mean(axis=0) for c in data.classnames])
     weights /= np.linalg.norm(weights, axis=1, keepdims=True)

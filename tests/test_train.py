@@ -11,7 +11,7 @@ import pytest
 
 from metaclip_tasks.download import DownloadOptions, run_img2dataset, write_url_list
 from metaclip_tasks.errors import CurationError
-from metaclip_tasks.evaluate import load_coco, load_image_folder, recall_at, zero_shot_accuracy
+from metaclip_tasks.evaluate import load_coco, load_image_folder, load_webdataset, recall_at, zero_shot_accuracy
 from metaclip_tasks.shards import MATCHED_SCHEMA
 from metaclip_tasks.shared_data import COCO
 from metaclip_tasks.train import PAPER_VIT_B32, TINY_CPU, check_device, run_training, train_command, visible_gpus
@@ -85,5 +85,20 @@ def test_tiny_model_trains_on_coco_shards_and_evaluates(tmp_path: Path, coco_ser
     folder_metrics = evaluate_checkpoint(checkpoint, "metaclip-tiny", folder_set)
     assert folder_metrics["captions"] == 0 and "text_to_image" not in folder_metrics
     assert folder_metrics["zero_shot"]["top5"] == 1.0  # two classes: always in the top 5
+    # ... and the same set as a webdataset shard (jpg + cls)
+    import io
+    import tarfile
+
+    with tarfile.open(tmp_path / "labelled.tar", "w") as tar:
+        for i, (image, label) in enumerate(zip(folder_set.images, folder_set.labels, strict=True)):
+            for ext, payload in (("jpg", Path(image).read_bytes()), ("cls", str(label).encode())):
+                info = tarfile.TarInfo(f"{i:06d}.{ext}")
+                info.size = len(payload)
+                tar.addfile(info, io.BytesIO(payload))
+    shard_set = load_webdataset([tmp_path / "labelled.tar"], folder_set.classnames)
+    assert shard_set.labels == folder_set.labels
+    assert evaluate_checkpoint(checkpoint, "metaclip-tiny", shard_set)["zero_shot"] == folder_metrics["zero_shot"]
+    with pytest.raises(CurationError, match="has label 1, outside the 1 class names"):
+        load_webdataset([tmp_path / "labelled.tar"], ["dog"])
     with pytest.raises(CurationError, match="has no class sub-directories"):
         load_image_folder(tmp_path / "logs" / "tiny" / "checkpoints")

@@ -272,6 +272,9 @@ def test_ablation_downloads_once_trains_and_evaluates_per_t(dagbag, airflow_db, 
     assert run.state == "success"
     (metrics,) = _store().list("metrics")
     assert metrics.stats["images"] == 79 and set(metrics.stats["zero_shot"]) == {"top1", "top5"}
+    from metaclip_tasks.cli import results_table
+
+    assert results_table(_store()).splitlines()[2].startswith(f"| {metrics.version} | metaclip-tiny | ")
     checkpoint = _store().require("checkpoint", metrics.manifest["inputs"][0]["version"])
     assert {f["name"] for f in checkpoint.manifest["files"]} >= {"checkpoint.pt", "logs/train/out.log"}
 
