@@ -16,12 +16,8 @@ from metaclip_airflow import (
     bad_input_fails,
     check_subset_params,
     curated_subset,
-    metadata_param,
-    pool_param,
-    ratio_param,
-    seed_param,
+    subset_params,
     summary,
-    t_param,
 )
 
 with DAG(
@@ -30,13 +26,7 @@ with DAG(
     schedule=None,
     start_date=datetime(2024, 1, 1),
     catchup=False,
-    params={
-        "pool": pool_param(),
-        "t": t_param(),
-        "target_tail_ratio": ratio_param(),
-        "seed": seed_param(),
-        "metadata_version": metadata_param(),
-    },  # fmt: skip
+    params=subset_params(),
     tags=["metaclip", "balancing"],
     doc_md=__doc__,
 ) as dag:

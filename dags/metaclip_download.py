@@ -14,13 +14,9 @@ from metaclip_airflow import (
     bad_input_fails,
     check_subset_params,
     curated_subset,
-    metadata_param,
-    pool_param,
-    ratio_param,
-    seed_param,
     store,
+    subset_params,
     summary,
-    t_param,
 )
 
 from metaclip_tasks import pipeline
@@ -35,11 +31,7 @@ with DAG(
     start_date=datetime(2024, 1, 1),
     catchup=False,
     params={
-        "pool": pool_param(),
-        "t": t_param(),
-        "target_tail_ratio": ratio_param(),
-        "seed": seed_param(),
-        "metadata_version": metadata_param(),
+        **subset_params(),
         "image_size": Param(256, type="integer", minimum=16, title="Image size", description="pixels (square)"),
         "threads": Param(16, type="integer", minimum=1, title="Threads", description="download threads per process"),
         "processes": Param(1, type="integer", minimum=1, title="Processes", description="img2dataset processes"),

@@ -19,13 +19,9 @@ from metaclip_airflow import (
     bad_input_fails,
     check_subset_params,
     curated_subset,
-    metadata_param,
-    pool_param,
-    ratio_param,
-    seed_param,
     store,
+    subset_params,
     summary,
-    t_param,
 )
 
 from metaclip_tasks import pipeline
@@ -42,11 +38,7 @@ with DAG(
     start_date=datetime(2024, 1, 1),
     catchup=False,
     params={
-        "pool": pool_param(),
-        "t": t_param(),
-        "target_tail_ratio": ratio_param(),
-        "seed": seed_param(),
-        "metadata_version": metadata_param(),
+        **subset_params(),
         "recipe": Param("vit-b-32", type="string", enum=sorted(RECIPES), title="Recipe",
                         description="vit-b-32: the paper's (QuickGELU, batch 32768, lr 5e-4, 2k warm-up); "
                                     "tiny-cpu: a 2-layer model for a CPU"),

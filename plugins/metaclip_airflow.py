@@ -93,6 +93,17 @@ def ratio_param() -> Param:
                  description="share of matches in tail entries (count < t); empty: the pool's (0.06)")  # fmt: skip
 
 
+def subset_params() -> dict[str, Param]:
+    """The params naming a curated subset: pool, t or target tail ratio, seed, metadata version."""
+    return {
+        "pool": pool_param(),
+        "t": t_param(),
+        "target_tail_ratio": ratio_param(),
+        "seed": seed_param(),
+        "metadata_version": metadata_param(),
+    }
+
+
 def check_subset_params(params: dict[str, Any]) -> Pool:
     """A curated subset's params (pool, t or ratio, metadata) refused before any work when bad."""
     pool = check_t_choice(params["pool"], params["t"], params["target_tail_ratio"])
