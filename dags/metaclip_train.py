@@ -52,6 +52,9 @@ with DAG(
                            title="Precision", description="empty: the recipe's"),
         "global_batch_size": Param(None, type=["null", "integer"], minimum=1, title="Global batch size",
                                    description="empty: the recipe's"),
+        "accum_freq": Param(1, type="integer", minimum=1, title="Accumulation steps",
+                            description="micro-batches per step: global batch = per-GPU batch x GPUs x this; "
+                                        "the contrastive loss still sees the whole global batch (fewer GPUs than the paper's 64)"),
         "lr": Param(None, type=["null", "number"], exclusiveMinimum=0, title="Learning rate",
                     description="empty: the recipe's"),
         "image_size": Param(256, type="integer", minimum=16, title="Image size", description="download size (pixels)"),
@@ -64,7 +67,7 @@ with DAG(
         p = get_current_context()["params"]
         keys = ("model", "epochs", "global_batch_size", "lr", "warmup", "precision")
         overrides = {k: p[k] for k in keys if p[k] is not None}
-        return replace(RECIPES[p["recipe"]], device=p["device"], **overrides)
+        return replace(RECIPES[p["recipe"]], device=p["device"], accum_freq=p["accum_freq"], **overrides)
 
     @task
     def check_params() -> None:

@@ -35,6 +35,8 @@ class TrainConfig:
     beta2: float = 0.98
     eps: float = 1e-6
     precision: str = "amp"
+    accum_freq: int = 1  # micro-batches per step; the contrastive loss still sees the whole global batch
+    resampled: bool = False  # sample shards with replacement (an "epoch" is then num_samples draws)
     workers: int = 8
     device: str = "cuda"  # "cpu" only when asked for explicitly
     gpus: int = 0  # 0: every visible GPU
@@ -67,10 +69,17 @@ def check_device(config: TrainConfig) -> TrainConfig:
 
 
 def train_command(config: TrainConfig, shards: Sequence[str], num_samples: int, logs: Path, name: str) -> list[str]:
-    """The command line: open_clip's trainer, through torchrun when more than one GPU trains."""
+    """The command line: open_clip's trainer, through torchrun when more than one GPU trains.
+
+    Each step sees ``global_batch_size`` samples: per-GPU batch x GPUs x ``accum_freq``; with
+    accumulation open_clip caches the features of every micro-batch, so fewer GPUs train the
+    same contrastive loss as the paper's 64."""
     processes = max(config.gpus, 1)
-    if config.global_batch_size % processes:
-        raise CurationError(f"global batch {config.global_batch_size} does not split over {processes} GPUs")
+    if config.accum_freq < 1 or config.global_batch_size % (processes * config.accum_freq):
+        raise CurationError(
+            f"global batch {config.global_batch_size} does not split over {processes} GPUs"
+            + (f" x {config.accum_freq} accumulation steps" if config.accum_freq != 1 else "")
+        )
     launcher = [sys.executable, "-m", "metaclip_tasks.train_entry"]
     if processes > 1:
         torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
@@ -78,7 +87,8 @@ def train_command(config: TrainConfig, shards: Sequence[str], num_samples: int, 
     return [
         *launcher,
         f"--train-data={'::'.join(shards)}", "--dataset-type=webdataset", f"--train-num-samples={num_samples}",
-        f"--model={config.model}", f"--batch-size={config.global_batch_size // processes}",
+        f"--model={config.model}", f"--batch-size={config.global_batch_size // (processes * config.accum_freq)}",
+        f"--accum-freq={config.accum_freq}", *(["--dataset-resampled"] if config.resampled else []),
         f"--epochs={config.epochs}", f"--lr={config.lr}", f"--warmup={config.warmup}", f"--wd={config.weight_decay}",
         f"--beta2={config.beta2}", f"--eps={config.eps}", f"--precision={config.precision}",
         f"--workers={config.workers}", f"--seed={config.seed}", f"--logs={logs}", f"--name={name}",

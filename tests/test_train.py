@@ -30,8 +30,18 @@ def test_several_gpus_train_through_torchrun_with_the_global_batch_split() -> No
     assert Path(command[0]).name == "torchrun" and "--nproc_per_node=8" in command
     assert "--batch-size=4096" in command and "--model=ViT-B-32-quickgelu" in command
     assert "--lr=0.0005" in command and "--warmup=2000" in command and "--train-data=a.tar::b.tar" in command
+    assert "--accum-freq=1" in command and "--dataset-resampled" not in command
     with pytest.raises(CurationError, match="does not split over 3 GPUs"):
         train_command(replace(PAPER_VIT_B32, gpus=3, global_batch_size=32768), ["a.tar"], 10, Path("/l"), "r")
+
+
+def test_fewer_gpus_keep_the_global_batch_by_accumulating() -> None:
+    one_gpu = replace(PAPER_VIT_B32, gpus=1, accum_freq=64, resampled=True)
+    command = train_command(one_gpu, ["a.tar"], 32768 * 4, Path("/logs"), "run")
+    assert command[1:3] == ["-m", "metaclip_tasks.train_entry"]  # one process, no torchrun
+    assert "--batch-size=512" in command and "--accum-freq=64" in command and "--dataset-resampled" in command
+    with pytest.raises(CurationError, match="does not split over 8 GPUs x 3 accumulation steps"):
+        train_command(replace(one_gpu, gpus=8, accum_freq=3), ["a.tar"], 10, Path("/l"), "r")
 
 
 def test_metrics_by_hand() -> None:
