@@ -57,6 +57,8 @@ with DAG(
                                         "the contrastive loss still sees the whole global batch (fewer GPUs than the paper's 64)"),
         "lr": Param(None, type=["null", "number"], exclusiveMinimum=0, title="Learning rate",
                     description="empty: the recipe's"),
+        "workers": Param(None, type=["null", "integer"], minimum=0, title="Data-loader processes per GPU",
+                         description="empty: the recipe's; the loader, not the GPU, bounds a ViT-B/32 step (BENCHMARKS.md)"),
         "image_size": Param(256, type="integer", minimum=16, title="Image size", description="download size (pixels)"),
     },  # fmt: skip
     tags=["metaclip", "training"],
@@ -65,7 +67,7 @@ with DAG(
 
     def _config():
         p = get_current_context()["params"]
-        keys = ("model", "epochs", "global_batch_size", "lr", "warmup", "precision")
+        keys = ("model", "epochs", "global_batch_size", "lr", "warmup", "precision", "workers")
         overrides = {k: p[k] for k in keys if p[k] is not None}
         return replace(RECIPES[p["recipe"]], device=p["device"], accum_freq=p["accum_freq"], **overrides)
 
