@@ -1,20 +1,24 @@
-"""The match stage of metaclip_match_snapshot on Dask against the single-core matcher.
+"""The match stage (the ``match`` task of metaclip_match_snapshot) on Dask: one core against the
+cluster, and the artifact root on local disk against S3 (moto's server on 127.0.0.1).
 
-A snapshot of ``--copies`` x the 10,000 real captions (fresh URLs per copy) in ``--shards``
-parquet shards is matched against the 500k-entry benchmark metadata:
+A snapshot of ``--copies`` x the 10,000 real captions (fresh URLs per copy) is imported as a
+``pairs`` artifact of ``--shards`` shards into each root and matched against the 500k-entry
+benchmark metadata:
 
-* single core: one Matcher, ``match_shard`` over every shard in turn, in this process;
-* Dask: ``pipeline.match_snapshot`` (the DAG task's body) on a LocalCluster of ``--workers``
-  single-threaded process workers, each building its matcher once.
+* one core: the match stage in this process (no Dask), its matcher already built;
+* Dask: the same stage on a LocalCluster of ``--workers`` single-threaded process workers, whose
+  workers read their shard from the root and write their matched shard straight back to it.
+  "cold" includes each worker loading the metadata and building its matcher; "warm" reuses it.
 
-Both write the same matched shards; pairs/s and their ratio (the parallel efficiency) are printed.
+Every run publishes byte-identical artifacts (checked); pairs/s and ratios are printed.
 
-    .venv/bin/python -m benchmarks.match_snapshot [--copies 20 --shards 8 --workers 2]
+    .venv/bin/python -m benchmarks.match_snapshot [--copies 50 --shards 16 --workers 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -23,68 +27,68 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from benchmarks.metadata_500k import CAPTIONS, benchmark_metadata
-from metaclip_tasks import pipeline
-from metaclip_tasks.artifacts import ArtifactStore
+from metaclip_tasks import curation
+from metaclip_tasks.artifacts import Artifact, ArtifactStore
 from metaclip_tasks.cluster import dask_client
-from metaclip_tasks.matching import Matcher, match_shard
-from metaclip_tasks.metadata.store import save_metadata
+from metaclip_tasks.local_s3 import local_s3
+from metaclip_tasks.pipeline import _MATCHERS, METADATA_IMPORT, PAIRS_IMPORT, MetadataImport, PairsImport
+from metaclip_tasks.stage import run
 
 SNAPSHOT = "CC-MAIN-2023-06"
 
 
-def write_snapshot(root: Path, copies: int, shards: int) -> int:
+def write_source(directory: Path, copies: int) -> tuple[Path, int]:
     captions = pq.read_table(CAPTIONS, columns=["URL", "TEXT"]).rename_columns(["url", "text"])
     parts = []
     for c in range(copies):
         urls = pa.array([f"{u}#copy{c}" for u in captions.column("url").to_pylist()])
         parts.append(captions.set_column(0, "url", urls))
     table = pa.concat_tables(parts)
-    directory = pipeline.pairs_dir(root, SNAPSHOT)
-    directory.mkdir(parents=True)
-    step = -(-len(table) // shards)
-    for i in range(shards):
-        pq.write_table(table.slice(i * step, step), directory / f"part-{i:05d}.parquet")
-    return len(table)
+    pq.write_table(table, directory / "pairs.parquet")
+    return directory / "pairs.parquet", len(table)
+
+
+def _timed_match(store: ArtifactStore, pairs: Artifact, meta: Artifact, client) -> tuple[float, Artifact]:
+    start = time.perf_counter()
+    matched = curation.match(store, pairs, meta, client)
+    elapsed = time.perf_counter() - start
+    store.fs.rm(store.fs._strip_protocol(matched.uri), recursive=True)  # forget it: the next round works again
+    return elapsed, matched
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--copies", type=int, default=20, help="copies of the 10,000 captions")
-    parser.add_argument("--shards", type=int, default=8, help="parquet shards in the snapshot")
+    parser.add_argument("--copies", type=int, default=50, help="copies of the 10,000 captions")
+    parser.add_argument("--shards", type=int, default=16, help="shards of the pairs artifact")
     parser.add_argument("--workers", type=int, default=2, help="Dask workers (one thread each)")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, local_s3("metaclip-bench") as bucket:
         tmp = Path(tmp)
-        pairs = write_snapshot(tmp / "root", args.copies, args.shards)
-        entries = benchmark_metadata()
-        save_metadata(tmp / "metadata.json", entries)
-        print(f"{pairs:,} pairs in {args.shards} shards; metadata: {len(entries):,} entries")
-
-        start = time.perf_counter()
-        matcher = Matcher(entries)
-        build = time.perf_counter() - start
-        start = time.perf_counter()
-        for shard in pipeline.snapshot_shards(tmp / "root", SNAPSHOT):
-            match_shard(shard, tmp / "single" / shard.name, matcher)
-        single = pairs / (time.perf_counter() - start)
-        print(f"single core, match_shard in turn:   {single:>10,.0f} pairs/s  (matcher built once in {build:.1f} s)")
-
-        with dask_client(n_workers=args.workers) as client:
-            for label in ("Dask, cold (workers build matchers)", "Dask, warm (matchers reused)"):
-                store = ArtifactStore(tmp / "root")  # pairs live here; each round publishes a fresh version
-                metadata = pipeline.import_metadata(store, tmp / "metadata.json")
-                start = time.perf_counter()
-                artifact = pipeline.match_snapshot(store, SNAPSHOT, metadata, client, url_column="url")
-                rate = pairs / (time.perf_counter() - start)
-                print(f"{label + ':':<36}{rate:>10,.0f} pairs/s  = {rate / single:.2f}x single core "
-                      f"({rate / single / args.workers:.0%} efficiency on {args.workers} workers)")  # fmt: skip
-                _remove(store, artifact)
-
-
-def _remove(store: ArtifactStore, artifact) -> None:
-    """Forget a published version so the next round does the work again."""
-    store.fs.rm(artifact.uri, recursive=True)
+        source, n = write_source(tmp, args.copies)
+        (tmp / "metadata.json").write_text(json.dumps(benchmark_metadata()))
+        print(f"{n:,} pairs in {args.shards} shards; metadata: 500,000 entries")
+        rows, files = [], set()
+        for label, root in (("local disk", str(tmp / "root")), ("S3 (moto, 127.0.0.1)", f"{bucket}/root")):
+            store = ArtifactStore(root)
+            pairs = run(store, PAIRS_IMPORT, PairsImport(SNAPSHOT, (str(source),), rows_per_shard=-(-n // args.shards)))
+            meta = run(store, METADATA_IMPORT, MetadataImport(str(tmp / "metadata.json")))
+            _MATCHERS.clear()
+            _timed_match(store, pairs, meta, None)  # builds this process's matcher
+            one_core, matched = _timed_match(store, pairs, meta, None)
+            files.add(json.dumps(matched.manifest["files"]))
+            with dask_client(work=args.workers) as client:
+                cold, _ = _timed_match(store, pairs, meta, client)
+                warm, matched = _timed_match(store, pairs, meta, client)
+            files.add(json.dumps(matched.manifest["files"]))
+            rows.append((label, n / one_core, n / cold, n / warm))
+        assert len(files) == 1, "the roots and drivers published different matched shards"
+        print(f"| root | one core | Dask cold ({args.workers} workers) | Dask warm | warm vs one core |")
+        print("| --- | ---: | ---: | ---: | ---: |")
+        for label, single, cold, warm in rows:
+            print(f"| {label} | {single:,.0f} | {cold:,.0f} | {warm:,.0f} | {warm / single:.2f}x |")
+        (_, local_single, _, local_warm), (_, s3_single, _, s3_warm) = rows
+        print(f"S3 / local: one core {s3_single / local_single:.2f}x, Dask warm {s3_warm / local_warm:.2f}x")
 
 
 if __name__ == "__main__":

@@ -14,11 +14,15 @@ from metaclip_airflow import (
     CURATED_ASSET,
     DASK_RETRIES,
     bad_input_fails,
-    check_subset_params,
-    curated_subset,
+    cluster,
+    from_params,
+    store,
     subset_params,
     summary,
 )
+
+from metaclip_tasks import curation
+from metaclip_tasks.curation import Subset
 
 with DAG(
     dag_id="metaclip_balance",
@@ -32,20 +36,18 @@ with DAG(
 ) as dag:
 
     @task
-    def check_params() -> dict:
-        """Refuse bad parameters (both t and a ratio, an unknown pool) before any work."""
-        params = get_current_context()["params"]
+    def check_params() -> None:
+        """Refuse bad parameters (both t and a ratio, an unknown pool, unmatched snapshots) before any work."""
         with bad_input_fails():
-            return {"pool": check_subset_params(params).name}
+            curation.check_subset(store(), from_params(Subset, get_current_context()["params"]))
 
     @task(outlets=[CURATED_ASSET], **DASK_RETRIES)
-    def balance(checked: dict) -> dict:
+    def balance() -> dict:
         context = get_current_context()
-        params = context["params"]
-        with bad_input_fails():
-            artifact = curated_subset({**params, "pool": checked["pool"]})
+        with bad_input_fails(), cluster() as client:
+            artifact = curation.curated_subset(store(), from_params(Subset, context["params"]), client)
         event = {**summary(artifact), **{k: artifact.stats[k] for k in ("t", "seed", "kept", "expected_kept")}}
         context["outlet_events"][CURATED_ASSET].extra = event
         return event
 
-    balance(check_params())
+    check_params() >> balance()

@@ -1,8 +1,9 @@
 """metaclip_curation_demo: the whole chain on embedded defaults, for the README's main job.
 
-The shared real captions (or a generated pool) are split over the ``demo`` pool's three
-snapshots under the artifact root, then matched per snapshot on Dask, counted, and balanced
-for the pool's 6% tail; the last task prints where the artifacts and the report are.
+The same steps ``metaclip demo`` runs, as tasks: the shared real captions (or a generated
+pool) as ``pairs`` artifacts of the ``demo`` pool's three snapshots, MetaCLIP's WordNet
+metadata, each snapshot matched on Dask, the pool counted and balanced for its 6% tail; the
+last task prints the report read back from the artifacts.
 """
 
 from __future__ import annotations
@@ -10,13 +11,11 @@ from __future__ import annotations
 from datetime import datetime
 
 from airflow.sdk import DAG, get_current_context, task
-from metaclip_airflow import DASK_RETRIES, bad_input_fails, cluster, metadata, seed_param, store, summary
+from metaclip_airflow import DASK_RETRIES, artifact, bad_input_fails, cluster, seed_param, store, summary
 
-from metaclip_tasks import pipeline
-from metaclip_tasks.demo import demo_report, write_demo_pairs
-from metaclip_tasks.settings import artifact_root
+from metaclip_tasks import curation
+from metaclip_tasks.demo import POOL, demo_pairs, demo_report, demo_source
 from metaclip_tasks.snapshots import get_pool
-from metaclip_tasks.storage import atomic_file
 
 with DAG(
     dag_id="metaclip_curation_demo",
@@ -30,29 +29,33 @@ with DAG(
 ) as dag:
 
     @task
-    def write_pairs() -> list[str]:
-        """Split the default pool over the demo snapshots (identical files on every run)."""
+    def snapshots() -> list[str]:
+        """The demo pool's snapshots, with the metadata built (or found) once for all of them."""
         with bad_input_fails():
-            return write_demo_pairs(store().root, get_pool("demo"))
+            curation.metadata(store())
+            return list(get_pool(POOL).snapshots)
 
     @task(**DASK_RETRIES)
     def match(snapshot: str) -> dict:
-        with bad_input_fails(), cluster() as client:
-            return summary(pipeline.match_snapshot(store(), snapshot, metadata(""), client))
+        """One snapshot: its share of the captions imported as pairs, then matched on Dask."""
+        with bad_input_fails():
+            pairs = demo_pairs(store(), snapshot)
+            with cluster(len(pairs.data_files())) as client:
+                return summary(curation.match(store(), pairs, curation.metadata(store()), client))
 
     @task(**DASK_RETRIES)
-    def count_and_balance(matched: list[dict]) -> str:
+    def count_and_balance(matched: list[dict]) -> dict:
         seed = get_current_context()["params"]["seed"]
-        s = store()
         with bad_input_fails():
-            artifacts = [s.require(m["stage"], m["version"]) for m in matched]
-            counts = pipeline.pool_counts(s, get_pool("demo"), artifacts)
+            meta = curation.metadata(store())
+            counts = curation.count_pool(store(), get_pool(POOL), meta, [artifact(m) for m in matched])
             with cluster() as client:
-                curated = pipeline.balance_pool(s, counts, artifacts, client, t=counts.stats["t"], seed=seed)
-        report = demo_report(counts, curated)
-        with atomic_file(f"{artifact_root()}/reports/curation_demo.txt") as tmp:
-            tmp.write_text(report + "\n")
-        print(report)
-        return report
+                return summary(curation.balance(store(), counts, counts.stats["t"], seed, client))
 
-    count_and_balance(match.expand(snapshot=write_pairs()))
+    @task
+    def report(curated: dict) -> str:
+        text = demo_report(store(), artifact(curated), demo_source(store())[1])
+        print(text)
+        return text
+
+    report(count_and_balance(match.expand(snapshot=snapshots())))

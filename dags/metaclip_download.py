@@ -9,17 +9,11 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import DAG, Asset, Param, get_current_context, task
-from metaclip_airflow import (
-    bad_input_fails,
-    check_subset_params,
-    curated_subset,
-    store,
-    subset_params,
-    summary,
-)
+from airflow.sdk import DAG, Asset, get_current_context, task
+from metaclip_airflow import bad_input_fails, cluster, dataclass_params, from_params, store, subset_params, summary
 
-from metaclip_tasks import pipeline
+from metaclip_tasks import curation
+from metaclip_tasks.curation import Subset
 from metaclip_tasks.download import DownloadOptions
 
 DOWNLOADED_ASSET = Asset("metaclip.downloaded")
@@ -30,14 +24,7 @@ with DAG(
     schedule=None,
     start_date=datetime(2024, 1, 1),
     catchup=False,
-    params={
-        **subset_params(),
-        "image_size": Param(256, type="integer", minimum=16, title="Image size", description="pixels (square)"),
-        "threads": Param(16, type="integer", minimum=1, title="Threads", description="download threads per process"),
-        "processes": Param(1, type="integer", minimum=1, title="Processes", description="img2dataset processes"),
-        "timeout": Param(10, type="number", exclusiveMinimum=0, title="Timeout", description="seconds per image"),
-        "retries": Param(2, type="integer", minimum=0, title="Retries", description="per image"),
-    },  # fmt: skip
+    params={**subset_params(), **dataclass_params(DownloadOptions)},
     tags=["metaclip", "download"],
     doc_md=__doc__,
 ) as dag:
@@ -46,18 +33,17 @@ with DAG(
     def check_params() -> None:
         params = get_current_context()["params"]
         with bad_input_fails():
-            check_subset_params(params)
+            curation.check_subset(store(), from_params(Subset, params))
+            from_params(DownloadOptions, params)
 
     @task(outlets=[DOWNLOADED_ASSET], retries=2, retry_delay=timedelta(minutes=1))
     def download() -> dict:
         context = get_current_context()
-        p = context["params"]
-        options = DownloadOptions(image_size=p["image_size"], threads=p["threads"], processes=p["processes"],
-                                  timeout=p["timeout"], retries=p["retries"])  # fmt: skip
-        with bad_input_fails():
-            curated = curated_subset(p)
-            artifact = pipeline.download_curated(store(), curated, options)
-        event = {**summary(artifact), "t": curated.params["t"], **{k: artifact.stats[k] for k in ("count", "successes")}}
+        params = context["params"]
+        with bad_input_fails(), cluster() as client:
+            artifact = curation.download_subset(store(), from_params(Subset, params), from_params(DownloadOptions, params), client)
+        event = {**summary(artifact), "t": artifact.input("curated").params["t"],
+                 **{k: artifact.stats[k] for k in ("count", "successes")}}  # fmt: skip
         context["outlet_events"][DOWNLOADED_ASSET].extra = event
         return {**event, "failures_by_reason": artifact.stats["failures_by_reason"]}
 

@@ -1,8 +1,10 @@
 """metaclip_match_snapshot: one run = one Common Crawl snapshot, matched on Dask.
 
 Scheduled by the Common Crawl timetable (one run per crawl), so a backfill over a date range
-creates one run per crawl in it.  Writes the snapshot's matched shards and count vector as a
-``matched`` artifact and emits a ``metaclip.matched`` asset event carrying its version and URI.
+creates one run per crawl in it.  With ``pairs_source`` the snapshot's raw parquet files are
+imported first as a ``pairs`` artifact; without it the snapshot's newest ``pairs`` artifact is
+matched.  Writes the matched shards and count vector as a ``matched`` artifact and emits a
+``metaclip.matched`` asset event carrying its version and URI.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from airflow.sdk import DAG, Param, get_current_context, task
 from metaclip_airflow import (
     DASK_RETRIES,
     MATCHED_ASSET,
+    artifact,
     bad_input_fails,
     cluster,
-    metadata,
+    dataclass_params,
+    from_params,
     metadata_param,
     snapshot_param,
     store,
@@ -23,9 +27,11 @@ from metaclip_airflow import (
 )  # fmt: skip
 from metaclip_timetable import CommonCrawlTimetable
 
-from metaclip_tasks import pipeline
+from metaclip_tasks import curation
 from metaclip_tasks.errors import CurationError
+from metaclip_tasks.pipeline import PAIRS_IMPORT, MatchParams, PairsImport
 from metaclip_tasks.snapshots import check_snapshot, snapshot_for_date
+from metaclip_tasks.stage import run
 
 with DAG(
     dag_id="metaclip_match_snapshot",
@@ -38,18 +44,20 @@ with DAG(
     params={
         "snapshot": snapshot_param(),
         "metadata_version": metadata_param(),
-        "url_column": Param("url", type="string", minLength=1, title="URL column",
-                            description="column of the pair shards holding image URLs"),
-        "text_column": Param("text", type="string", minLength=1, title="Text column",
-                             description="column of the pair shards holding alt-texts"),
-    },
+        "pairs_source": Param("", type="string", title="Pairs source",
+                              description="parquet files to import first (a directory, file or glob, any fsspec URL; "
+                                          "{snapshot} is replaced); empty: the snapshot's newest pairs artifact"),
+        **dataclass_params(PairsImport, skip=("snapshot", "sources", "rows")),
+        **dataclass_params(MatchParams),
+    },  # fmt: skip
     tags=["metaclip", "matching"],
     doc_md=__doc__,
 ) as dag:
 
-    @task
-    def resolve_snapshot() -> dict:
-        """The run's snapshot (param, else its logical date) and metadata, checked before any work."""
+    @task(**DASK_RETRIES)
+    def pairs() -> dict:
+        """The run's snapshot (param, else its logical date), its pairs (imported when a source is
+        given) and the metadata, all checked before any matching."""
         context = get_current_context()
         params = context["params"]
         with bad_input_fails():
@@ -59,22 +67,25 @@ with DAG(
                 snapshot = snapshot_for_date(context["logical_date"].date())
             else:
                 raise CurationError("a manual run needs the snapshot parameter")
-            meta = metadata(params["metadata_version"])
-            pipeline.snapshot_shards(store().root, snapshot)
-        return {"snapshot": snapshot, "metadata_version": meta.version}
+            meta = curation.metadata(store(), params["metadata_version"])
+            if params["pairs_source"]:
+                source = params["pairs_source"].replace("{snapshot}", snapshot)
+                imported = run(store(), PAIRS_IMPORT, from_params(PairsImport, params, snapshot=snapshot, sources=[source]))
+            else:
+                imported = curation.latest_pairs(store(), snapshot)
+        return {"snapshot": snapshot, "pairs": summary(imported), "metadata": summary(meta)}
 
     @task(outlets=[MATCHED_ASSET], **DASK_RETRIES)
     def match(spec: dict) -> dict:
-        """Match every shard of the snapshot on Dask; publish the matched artifact."""
+        """Match every shard of the pairs on Dask; publish the matched artifact."""
         context = get_current_context()
-        params = context["params"]
-        with bad_input_fails(), cluster() as client:
-            artifact = pipeline.match_snapshot(
-                store(), spec["snapshot"], metadata(spec["metadata_version"]), client,
-                url_column=params["url_column"], text_column=params["text_column"],
-            )  # fmt: skip
-        event = {**summary(artifact), "snapshot": spec["snapshot"], "matched": artifact.stats["pairs_matched"]}
+        with bad_input_fails():
+            pairs_artifact = artifact(spec["pairs"])
+            backend = from_params(MatchParams, context["params"]).backend
+            with cluster(len(pairs_artifact.data_files())) as client:
+                matched = curation.match(store(), pairs_artifact, artifact(spec["metadata"]), client, backend)
+        event = {**summary(matched), "snapshot": spec["snapshot"], "matched": matched.stats["pairs_matched"]}
         context["outlet_events"][MATCHED_ASSET].extra = event
         return event
 
-    match(resolve_snapshot())
+    match(pairs())

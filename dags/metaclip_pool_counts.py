@@ -17,13 +17,12 @@ from metaclip_airflow import (
     POOL_COUNTS_ASSET,
     bad_input_fails,
     metadata_param,
-    pool_inputs,
     pool_param,
     store,
     summary,
 )  # fmt: skip
 
-from metaclip_tasks import pipeline
+from metaclip_tasks import curation
 from metaclip_tasks.snapshots import get_pool
 
 with DAG(
@@ -45,10 +44,11 @@ with DAG(
         manual = context["dag_run"].run_type != "asset_triggered"
         with bad_input_fails():
             pool = get_pool(params["pool"])
-            inputs = pool_inputs(pool, params["metadata_version"], required=manual)
-            if inputs is None:
+            meta = curation.metadata(store(), params["metadata_version"])
+            matched = curation.pool_matched(store(), pool, meta, required=manual)
+            if matched is None:
                 raise AirflowSkipException(f"pool {pool.name} is not fully matched yet")
-            artifact = pipeline.pool_counts(store(), pool, inputs[1])
+            artifact = curation.count_pool(store(), pool, meta, matched)
         event = {**summary(artifact), "pool": pool.name, "t": artifact.stats["t"]}
         context["outlet_events"][POOL_COUNTS_ASSET].extra = event
         return event

@@ -1,7 +1,8 @@
 """metaclip_t_ablation: one balanced subset per t (or per target tail ratio), then a comparison.
 
 For one seed the subsets are nested (smaller t inside larger t), which the comparison
-checks; downloading and training per value come with the download/train stages.
+checks.  With ``download`` the largest subset is downloaded once and every smaller one is a
+view of it; with ``train`` a model is trained and evaluated per t: the paper's Table 6.
 """
 
 from __future__ import annotations
@@ -13,10 +14,9 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG, Param, get_current_context, task
 from metaclip_airflow import (
     DASK_RETRIES,
+    artifact,
     bad_input_fails,
-    check_t_choice,
     cluster,
-    counted_pool,
     metadata_param,
     pool_param,
     seed_param,
@@ -24,8 +24,7 @@ from metaclip_airflow import (
     summary,
 )  # fmt: skip
 
-from metaclip_tasks import pipeline
-from metaclip_tasks.download import DownloadOptions
+from metaclip_tasks import curation
 from metaclip_tasks.errors import CurationError
 from metaclip_tasks.shared_data import COCO
 from metaclip_tasks.train import RECIPES
@@ -61,45 +60,26 @@ with DAG(
         """The t of every requested value, refusing both lists, neither, or bad values before any work."""
         params = get_current_context()["params"]
         with bad_input_fails():
-            ts, ratios = params["t_values"], params["tail_ratios"]
-            if bool(ts) == bool(ratios):
-                raise CurationError("give t_values or tail_ratios (one non-empty list), not both")
             if params["train"] and not params["download"]:
                 raise CurationError("train needs download: the models train on the downloaded images")
-            pool = check_t_choice(params["pool"], None, None)
-            for t in ts:
-                check_t_choice(pool.name, t, None)
-            for r in ratios:
-                check_t_choice(pool.name, None, r)
-            _, counts = counted_pool(pool.name, params["metadata_version"])
-            return sorted({pipeline.resolve_pool_t(counts, t, None) for t in ts} |
-                          {pipeline.resolve_pool_t(counts, None, r) for r in ratios})  # fmt: skip
+            counts = curation.counted_pool(store(), params["pool"], params["metadata_version"])
+            return curation.ablation_ts(counts, params["t_values"], params["tail_ratios"])
 
     @task(**DASK_RETRIES)
     def balance(t: int) -> dict:
         params = get_current_context()["params"]
-        with bad_input_fails():
-            matched, counts = counted_pool(params["pool"], params["metadata_version"])
-            with cluster() as client:
-                artifact = pipeline.balance_pool(store(), counts, matched, client, t=t, seed=params["seed"])
-        return summary(artifact)
+        with bad_input_fails(), cluster() as client:
+            counts = curation.counted_pool(store(), params["pool"], params["metadata_version"])
+            return summary(curation.balance(store(), counts, t, params["seed"], client))
 
     @task(retries=2, retry_delay=timedelta(minutes=1))
     def download_once(curated: list[dict]) -> list[dict]:
         """The largest subset downloaded once; each smaller one an index into it (nested subsets)."""
-        params = get_current_context()["params"]
-        if not params["download"]:
+        if not get_current_context()["params"]["download"]:
             return []
-        s = store()
-        artifacts = sorted((s.require(c["stage"], c["version"]) for c in curated), key=lambda a: a.params["t"])
-        downloaded = pipeline.download_curated(s, artifacts[-1], DownloadOptions())
-        rows = [{"t": artifacts[-1].params["t"], "samples": downloaded.stats["successes"],
-                 "downloaded": summary(downloaded), "view": None}]  # fmt: skip
-        for artifact in artifacts[:-1]:
-            view = pipeline.download_view(s, downloaded, artifact)
-            rows.append({"t": artifact.params["t"], "samples": view.stats["samples"], "downloaded": summary(downloaded),
-                         "view": summary(view)})  # fmt: skip
-        return rows
+        with bad_input_fails():
+            plans = curation.download_once(store(), [artifact(c) for c in curated])
+        return [{"t": p.t, "downloaded": summary(p.downloaded), "view": summary(p.view) if p.view else None} for p in plans]
 
     @task(pool="gpu", retries=1, retry_delay=timedelta(minutes=5))
     def train_and_evaluate(item: dict) -> dict | None:
@@ -107,26 +87,23 @@ with DAG(
         params = get_current_context()["params"]
         if not params["train"]:
             return None
-        s = store()
         config = replace(RECIPES[params["recipe"]], device=params["device"])
         with bad_input_fails():
-            view = s.require(item["view"]["stage"], item["view"]["version"]) if item["view"] else None
-            downloaded = s.require(item["downloaded"]["stage"], item["downloaded"]["version"])
-            checkpoint = pipeline.train_model(s, downloaded, config, view=view)
-            metrics = pipeline.evaluate_model(s, checkpoint, os.environ.get("METACLIP_EVAL_COCO", COCO))
-        return {"t": item["t"], **metrics.stats, "checkpoint": checkpoint.version}
+            plan = curation.DownloadPlan(item["t"], artifact(item["downloaded"]), artifact(item["view"]) if item["view"] else None)
+            _, metrics = curation.train_and_evaluate(store(), plan, config, os.environ.get("METACLIP_EVAL_COCO", str(COCO)))
+        return summary(metrics)
 
     @task(trigger_rule="none_failed")
     def compare(curated: list[dict], downloads: list[dict], results: list[dict | None] | None) -> dict:
         params = get_current_context()["params"]
         with bad_input_fails():
-            _, counts = counted_pool(params["pool"], params["metadata_version"])
-            s = store()
-            artifacts = [s.require(c["stage"], c["version"]) for c in curated]
-            table = pipeline.ablation_table(s, counts, artifacts, {d["t"]: d["samples"] for d in downloads},
-                                            {r["t"]: r for r in results or [] if r})  # fmt: skip
-        with open(table.path("comparison.md")) as comparison:
-            print(comparison.read())  # the table, in the task log
+            counts = curation.counted_pool(store(), params["pool"], params["metadata_version"])
+            plans = [curation.DownloadPlan(d["t"], artifact(d["downloaded"]), artifact(d["view"]) if d["view"] else None)
+                     for d in downloads]  # fmt: skip
+            table = curation.ablation_table(store(), counts, [artifact(c) for c in curated], plans,
+                                            [artifact(r) for r in results or [] if r])  # fmt: skip
+            with table.open("comparison.md") as comparison:
+                print(comparison.read().decode())  # the table, in the task log
         return {**summary(table), "nested": table.stats["nested"], "rows": table.stats["rows"]}
 
     curated = balance.expand(t=choose_ts())

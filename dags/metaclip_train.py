@@ -16,17 +16,22 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Asset, Param, get_current_context, task
 from metaclip_airflow import (
+    artifact,
     bad_input_fails,
-    check_subset_params,
-    curated_subset,
+    cluster,
+    dataclass_params,
+    from_params,
     store,
     subset_params,
     summary,
 )
 
-from metaclip_tasks import pipeline
+from metaclip_tasks import curation
+from metaclip_tasks.curation import Subset
 from metaclip_tasks.download import DownloadOptions
+from metaclip_tasks.pipeline import EVALUATE, TRAIN, EvaluateParams
 from metaclip_tasks.shared_data import COCO
+from metaclip_tasks.stage import run
 from metaclip_tasks.train import RECIPES, check_device
 
 METRICS_ASSET = Asset("metaclip.metrics")
@@ -59,7 +64,7 @@ with DAG(
                     description="empty: the recipe's"),
         "workers": Param(None, type=["null", "integer"], minimum=0, title="Data-loader processes per GPU",
                          description="empty: the recipe's; the loader, not the GPU, bounds a ViT-B/32 step (BENCHMARKS.md)"),
-        "image_size": Param(256, type="integer", minimum=16, title="Image size", description="download size (pixels)"),
+        "image_size": dataclass_params(DownloadOptions)["image_size"],
     },  # fmt: skip
     tags=["metaclip", "training"],
     doc_md=__doc__,
@@ -76,29 +81,25 @@ with DAG(
         params = get_current_context()["params"]
         with bad_input_fails():
             check_device(_config())
-            check_subset_params(params)
+            curation.check_subset(store(), from_params(Subset, params))
 
     @task(retries=2, retry_delay=timedelta(minutes=1))
     def download() -> dict:
         p = get_current_context()["params"]
-        with bad_input_fails():
-            curated = curated_subset(p)
-            return summary(pipeline.download_curated(store(), curated, DownloadOptions(image_size=p["image_size"])))
+        with bad_input_fails(), cluster() as client:
+            return summary(curation.download_subset(store(), from_params(Subset, p), DownloadOptions(image_size=p["image_size"]), client))
 
     @task(pool="gpu", retries=1, retry_delay=timedelta(minutes=5))
     def train(downloaded: dict) -> dict:
         with bad_input_fails():
-            s = store()
-            return summary(pipeline.train_model(s, s.require(downloaded["stage"], downloaded["version"]), _config()))
+            return summary(run(store(), TRAIN, _config(), {"downloaded": artifact(downloaded)}))
 
     @task(outlets=[METRICS_ASSET])
     def evaluate(checkpoint: dict) -> dict:
         context = get_current_context()
-        s = store()
         with bad_input_fails():
-            metrics = pipeline.evaluate_model(
-                s, s.require(checkpoint["stage"], checkpoint["version"]), os.environ.get("METACLIP_EVAL_COCO", COCO)
-            )
+            eval_set = EvaluateParams(os.environ.get("METACLIP_EVAL_COCO", str(COCO)))
+            metrics = run(store(), EVALUATE, eval_set, {"checkpoint": artifact(checkpoint)})
         event = {**summary(metrics), "zero_shot_top1": metrics.stats["zero_shot"]["top1"]}
         context["outlet_events"][METRICS_ASSET].extra = event
         return {**event, **metrics.stats}

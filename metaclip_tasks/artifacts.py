@@ -1,55 +1,46 @@
 """Versioned, immutable artifacts: the only place that knows how versions are computed and published.
 
-Every stage writes into ``<root>/artifacts/<stage>/<version>/`` where ``version`` is a short
-hash of (stage, code version, canonical JSON of the parameters, versions of the input
-artifacts).  Same inputs, same version: running a stage again is a cache hit that does no
-work; a different parameter is a new version beside the old one.  The stage's files are
-written in a local temporary directory; ``manifest.json`` (inputs, parameters, code,
-creation time, files with sizes and sha256, stats) is written last, and readers ignore any
-directory without it, so a crash never leaves anything that looks complete.  Storage goes
-through fsspec: a local path by default, ``s3://`` or ``gs://`` with their backend installed.
+Every stage writes into ``<root>/artifacts/<stage>/<version>/``.  ``version`` is a short hash
+of the stage's name and explicit version, its canonical parameters, its input artifacts'
+versions, its external inputs' fingerprints and the versions of the few libraries its output
+depends on; never the git commit, so a documentation change invalidates nothing.  Same key,
+same version: running a stage again is a cache hit.  ``manifest.json`` (inputs, parameters,
+code, creation time, files with sizes and sha256, stats) is written last and readers ignore any
+folder without it.  On a local root the files are written into a hidden temporary folder that
+is renamed into place; object stores have no rename, so there the manifest is the commit.
+Tabular rows live under ``data/`` so ``pyarrow.dataset`` / ``pd.read_parquet`` read them whole.
+Every read and write goes through fsspec.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
-import shutil
-import subprocess
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-import fsspec
+import numpy as np
 
-from metaclip_tasks import __version__
+from metaclip_tasks import __version__, files
 from metaclip_tasks.errors import CurationError
 
 MANIFEST = "manifest.json"
-
-
-@functools.cache
-def code_version() -> str:
-    """The package version, plus the git commit when running from a checkout."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"],
-            cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    return f"{__version__}+{commit}" if commit else __version__
+DATA = "data"  # the folder of an artifact's parquet rows
 
 
 def canonical_json(value: Any) -> str:
     """JSON with sorted keys and no whitespace: equal values, equal text."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def version_for(key: dict[str, Any]) -> str:
+    """The short hash naming a stage output: of its stage, explicit version, params, inputs, libraries."""
+    return hashlib.sha256(canonical_json(key).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -59,8 +50,9 @@ class Artifact:
     stage: str
     version: str
     uri: str
-    manifest: dict[str, Any] = field(repr=False)
-    cache_hit: bool = False
+    manifest: dict[str, Any] = field(repr=False, compare=False)
+    store: ArtifactStore | None = field(default=None, repr=False, compare=False)
+    cache_hit: bool = field(default=False, compare=False)
 
     @property
     def params(self) -> dict[str, Any]:
@@ -70,49 +62,162 @@ class Artifact:
     def stats(self) -> dict[str, Any]:
         return self.manifest.get("stats", {})
 
-    def path(self, name: str) -> str:
-        """The URI of one of the artifact's files."""
-        return f"{self.uri}/{name}"
-
     @property
     def ref(self) -> dict[str, str]:
         """How a downstream manifest names this input."""
         return {"stage": self.stage, "version": self.version, "uri": self.uri}
+
+    def path(self, name: str) -> str:
+        """The URI of one of the artifact's files."""
+        return files.join(self.uri, name)
+
+    def files(self, suffix: str = "", under: str = "") -> list[str]:
+        """Names of the artifact's files ending in ``suffix`` (below folder ``under``), sorted."""
+        prefix = f"{under.rstrip('/')}/" if under else ""
+        return sorted(f["name"] for f in self.manifest["files"] if f["name"].endswith(suffix) and f["name"].startswith(prefix))
+
+    def data_files(self) -> list[str]:
+        """URIs of the parquet parts of its rows (``data/``), in name order."""
+        return [self.path(name) for name in self.files(".parquet", under=DATA)]
+
+    def open(self, name: str, mode: str = "rb") -> IO:
+        """One of its files, opened for reading; a name the manifest does not list is an error."""
+        if name not in {f["name"] for f in self.manifest["files"]}:
+            raise CurationError(f"{self.stage} {self.version} has no file {name}")
+        fs, path = files.filesystem(self.path(name))
+        return fs.open(path, mode)
+
+    def read_json(self, name: str) -> Any:
+        with self.open(name) as f:
+            return json.load(f)
+
+    def read_array(self, name: str) -> np.ndarray:
+        with self.open(name) as f:
+            return np.load(f, allow_pickle=False)
+
+    def dataset(self):
+        """Its rows as one ``pyarrow.dataset``."""
+        import pyarrow.dataset as ds
+
+        fs, path = files.filesystem(self.path(DATA))
+        return ds.dataset(path, filesystem=fs, format="parquet")
+
+    def inputs(self, stage: str | None = None, role: str | None = None) -> list[Artifact]:
+        """The artifacts it was made from (of one stage, or one role), in manifest order."""
+        if self.store is None:
+            raise CurationError(f"{self.stage} {self.version} is not attached to a store")
+        return [self.store.require(i["stage"], i["version"]) for i in self.manifest.get("inputs", [])
+                if (stage is None or i["stage"] == stage) and (role is None or i.get("role") == role)]  # fmt: skip
+
+    def input(self, stage: str) -> Artifact:
+        """The one input of ``stage``."""
+        found = self.inputs(stage)
+        if len(found) != 1:
+            raise CurationError(f"{self.stage} {self.version} has {len(found)} {stage} inputs, expected one")
+        return found[0]
+
+    def local_copy(self, name: str, directory: str | os.PathLike) -> Path:
+        """A local path of one of its files or folders: itself on a local root, else a copy in ``directory``
+        (for tools that need local files, such as a trainer's data loader)."""
+        fs, path = files.filesystem(self.path(name))
+        if files.is_local(fs):
+            return Path(path)
+        target = Path(directory) / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fs.get(path, str(target), recursive=fs.isdir(path))
+        return target
+
+
+class Output:
+    """The folder a stage fills: opened by URI on any worker; files written through
+    :meth:`writer` (or :class:`files.HashingWriter` on a worker) are described without re-reading."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self.fs, self._path = files.filesystem(uri)
+        self._described: dict[str, tuple[int, str]] = {}
+
+    def uri_of(self, name: str) -> str:
+        return files.join(self.uri, name)
+
+    def record(self, writer_uri: str, size: int, sha256: str) -> None:
+        """Remember a file's description (from a worker's :class:`files.HashingWriter`)."""
+        self._described[writer_uri[len(self.uri) + 1 :]] = (size, sha256)
+
+    def writer(self, name: str) -> files.HashingWriter:
+        """A file of the output opened for writing; its size and sha256 are recorded on close."""
+        out = files.HashingWriter(self.uri_of(name))
+        close = out.close
+
+        def close_and_record() -> None:
+            close()
+            self.record(out.uri, out.size, out.sha256)
+
+        out.close = close_and_record  # type: ignore[method-assign]
+        return out
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        with self.writer(name) as f:
+            f.write(data)
+
+    def write_text(self, name: str, text: str) -> None:
+        self.write_bytes(name, text.encode("utf-8"))
+
+    def write_json(self, name: str, obj: Any) -> None:
+        self.write_text(name, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n")
+
+    def save_array(self, name: str, array: np.ndarray) -> None:
+        with self.writer(name) as f:
+            np.save(f, array, allow_pickle=False)
+
+    def put(self, local: str | os.PathLike, name: str) -> None:
+        """Copy a local file or folder (a tool's output) into the output as ``name``."""
+        local = Path(local)
+        for path in sorted(local.rglob("*")) if local.is_dir() else [local]:
+            if path.is_file():
+                target = name if path == local else f"{name}/{path.relative_to(local).as_posix()}"
+                with open(path, "rb") as source, self.writer(target) as out:
+                    while block := source.read(files.CHUNK):
+                        out.write(block)
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Every file of the output (name, bytes, sha256), sorted; unrecorded files are read back."""
+        described = []
+        for path in sorted(self.fs.find(self._path)):
+            name = path[len(self._path.rstrip("/")) + 1 :]
+            if name == MANIFEST:
+                continue
+            size, sha = self._described.get(name) or files.describe(self.fs, path)
+            described.append({"name": name, "bytes": size, "sha256": sha})
+        return described
 
 
 class ArtifactStore:
     """Artifacts under one root (a local directory or any fsspec URL)."""
 
     def __init__(self, root: str | os.PathLike) -> None:
-        self.root = str(root).rstrip("/")
-        self.fs, self._root_path = fsspec.core.url_to_fs(self.root)
-        self.local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
+        self.fs, root_path = files.filesystem(root)
+        self.local = files.is_local(self.fs)
+        self.root = root_path.rstrip("/") if self.local else str(root).rstrip("/")
+        self._root_path = root_path.rstrip("/")
 
-    def _uri(self, *parts: str) -> str:
-        return "/".join([self.root, "artifacts", *parts])
+    def __repr__(self) -> str:
+        return f"ArtifactStore({self.root!r})"
+
+    def uri(self, *parts: str) -> str:
+        return files.join(self.root, *parts)
 
     def _path(self, *parts: str) -> str:
         return "/".join([self._root_path, "artifacts", *parts])
 
-    @staticmethod
-    def version_for(stage: str, params: dict[str, Any], inputs: Sequence[Artifact] = ()) -> str:
-        """The short hash naming a stage's output for these parameters and inputs."""
-        key = {
-            "stage": stage,
-            "code": code_version(),
-            "params": params,
-            "inputs": sorted((a.stage, a.version) for a in inputs),
-        }
-        return hashlib.sha256(canonical_json(key).encode()).hexdigest()[:16]
-
     def get(self, stage: str, version: str) -> Artifact | None:
         """The complete artifact, or None when it does not exist or was never finished."""
         manifest_path = self._path(stage, version, MANIFEST)
-        if not self.fs.exists(manifest_path):
+        if not self.fs.isfile(manifest_path):
             return None
-        with self.fs.open(manifest_path, "r") as f:
+        with self.fs.open(manifest_path, "rb") as f:
             manifest = json.load(f)
-        return Artifact(stage, version, self._uri(stage, version), manifest)
+        return Artifact(stage, version, self.uri("artifacts", stage, version), manifest, self)
 
     def require(self, stage: str, version: str) -> Artifact:
         """The artifact, or an error naming what is missing."""
@@ -123,13 +228,8 @@ class ArtifactStore:
 
     def list(self, stage: str | None = None) -> list[Artifact]:
         """Complete artifacts (of one stage, or all), oldest first."""
-        stages = [stage] if stage else sorted(self._children(self._path()))
-        found = []
-        for st in stages:
-            for version in self._children(self._path(st)):
-                artifact = self.get(st, version)
-                if artifact is not None:
-                    found.append(artifact)
+        stages = [stage] if stage else self._children(self._path())
+        found = [a for st in stages for v in self._children(self._path(st)) if (a := self.get(st, v)) is not None]
         return sorted(found, key=lambda a: (a.manifest.get("created", ""), a.stage, a.version))
 
     def latest(self, stage: str, **params: Any) -> Artifact | None:
@@ -138,7 +238,7 @@ class ArtifactStore:
         return matching[-1] if matching else None
 
     def _children(self, path: str) -> list[str]:
-        if not self.fs.exists(path):
+        if not self.fs.isdir(path):
             return []
         names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(path, detail=False)]
         return sorted(n for n in names if not n.startswith("."))
@@ -154,75 +254,56 @@ class ArtifactStore:
         }
 
     def publish(
-        self,
-        stage: str,
-        params: dict[str, Any],
-        inputs: Sequence[Artifact],
-        build: Callable[[Path], dict[str, Any] | None],
+        self, stage: str, version: str, header: dict[str, Any], build: Callable[[Output], dict[str, Any] | None]
     ) -> Artifact:
-        """The artifact for (stage, params, inputs): the existing one (a cache hit), else built.
+        """The artifact ``stage/version``: the existing one (a cache hit), else built and published.
 
-        ``build(workdir)`` writes the stage's files into ``workdir`` and returns its stats;
-        the files are checksummed, the manifest written, and the whole published atomically.
-        """
-        version = self.version_for(stage, params, inputs)
+        ``build(output)`` writes the stage's files and returns its stats; the files are described,
+        ``header`` (params, inputs, code, ...) and the rest of the manifest written last."""
         existing = self.get(stage, version)
         if existing is not None:
-            return Artifact(stage, version, existing.uri, existing.manifest, cache_hit=True)
-        with self._workdir(stage, version) as workdir:
-            stats = build(workdir) or {}
+            return Artifact(stage, version, existing.uri, existing.manifest, self, cache_hit=True)
+        target = self._path(stage, version)
+        work = f"{self._path(stage)}/.{version}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}" if self.local else target
+        output = Output(files.unstrip(self.fs, work))
+        made = [d for d in (self._root_path, self._path(), self._path(stage)) if not self.fs.isdir(d)] if self.local else []
+        if self.local:
+            self.fs.makedirs(work, exist_ok=True)
+        published = False
+        try:
+            stats = build(output) or {}
             manifest = {
                 "stage": stage,
                 "version": version,
-                "params": params,
-                "inputs": [a.ref for a in inputs],
-                "code": code_version(),
+                **header,
+                "package": __version__,
                 "created": datetime.now(UTC).isoformat(timespec="microseconds"),
-                "files": [_describe(p, workdir) for p in sorted(workdir.rglob("*")) if p.is_file()],
+                "files": output.describe(),
                 "stats": stats,
             }
-            (workdir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n")
-            self._install(workdir, stage, version)
+            with self.fs.open(f"{work}/{MANIFEST}", "wb") as f:
+                f.write((json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n").encode())
+            if self.local:
+                self._rename_into_place(work, target)
+            published = True
+        finally:
+            if self.local and self.fs.exists(work):
+                self.fs.rm(work, recursive=True)
+            for folder in reversed(made if not published else []):  # a failed build leaves no trace
+                try:
+                    os.rmdir(folder)
+                except OSError:  # not empty: someone else's too
+                    break
         return self.require(stage, version)
 
-    @contextmanager
-    def _workdir(self, stage: str, version: str) -> Iterator[Path]:
-        """A temporary directory: beside the target on a local root (so publishing is a rename)."""
-        if self.local:
-            parent = Path(self._path(stage))
-            parent.mkdir(parents=True, exist_ok=True)
-            workdir = Path(tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=parent))
-        else:
-            workdir = Path(tempfile.mkdtemp(prefix=f"metaclip-{stage}-{version}-"))
+    def _rename_into_place(self, work: str, target: str) -> None:
+        """Make a local work folder the version folder: durable first, then one rename."""
+        for path in self.fs.find(work):
+            with open(path, "rb+") as f:
+                os.fsync(f.fileno())
         try:
-            yield workdir
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+            os.rename(work, target)
+        except OSError:
+            if not self.fs.isfile(f"{target}/{MANIFEST}"):  # not a concurrent twin that finished first
+                raise
 
-    def _install(self, workdir: Path, stage: str, version: str) -> None:
-        target = self._path(stage, version)
-        if self.local:
-            for path in workdir.rglob("*"):
-                if path.is_file():
-                    with open(path, "rb+") as f:
-                        os.fsync(f.fileno())
-            try:
-                os.rename(workdir, target)
-            except OSError:
-                if self.get(stage, version) is None:  # not a concurrent twin that finished first
-                    raise
-            return
-        # object stores have no rename: upload the files, then the manifest that makes it complete
-        manifest = workdir / MANIFEST
-        for path in sorted(workdir.rglob("*")):
-            if path.is_file() and path != manifest:
-                self.fs.put_file(str(path), f"{target}/{path.relative_to(workdir).as_posix()}")
-        self.fs.put_file(str(manifest), f"{target}/{MANIFEST}")
-
-
-def _describe(path: Path, root: Path) -> dict[str, Any]:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return {"name": path.relative_to(root).as_posix(), "bytes": path.stat().st_size, "sha256": digest.hexdigest()}

@@ -10,7 +10,6 @@ and for one seed the subset for a smaller ``t`` is contained in the subset for a
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -20,8 +19,7 @@ import pyarrow as pa
 from metaclip_tasks.arrays import binary_parts, list_parts, to_binary
 from metaclip_tasks.errors import CurationError
 from metaclip_tasks.hashing import GOLDEN, splitmix64
-from metaclip_tasks.shards import MATCHED_SCHEMA, ShardReader, expand_inputs, progress_bar, shard_writer
-from metaclip_tasks.storage import atomic_directory, write_json
+from metaclip_tasks.shards import MATCHED_SCHEMA, ShardReader, ShardWriter, Written
 
 _CHUNK_PAIRS = 1 << 17  # pairs per vectorised step: temporaries stay small and cache-resident
 _U64 = np.uint64
@@ -215,6 +213,10 @@ class ShardBalance:
     variance: float
     kept_counts: np.ndarray  # uint64[num entries]: kept pairs per entry
 
+    @classmethod
+    def zero(cls, num_entries: int) -> ShardBalance:
+        return cls(0, 0, 0.0, 0.0, np.zeros(num_entries, dtype=_U64))
+
     def __add__(self, other: ShardBalance) -> ShardBalance:
         return ShardBalance(
             self.pairs_in + other.pairs_in,
@@ -245,37 +247,26 @@ def balance_summary(counts: np.ndarray, t: int, seed: int, total: ShardBalance) 
     }
 
 
-def balance_shard(
-    input_path: str | os.PathLike,
-    output_path: str | os.PathLike,
-    probs: np.ndarray,
-    seed: int,
-    *,
-    batch_rows: int = 262144,
-    progress: Callable[[int], object] | None = None,
-) -> ShardBalance:
-    """Keep the balanced subset of one matched shard (uid, url, text, matched_entry_ids)."""
-    reader = ShardReader(input_path, MATCHED_SCHEMA.names)
+def balance_shard(input_uri: str, output_uri: str, probs: np.ndarray, seed: int, *, batch_rows: int = 262144) -> tuple[ShardBalance, Written]:
+    """Keep the balanced subset of one matched shard (uid, url, text, matched_entry_ids) in ``output_uri``."""
     pairs_in = kept = 0
     expected = variance = 0.0
     kept_counts = np.zeros(len(probs), dtype=_U64)
-    with shard_writer(output_path, MATCHED_SCHEMA) as writer:
+    with ShardReader(input_uri, MATCHED_SCHEMA.names) as reader:
+        writer = ShardWriter(output_uri, MATCHED_SCHEMA)
         for batch in reader.batches(batch_rows):
             matched = batch.column("matched_entry_ids")
             mask = keep_mask(batch.column("uid"), matched, probs, seed)
             chosen = batch.filter(pa.array(mask))
-            writer.write_table(pa.Table.from_batches([chosen]).cast(MATCHED_SCHEMA))
+            writer.write(chosen)
             q = keep_probabilities(matched, probs)
             pairs_in += len(batch)
             kept += int(mask.sum())
             expected += float(q.sum())
             variance += float((q * (1 - q)).sum())
-            kept_counts += np.bincount(list_parts(chosen.column("matched_entry_ids"))[1], minlength=len(probs)).astype(
-                _U64
-            )
-            if progress is not None:
-                progress(len(batch))
-    return ShardBalance(pairs_in, kept, expected, variance, kept_counts)
+            kept_counts += np.bincount(list_parts(chosen.column("matched_entry_ids"))[1], minlength=len(probs)).astype(_U64)
+        written = writer.close()
+    return ShardBalance(pairs_in, kept, expected, variance, kept_counts), written
 
 
 def expected_kept_bounds(expected: float, variance: float, sigmas: float = 4.0) -> tuple[float, float]:
@@ -291,32 +282,3 @@ def resolve_t(counts: np.ndarray, t: int | None = None, target_tail_ratio: float
     if t is not None:
         return _check_t(t)
     return t_for_tail_ratio(counts, target_tail_ratio)
-
-
-def balance_shards(
-    inputs: Sequence[str | os.PathLike],
-    output_dir: str | os.PathLike,
-    counts: np.ndarray,
-    *,
-    t: int | None = None,
-    target_tail_ratio: float | None = None,
-    seed: int = 0,
-    progress: bool = True,
-) -> dict:
-    """The balance stage: the curated subset of every matched shard, into ``output_dir`` atomically.
-
-    ``counts`` are the pool's entry counts; ``t`` is given or chosen for a target tail
-    ratio.  ``output_dir`` gets ``<shard>.parquet`` per input and ``stats.json``.
-    """
-    t = resolve_t(counts, t, target_tail_ratio)
-    seed = _check_seed(seed)
-    files = expand_inputs(inputs)
-    readers = [ShardReader(f, MATCHED_SCHEMA.names) for f in files]
-    probs = entry_probabilities(counts, t)
-    total = ShardBalance(0, 0, 0.0, 0.0, np.zeros(len(counts), dtype=_U64))
-    with atomic_directory(output_dir) as tmp, progress_bar(sum(r.num_rows for r in readers), "balance", progress) as bar:
-        for reader in readers:
-            total += balance_shard(reader.path, tmp / f"{reader.path.stem}.parquet", probs, seed, progress=bar.update)
-        stats = {**balance_summary(counts, t, seed, total), "target_tail_ratio": target_tail_ratio}
-        write_json(tmp / "stats.json", stats)
-    return stats

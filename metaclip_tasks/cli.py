@@ -1,7 +1,9 @@
 """The ``metaclip`` command line: one sub-command per stage, each a thin caller of the library.
 
-Files in, files out.  Bad input ends with one line ``metaclip: error: ...`` naming the
-problem, exit status 1 (2 for a malformed command line), and no partial output.
+Every command reads and writes artifacts in the store at ``--root`` (default ``$METACLIP_ROOT``,
+a directory or any fsspec URL); its flags come from the stage's params dataclass, so each
+default lives in one place.  Bad input ends with one line ``metaclip: error: ...`` naming the
+problem, exit status 1 (2 for a malformed command line), and nothing written.
 """
 
 from __future__ import annotations
@@ -9,283 +11,280 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from typing import Any
 
+from metaclip_tasks import params as P
 from metaclip_tasks.errors import CurationError
 
 EPILOG = "Paper: Xu et al., Demystifying CLIP Data (ICLR 2024), sections 3.2-3.5."
 
 
-def _add_t_choice(parser: argparse.ArgumentParser, what: str) -> None:
-    group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--t", type=int, help=f"the cap per entry {what}")
-    group.add_argument(
-        "--tail-ratio",
-        type=float,
-        help="choose t so that tail entries (count < t) hold this share of all matches, in (0, 1); the paper: 0.06",
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
+    from metaclip_tasks.curation import Subset
+    from metaclip_tasks.download import DownloadOptions
+    from metaclip_tasks.metadata.build import MetadataParams
+    from metaclip_tasks.pipeline import MatchParams, PairsImport
+
     parser = argparse.ArgumentParser(
         prog="metaclip",
-        description="MetaCLIP curation: match alt-texts against metadata, count matches per entry, "
-        "choose the balancing threshold t, and keep a balanced subset.",
+        description="MetaCLIP curation as versioned artifacts: import pairs, build metadata, match alt-texts against "
+        "it, count matches per entry over a pool, choose the balancing threshold t, keep a balanced subset.",
         epilog=EPILOG,
     )
-    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--root", help="artifact root: a directory or fsspec URL such as s3://bucket/root "
+                                       "(default: $METACLIP_ROOT, else .state/root)")  # fmt: skip
+    dask = argparse.ArgumentParser(add_help=False)
+    dask.add_argument("--scheduler", help="a Dask scheduler address (default: $DASK_SCHEDULER_ADDRESS, else a local cluster)")
+    dask.add_argument("--workers", type=int, help="local Dask workers (default: one per free core; 0: run in this process)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    match = sub.add_parser(
-        "match",
-        help="sub-string match parquet shards of (url, text) pairs against metadata",
-        description="Match each pair's text against every metadata entry (MetaCLIP's spaced sub-string rule). "
-        "OUTPUT_DIR gets, per input shard, <shard>.parquet (uid, url, text, matched_entry_ids; pairs that "
-        "matched nothing are dropped) and <shard>.counts.npy, plus the summed counts.npy and stats.json.",
-        epilog=EPILOG,
-    )
-    match.add_argument("inputs", nargs="+", metavar="INPUT", help="parquet shards of pairs, or directories of them")
-    match.add_argument("--metadata", required=True, help="metadata: a JSON list of entry strings")
-    match.add_argument("-o", "--output-dir", required=True, help="directory to write (replaced atomically)")
-    match.add_argument("--url-column", default="url", help="column holding image URLs (default: url)")
-    match.add_argument("--text-column", default="text", help="column holding alt-texts (default: text)")
-    match.add_argument("--uid-column", help="column holding pair ids (default: sha224(url)[:24], as MetaCLIP)")
-    match.add_argument("--backend", choices=["tokens", "ahocorasick"], default="tokens", help="matching engine")
+    def command(name: str, text: str, description: str, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=description, epilog=EPILOG, parents=[common, *parents])
 
-    count = sub.add_parser(
-        "count",
-        help="sum per-entry count vectors (shards, snapshots, a pool)",
-        description="Sum count vectors (.npy files, or match output directories holding counts.npy) into one; "
-        "vectors of different lengths (different metadata) are refused.",
-        epilog=EPILOG,
-    )
-    count.add_argument("inputs", nargs="+", metavar="COUNTS", help=".npy count vectors or match output directories")
-    count.add_argument("-o", "--output", required=True, help="the summed counts (.npy, uint64)")
-    count.add_argument("--metadata", help="metadata JSON, to print the top entries by name")
+    pairs = command("pairs", "import a snapshot's image-text pairs from parquet files",
+                    "A pairs artifact (uid, url, text) for one snapshot from parquet files, directories or globs on any "
+                    "fsspec storage; rows without a URL are dropped and counted.", dask)  # fmt: skip
+    P.add_arguments(pairs, PairsImport)
+
+    match = command("match", "sub-string match snapshots' pairs against metadata",
+                    "Match each pair's text of the snapshots' newest pairs against every metadata entry (MetaCLIP's "
+                    "spaced sub-string rule): a matched artifact per snapshot (uid, url, text, matched_entry_ids, "
+                    "pairs that matched nothing dropped) with its per-entry counts.", dask)  # fmt: skip
+    match.add_argument("snapshots", nargs="+", metavar="SNAPSHOT", help="Common Crawl ids, e.g. CC-MAIN-2023-06")
+    match.add_argument("--metadata-version", default="", help="a metadata artifact version (default: MetaCLIP's WordNet metadata)")
+    P.add_arguments(match, MatchParams)
+
+    count = command("count", "sum a pool's per-entry counts and choose its t",
+                    "Sum the per-entry counts of a pool's matched snapshots; choose t for the pool's target tail "
+                    "ratio; draw Fig. 2 and list the top entries (Table 3).")  # fmt: skip
+    P.add_arguments(count, Subset, skip=("t", "target_tail_ratio", "seed"))
     count.add_argument("--top", type=int, default=20, help="how many top entries to print (default: 20)")
 
-    choose = sub.add_parser(
-        "choose-t",
-        help="the t for a target tail ratio, or the tail ratio of a given t",
-        description="With --tail-ratio P: print the integer t whose tail ratio (share of matches held by entries "
-        "with count < t) is closest to P, and the ratio it achieves. With --t T: print T's tail ratio.",
-        epilog=EPILOG,
-    )
-    choose.add_argument("counts", metavar="COUNTS", help="a .npy count vector or a match output directory")
-    _add_t_choice(choose, "whose tail ratio to print")
+    choose = command("choose-t", "the t for a target tail ratio, or the tail ratio of a given t",
+                     "With --target-tail-ratio P: the integer t whose tail ratio (share of matches held by entries "
+                     "with count < t) is closest to P. With --t T: T's tail ratio. On the pool's counts.")  # fmt: skip
+    P.add_arguments(choose, Subset, skip=("seed",))
     choose.add_argument("--json", action="store_true", help="print JSON instead of text")
 
-    balance = sub.add_parser(
-        "balance",
-        help="keep a balanced subset of matched shards (independent sampling)",
-        description="Keep pair i when some matched entry e passes u(seed, uid_i, e) < min(1, t / count[e]). "
-        "The draws are hashes of (seed, uid, entry), so the subset does not depend on sharding or order, "
-        "and for one seed a smaller t gives a subset of a larger t's. OUTPUT_DIR gets <shard>.parquet per "
-        "input and stats.json (expected vs actual size, head/tail figures).",
-        epilog=EPILOG,
-    )
-    balance.add_argument("inputs", nargs="+", metavar="MATCHED", help="matched shards or match output directories")
-    balance.add_argument("--counts", required=True, help="the pool's counts (.npy or a match output directory)")
-    _add_t_choice(balance, "(entries with more matches are sampled down to about t pairs)")
-    balance.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
-    balance.add_argument("-o", "--output-dir", required=True, help="directory to write (replaced atomically)")
+    balance = command("balance", "keep a balanced subset of a pool (independent sampling)",
+                      "Keep pair i when some matched entry e passes u(seed, uid_i, e) < min(1, t / count[e]). The draws "
+                      "are hashes of (seed, uid, entry), so the subset does not depend on sharding or order, and for one "
+                      "seed a smaller t gives a subset of a larger t's.", dask)  # fmt: skip
+    P.add_arguments(balance, Subset)
 
-    metadata = sub.add_parser(
-        "metadata",
-        help="build, import and describe metadata (the entry list)",
-        description="MetaCLIP's metadata (paper section 3.1): WordNet synsets, Wikipedia unigrams (count >= 100), "
-        "bigrams (PMI >= 30, in bits) and titles (page views >= 70), united in that order, de-duplicated, "
-        "within a 500k budget.",
-        epilog=EPILOG,
-    )
+    download = command("download", "download a curated subset's images (img2dataset)",
+                       "The images of a pool's curated subset as webdataset shards, failures counted by reason.", dask)
+    P.add_arguments(download, Subset)
+    P.add_arguments(download, DownloadOptions)
+
+    metadata = sub.add_parser("metadata", help="build, import and describe metadata (the entry list)",
+                              description="MetaCLIP's metadata (paper section 3.1): WordNet synsets, Wikipedia unigrams "
+                              "(count >= 100), bigrams (PMI >= 30, in bits) and titles (page views >= 70), united in that "
+                              "order, de-duplicated, within a 500k budget.", epilog=EPILOG)  # fmt: skip
     mverbs = metadata.add_subparsers(dest="verb", required=True, metavar="VERB")
-    build = mverbs.add_parser("build", help="build the entry list from its sources")
-    build.add_argument("--sources", default="wordnet,unigram,bigram,title",
-                       help="comma-separated, from wordnet,unigram,bigram,title (default: all four)")  # fmt: skip
-    build.add_argument("--wordnet-dir", help="WordNet 3.0 database files (default: /usr/share/wordnet)")
-    build.add_argument("--wikipedia", nargs="*", default=[], metavar="DUMP", help="pages-articles dumps (.xml.bz2)")
-    build.add_argument("--pageviews", nargs="*", default=[], metavar="FILE", help="hourly page-view files (.gz)")
-    for flag, kind, default, text in (
-        ("--min-unigram-count", int, 100, "keep unigrams counted at least this often"),
-        ("--max-unigrams", int, 251_465, "at most this many unigrams (most frequent first)"),
-        ("--min-pmi", float, 30.0, "keep bigrams with at least this PMI, in bits"),
-        ("--min-bigram-count", int, 1, "and counted at least this often"),
-        ("--max-bigrams", int, 100_646, "at most this many bigrams (highest PMI first)"),
-        ("--min-title-views", int, 70, "keep titles with at least this many summed page views"),
-        ("--budget", int, 500_000, "the total number of entries"),
-    ):
-        build.add_argument(flag, type=kind, default=default, help=f"{text} (default: {default})")
-    build.add_argument("-o", "--output", required=True, help="the entries as a JSON list (and <stem>.sources.json)")
-    stats = mverbs.add_parser("stats", help="entries per source, like the paper's Table 1")
-    stats.add_argument("path", help="a metadata JSON list (its <stem>.sources.json is read when present)")
-    imported = mverbs.add_parser("import", help="check an existing list and store it as a metadata artifact")
-    imported.add_argument("path", help="a JSON list of strings, e.g. MetaCLIP's metadata.json")
-    imported.add_argument("--root", help="artifact root (default: $METACLIP_ROOT)")
+    build = mverbs.add_parser("build", help="build the entry list from its sources", parents=[common, dask])
+    P.add_arguments(build, MetadataParams)
+    stats = mverbs.add_parser("stats", help="entries per source, like the paper's Table 1", parents=[common])
+    stats.add_argument("version", nargs="?", default="", help="a metadata artifact version (default: the WordNet metadata)")
+    imported = mverbs.add_parser("import", help="check an existing list and store it as a metadata artifact", parents=[common])
+    imported.add_argument("path", help="a JSON list of strings, e.g. MetaCLIP's metadata.json (any fsspec URI)")
 
-    artifacts = sub.add_parser(
-        "artifacts",
-        help="list, show and trace the versioned artifacts of the pipeline",
-        description="Every stage writes <root>/artifacts/<stage>/<version>/ with a manifest.json (parameters, "
-        "inputs, code version, files with checksums, stats). The root is $METACLIP_ROOT or .state/root.",
-        epilog=EPILOG,
-    )
-    artifacts.add_argument("--root", help="artifact root: a directory or fsspec URL (default: $METACLIP_ROOT)")
+    artifacts = command("artifacts", "list, show and trace the versioned artifacts",
+                        "Every stage writes <root>/artifacts/<stage>/<version>/ with a manifest.json (parameters, inputs, "
+                        "stage version, files with checksums, stats); tabular rows are under data/.")  # fmt: skip
     verbs = artifacts.add_subparsers(dest="verb", required=True, metavar="VERB")
     listing = verbs.add_parser("list", help="complete artifacts, oldest first")
-    listing.add_argument("--stage", help="only this stage (metadata, matched, pool_counts, curated, t_ablation)")
+    listing.add_argument("--stage", help="only this artifact kind (pairs, metadata, matched, pool_counts, curated, ...)")
     for verb, text in (("show", "print an artifact's manifest"), ("lineage", "print the artifacts it was made from")):
         one = verbs.add_parser(verb, help=text)
         one.add_argument("stage")
         one.add_argument("version")
 
-    results = sub.add_parser(
-        "results",
-        help="the evaluation results table: one row per evaluated model",
-        description="Every metrics artifact as a row: the model, what it trained on, zero-shot accuracy and "
-        "retrieval recall (text to image, image to text).",
-        epilog=EPILOG,
-    )
-    results.add_argument("--root", help="artifact root (default: $METACLIP_ROOT)")
-
-    demo = sub.add_parser(
-        "demo",
-        help="run the whole curation on embedded defaults and print a report",
-        description="Curate the shared real captions (or a generated pool) against WordNet metadata: "
-        "shard, match, count, choose t for a 6%% tail, balance; print where everything went.",
-        epilog=EPILOG,
-    )
-    demo.add_argument("--state-dir", default=".state/demo", help="where the demo writes (default: .state/demo)")
-    demo.add_argument("--tail-ratio", type=float, default=0.06, help="target tail ratio (default: 0.06)")
+    command("stages", "the stage table", "Every stage: its name, explicit version, the artifact it produces, its inputs and params.")
+    command("results", "the evaluation results table: one row per evaluated model",
+            "Every metrics artifact as a row: the model, what it trained on, zero-shot accuracy and retrieval recall.")  # fmt: skip
+    demo = command("demo", "run the whole curation on embedded defaults and print a report",
+                   "Curate the shared real captions (or a generated pool) against WordNet metadata: pairs of the demo "
+                   "pool's three snapshots, match, count, choose t for a 6%% tail, balance; print where everything went.",
+                   dask)  # fmt: skip
     demo.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+    demo.add_argument("--target-tail-ratio", type=float, help="target tail ratio (default: the demo pool's, 0.06)")
     return parser
 
 
+def _store(args: argparse.Namespace):
+    from metaclip_tasks.artifacts import ArtifactStore
+    from metaclip_tasks.settings import artifact_root
+
+    return ArtifactStore(args.root or artifact_root())
+
+
+@contextmanager
+def _client(args: argparse.Namespace, work: int | None = None) -> Iterator[Any]:
+    """The Dask client the command's stages run on, or None (``--workers 0``) to run in this process."""
+    if args.workers == 0 and not args.scheduler:
+        yield None
+        return
+    if args.workers is not None and args.workers < 0:
+        raise CurationError(f"--workers must be >= 0, got {args.workers}")
+    from metaclip_tasks.cluster import dask_client
+
+    limits = [n for n in (work, args.workers) if n]
+    with dask_client(args.scheduler, min(limits) if limits else None) as client:
+        yield client
+
+
+def _done(artifact, summary: str) -> None:
+    state = "cache hit" if artifact.cache_hit else "built"
+    print(f"{artifact.stage} {artifact.version} ({state}): {summary} -> {artifact.uri}")
+
+
 def _run(args: argparse.Namespace) -> None:
-    progress = not args.no_progress
-    if args.command == "match":
-        from metaclip_tasks.matching import match_shards
+    from metaclip_tasks import curation
+    from metaclip_tasks.curation import Subset
+
+    if args.command == "stages":
+        _print_stages()
+        return
+    store = _store(args)
+    if args.command == "pairs":
+        from metaclip_tasks.pipeline import PAIRS_IMPORT, PairsImport
+        from metaclip_tasks.stage import run
+
+        params = P.from_arguments(PairsImport, args)
+        with _client(args, len(params.sources)) as client:
+            a = run(store, PAIRS_IMPORT, params, client=client)
+        _done(a, f"{a.stats['pairs']:,} pairs of {a.params['snapshot']} in {a.stats['shards']} shards "
+                 f"({a.stats['pairs_without_url']:,} without a URL dropped)")  # fmt: skip
+    elif args.command == "match":
+        from metaclip_tasks.pipeline import MatchParams
+
+        params = P.from_arguments(MatchParams, args)
+        pairs = [curation.latest_pairs(store, s) for s in args.snapshots]  # all there before any work
+        meta = curation.metadata(store, args.metadata_version)
+        with _client(args, max(len(p.data_files()) for p in pairs)) as client:
+            for snapshot in args.snapshots:
+                a = curation.match_snapshot(store, snapshot, meta, client, params.backend)
+                _done(a, f"{snapshot}: matched {a.stats['pairs_matched']:,} of {a.stats['pairs_in']:,} pairs "
+                         f"({a.stats['matches']:,} matches) against {a.stats['entries']:,} entries")  # fmt: skip
+    elif args.command == "count":
+        from metaclip_tasks.counting import load_counts, top_entries
         from metaclip_tasks.metadata.store import load_metadata
 
-        entries = load_metadata(args.metadata)
-        stats = match_shards(
-            args.inputs, args.output_dir, entries,
-            url_column=args.url_column, text_column=args.text_column, uid_column=args.uid_column,
-            backend=args.backend, progress=progress,
-        )  # fmt: skip
-        print(
-            f"matched {stats['pairs_matched']:,} of {stats['pairs_in']:,} pairs ({stats['matches']:,} matches) "
-            f"against {stats['entries']:,} entries -> {args.output_dir}"
-        )
-    elif args.command == "count":
-        from metaclip_tasks.counting import load_counts, save_counts, sum_counts, top_entries
-
-        total = sum_counts([load_counts(p) for p in args.inputs], names=args.inputs)
-        save_counts(args.output, total)
-        print(f"{len(total):,} entries, {int(total.sum()):,} matches, {int((total == 0).sum()):,} never matched")
-        if args.metadata:
-            from metaclip_tasks.metadata.store import load_metadata
-
-            entries = load_metadata(args.metadata)
-            if len(entries) != len(total):
-                raise CurationError(f"metadata {args.metadata} has {len(entries)} entries, counts have {len(total)}")
-            for entry, n in top_entries(total, entries, args.top):
-                print(f"{n:>14,}  {entry}")
+        if args.top < 0:
+            raise CurationError(f"--top must be >= 0, got {args.top}")
+        subset = P.from_arguments(Subset, args)
+        a = curation.counted_pool(store, subset.pool, subset.metadata_version)
+        _done(a, f"{a.stats['entries']:,} entries, {a.stats['matches']:,} matches, "
+                 f"{a.stats['entries_never_matched']:,} never matched; t={a.stats['t']}")  # fmt: skip
+        entries = load_metadata(a.input("metadata").path("entries.json"))
+        for entry, n in top_entries(load_counts(a.path("counts.npy")), entries, args.top):
+            print(f"{n:>14,}  {entry}")
     elif args.command == "choose-t":
-        from metaclip_tasks.balancing import resolve_t, tail_ratio
+        from metaclip_tasks.balancing import tail_ratio
         from metaclip_tasks.counting import load_counts
 
-        counts = load_counts(args.counts)
-        t = resolve_t(counts, args.t, args.tail_ratio)
-        result = {"t": t, "tail_ratio": tail_ratio(counts, t), "target_tail_ratio": args.tail_ratio}
+        subset = P.from_arguments(Subset, args)
+        if subset.t is None and subset.target_tail_ratio is None:
+            raise CurationError("give --t or --target-tail-ratio")
+        curation.check_t_choice(subset.t, subset.target_tail_ratio)  # before counting anything
+        counts = curation.counted_pool(store, subset.pool, subset.metadata_version)
+        t = curation.pool_t(counts, subset.t, subset.target_tail_ratio)
+        result = {"t": t, "tail_ratio": tail_ratio(load_counts(counts.path("counts.npy")), t),
+                  "target_tail_ratio": subset.target_tail_ratio}  # fmt: skip
         print(json.dumps(result) if args.json else f"t={t} tail_ratio={result['tail_ratio']:.6f}")
-    elif args.command == "balance":
-        from metaclip_tasks.balancing import balance_shards
-        from metaclip_tasks.counting import load_counts
+    elif args.command in ("balance", "download"):
+        subset = P.from_arguments(Subset, args)
+        curation.check_subset(store, subset)
+        if args.command == "download":
+            from metaclip_tasks.download import DownloadOptions
 
-        stats = balance_shards(
-            args.inputs, args.output_dir, load_counts(args.counts),
-            t=args.t, target_tail_ratio=args.tail_ratio, seed=args.seed, progress=progress,
-        )  # fmt: skip
-        print(
-            f"kept {stats['kept']:,} of {stats['pairs_in']:,} pairs (expected {stats['expected_kept']:,.1f} "
-            f"+- {stats['kept_sd']:.1f}) with t={stats['t']} (tail ratio {stats['tail_ratio']:.4f}) "
-            f"-> {args.output_dir}"
-        )
+            options = P.from_arguments(DownloadOptions, args)
+            with _client(args) as client:
+                a = curation.download_subset(store, subset, options, client)
+            _done(a, f"{a.stats['successes']:,} of {a.stats['count']:,} images; failures {a.stats['failures_by_reason']}")
+            return
+        with _client(args) as client:
+            a = curation.curated_subset(store, subset, client)
+        s = a.stats
+        _done(a, f"kept {s['kept']:,} of {s['pairs_in']:,} pairs (expected {s['expected_kept']:,.1f} +- {s['kept_sd']:.1f}) "
+                 f"with t={s['t']} (tail ratio {s['tail_ratio']:.4f})")  # fmt: skip
     elif args.command == "metadata":
-        _metadata(args, progress)
+        _metadata(args, store)
     elif args.command == "artifacts":
-        from metaclip_tasks.artifacts import ArtifactStore
-        from metaclip_tasks.settings import artifact_root
-
-        store = ArtifactStore(args.root or artifact_root())
         if args.verb == "list":
             for a in store.list(args.stage):
-                print(f"{a.stage:<12} {a.version}  {a.manifest['created'][:19]}  {json.dumps(a.params, sort_keys=True)[:90]}")
+                print(f"{a.stage:<13} {a.version}  {a.manifest['created'][:19]}  {json.dumps(a.params, sort_keys=True)[:90]}")
         elif args.verb == "show":
             print(json.dumps(store.require(args.stage, args.version).manifest, indent=2, sort_keys=True))
         else:
             _print_lineage(store.lineage(args.stage, args.version))
     elif args.command == "results":
-        from metaclip_tasks.artifacts import ArtifactStore
-        from metaclip_tasks.settings import artifact_root
-
-        print(results_table(ArtifactStore(args.root or artifact_root())))
+        print(results_table(store))
     elif args.command == "demo":
         from metaclip_tasks.demo import run_demo
 
-        print(run_demo(Path(args.state_dir), target_tail_ratio=args.tail_ratio, seed=args.seed, progress=progress))
+        with _client(args, 2) as client:
+            print(run_demo(store, client, seed=args.seed, target_tail_ratio=args.target_tail_ratio))
 
 
-def _metadata(args: argparse.Namespace, progress: bool) -> None:
-    from metaclip_tasks.metadata.build import MetadataParams, build_metadata, source_stats, sources_path
+def _metadata(args: argparse.Namespace, store) -> None:
+    from metaclip_tasks import curation
+    from metaclip_tasks.metadata.build import SOURCES_FILE, MetadataParams, source_stats
     from metaclip_tasks.metadata.store import load_metadata
+    from metaclip_tasks.pipeline import METADATA_BUILD, METADATA_IMPORT, MetadataImport
+    from metaclip_tasks.stage import run
 
     if args.verb == "build":
-        params = MetadataParams(
-            sources=tuple(s.strip() for s in args.sources.split(",") if s.strip()),
-            min_unigram_count=args.min_unigram_count, max_unigrams=args.max_unigrams, min_pmi=args.min_pmi,
-            min_bigram_count=args.min_bigram_count, max_bigrams=args.max_bigrams,
-            min_title_views=args.min_title_views, budget=args.budget,
-        )  # fmt: skip
-        result = build_metadata(params, wordnet_dir=args.wordnet_dir, dumps=args.wikipedia, pageview_files=args.pageviews)
-        result.save(args.output)
-        print(json.dumps(result.stats(), indent=2))
-    elif args.verb == "stats":
-        entries = load_metadata(args.path)
-        path = Path(sources_path(args.path))
-        sources = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-        print(json.dumps(source_stats(entries, sources), indent=2))
+        params = P.from_arguments(MetadataParams, args)
+        params.input_files()  # each source has its files, before any work
+        with _client(args) if {"unigram", "bigram"} & set(params.sources) else nullcontext() as client:
+            a = run(store, METADATA_BUILD, params, client=client)
+        _done(a, f"{a.stats['entries']:,} entries {json.dumps(a.stats['by_source'])}")
+    elif args.verb == "import":
+        a = run(store, METADATA_IMPORT, MetadataImport(args.path))
+        _done(a, f"{a.stats['entries']:,} entries ({a.stats['duplicated_entries']:,} duplicated)")
     else:
-        from metaclip_tasks.artifacts import ArtifactStore
-        from metaclip_tasks.pipeline import import_metadata
-        from metaclip_tasks.settings import artifact_root
+        a = curation.metadata(store, args.version)
+        entries = load_metadata(a.path("entries.json"))
+        sources = a.read_json(SOURCES_FILE) if SOURCES_FILE in a.files() else None
+        print(json.dumps(source_stats(entries, sources), indent=2))
 
-        artifact = import_metadata(ArtifactStore(args.root or artifact_root()), args.path)
-        print(json.dumps({"version": artifact.version, "uri": artifact.uri, **artifact.stats}, indent=2))
+
+def _print_stages() -> None:
+    import dataclasses
+
+    from metaclip_tasks.pipeline import STAGES
+
+    for stage in STAGES.values():
+        inputs = ", ".join(f"{role}: {i.stage}{'[]' if i.many else ''}{'?' if i.optional else ''}" for role, i in stage.inputs.items())
+        fields = ", ".join(f.name for f in dataclasses.fields(stage.params))
+        print(f"{stage.name:<16} v{stage.version}  -> {stage.artifact:<14} inputs ({inputs or '-'})  params ({fields or '-'})")
 
 
 def results_table(store) -> str:
     """One markdown row per metrics artifact, oldest first."""
     lines = ["| metrics | model | samples | zero-shot top-1 | top-5 | text->image R@1/5/10 | image->text R@1/5/10 |",
              "| --- | --- | ---: | ---: | ---: | --- | --- |"]  # fmt: skip
+    def recalls(m: dict, key: str) -> str:
+        return " / ".join(f"{m[key][k]:.3f}" for k in ("R@1", "R@5", "R@10")) if key in m else "-"
+
     for metrics in store.list("metrics"):
-        checkpoint = store.require("checkpoint", metrics.manifest["inputs"][0]["version"])
+        checkpoint = metrics.input("checkpoint")
         m = metrics.stats
-
-        def recalls(key: str) -> str:
-            return " / ".join(f"{m[key][k]:.3f}" for k in ("R@1", "R@5", "R@10")) if key in m else "-"
-
         lines.append(
-            f"| {metrics.version} | {checkpoint.params['config']['model']} | {checkpoint.stats['samples']:,} | "
-            f"{m['zero_shot']['top1']:.3f} | {m['zero_shot']['top5']:.3f} | {recalls('text_to_image')} | "
-            f"{recalls('image_to_text')} |"
+            f"| {metrics.version} | {checkpoint.params['model']} | {checkpoint.stats['samples']:,} | "
+            f"{m['zero_shot']['top1']:.3f} | {m['zero_shot']['top5']:.3f} | {recalls(m, 'text_to_image')} | "
+            f"{recalls(m, 'image_to_text')} |"
         )
     return "\n".join(lines)
 
 
 def _print_lineage(node: dict, depth: int = 0) -> None:
-    params = {k: v for k, v in node["params"].items() if k not in ("pairs", "snapshots", "wordnet_data_bytes")}
+    params = {k: v for k, v in node["params"].items() if k not in ("sources", "wikipedia_dumps", "pageview_files")}
     print(f"{'  ' * depth}{node['stage']} {node['version']} {json.dumps(params, sort_keys=True)}")
     for child in node["inputs"]:
         _print_lineage(child, depth + 1)

@@ -1,20 +1,62 @@
-"""Dask clusters for the stages: a configured scheduler, or a local cluster sized to the machine."""
+"""Dask clusters for the stages: a configured scheduler, or a local cluster sized to the work.
+
+Local clusters share the machine: each worker holds one of ``os.cpu_count()`` core slots (an
+``flock`` on a file per core), so tasks running at once (three mapped match tasks under the
+LocalExecutor) together start at most one worker per core, and a task starts no more workers
+than it has shards.  A task that finds every slot taken waits for one.
+"""
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from operator import add
+from pathlib import Path
+from typing import IO
 
 import dask
 from dask.distributed import Client, LocalCluster
 
 
+def _slots_dir() -> Path:
+    path = Path(os.environ.get("METACLIP_DASK_SLOTS") or Path(tempfile.gettempdir()) / f"metaclip-dask-slots-{os.getuid()}")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 @contextmanager
-def dask_client(address: str | None = None, n_workers: int | None = None) -> Iterator[Client]:
+def core_slots(want: int) -> Iterator[int]:
+    """Hold up to ``want`` of the machine's core slots (at least one, waiting if needed); yields how many."""
+    cores = os.cpu_count() or 1
+    directory = _slots_dir()
+    held: list[IO[str]] = []
+    try:
+        for i in range(cores):
+            if len(held) >= want:
+                break
+            f = open(directory / f"core-{i}.lock", "w")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held.append(f)
+            except BlockingIOError:
+                f.close()
+        if not held:  # every core is busy: wait for one
+            held.append(open(directory / f"core-{os.getpid() % cores}.lock", "w"))
+            fcntl.flock(held[0], fcntl.LOCK_EX)
+        yield len(held)
+    finally:
+        for f in held:
+            f.close()
+
+
+@contextmanager
+def dask_client(address: str | None = None, work: int | None = None) -> Iterator[Client]:
     """A client of the scheduler at ``address`` (or ``$DASK_SCHEDULER_ADDRESS``), else of a
-    process-based ``LocalCluster`` with one single-threaded worker per core.
+    process-based ``LocalCluster`` of single-threaded workers: one per free core, at most ``work``.
 
     Local workers are forked, not spawned: spawn re-imports the parent's ``__main__``, which
     under Airflow's LocalExecutor is ``bin/airflow``, and the nannies never start.
@@ -24,9 +66,12 @@ def dask_client(address: str | None = None, n_workers: int | None = None) -> Ite
         with Client(address) as client:
             yield client
         return
-    with dask.config.set({"distributed.worker.multiprocessing-method": "fork", "distributed.worker.daemon": False}):
+    want = max(1, min(work or os.cpu_count() or 1, os.cpu_count() or 1))
+    with core_slots(want) as workers, dask.config.set(
+        {"distributed.worker.multiprocessing-method": "fork", "distributed.worker.daemon": False}
+    ):
         with LocalCluster(
-            n_workers=n_workers or os.cpu_count() or 1,
+            n_workers=workers,
             threads_per_worker=1,
             processes=True,
             dashboard_address=":0",  # a free port: never clashes with another cluster
@@ -37,8 +82,6 @@ def dask_client(address: str | None = None, n_workers: int | None = None) -> Ite
 
 def tree_sum(client: Client, futures: list) -> object:
     """Sum futures pairwise on the cluster (a tree reduction): never gathers them all at once."""
-    from operator import add
-
     if not futures:
         raise ValueError("nothing to sum")
     while len(futures) > 1:

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
+from metaclip_tasks import files
 from metaclip_tasks.arrays import list_parts
 from metaclip_tasks.errors import CurationError
-from metaclip_tasks.storage import save_array
 
 COUNTS_DTYPE = np.uint64
 
@@ -45,27 +43,18 @@ def sum_counts(vectors: Iterable[np.ndarray], names: Sequence[str] | None = None
     return total
 
 
-def load_counts(path: str | os.PathLike) -> np.ndarray:
-    """Read a count vector saved as ``.npy``: one-dimensional, non-negative integers."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "counts.npy"
-    if not path.is_file():
-        raise CurationError(f"count file {path} does not exist")
-    try:
-        counts = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise CurationError(f"count file {path} is not a numpy .npy array: {e}") from e
+def load_counts(uri: str) -> np.ndarray:
+    """Read a count vector saved as ``.npy`` (any fsspec URI): one-dimensional, non-negative integers."""
+    with files.open_read(uri, "count file") as f:
+        try:
+            counts = np.load(f, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise CurationError(f"count file {uri} is not a numpy .npy array: {e}") from e
     if counts.ndim != 1 or not np.issubdtype(counts.dtype, np.integer):
-        raise CurationError(f"count file {path} holds {counts.dtype}{list(counts.shape)}, not a vector of integers")
+        raise CurationError(f"count file {uri} holds {counts.dtype}{list(counts.shape)}, not a vector of integers")
     if np.issubdtype(counts.dtype, np.signedinteger) and len(counts) and counts.min() < 0:
-        raise CurationError(f"count file {path} has negative counts")
+        raise CurationError(f"count file {uri} has negative counts")
     return counts.astype(COUNTS_DTYPE, copy=False)
-
-
-def save_counts(path: str | os.PathLike, counts: np.ndarray) -> None:
-    """Save a count vector as uint64 ``.npy``, atomically."""
-    save_array(path, np.asarray(counts, dtype=COUNTS_DTYPE))
 
 
 def top_entries(counts: np.ndarray, entries: Sequence[str], k: int = 20) -> list[tuple[str, int]]:

@@ -1,27 +1,26 @@
 """The main job on embedded defaults: real captions (or a generated pool) curated end to end.
 
-WordNet metadata -> pool split into parquet shards -> match -> counts -> t for the target
-tail ratio -> balance -> a short report.  Every step is a library stage function; re-running
-replaces each output atomically and gives identical files.
+The steps are the ones ``metaclip demo`` runs in order and the ``metaclip_curation_demo`` DAG
+runs as tasks: the captions split over the ``demo`` pool's snapshots as ``pairs`` artifacts,
+MetaCLIP's WordNet metadata, each snapshot matched on Dask, the pool counted, balanced for its
+6% tail, and a report read back from the artifacts.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from metaclip_tasks.artifacts import Artifact
-from metaclip_tasks.balancing import balance_shards
-from metaclip_tasks.counting import load_counts, top_entries
-from metaclip_tasks.matching import match_shards
-from metaclip_tasks.metadata.store import save_metadata
-from metaclip_tasks.metadata.wordnet import DEFAULT_WORDNET_DIR, wordnet_entries
+from metaclip_tasks import curation, files
+from metaclip_tasks.artifacts import Artifact, ArtifactStore
+from metaclip_tasks.pipeline import PAIRS_IMPORT, PairsImport
 from metaclip_tasks.shared_data import CAPTIONS
-from metaclip_tasks.snapshots import Pool
-from metaclip_tasks.storage import atomic_directory, write_json
+from metaclip_tasks.snapshots import get_pool
+from metaclip_tasks.stage import run
+
+POOL = "demo"
+SHARDS_PER_SNAPSHOT = 2
 
 
 def generated_pool(entries: list[str], n_pairs: int = 20_000, seed: int = 0) -> pa.Table:
@@ -36,86 +35,72 @@ def generated_pool(entries: list[str], n_pairs: int = 20_000, seed: int = 0) -> 
         rng.shuffle(words)
         texts.append(" ".join(words))
     urls = [f"https://images.example.com/pool/{i:06d}.jpg" for i in range(n_pairs)]
-    return pa.table({"url": urls, "text": texts})
+    return pa.table({"URL": urls, "TEXT": texts})
 
 
-def load_pool(captions: Path, entries: list[str]) -> tuple[pa.Table, str]:
-    """The shared real captions (columns URL, TEXT) when present, else a generated pool."""
-    if captions.is_file():
-        table = pq.read_table(captions, columns=["URL", "TEXT"]).rename_columns(["url", "text"])
-        return table, f"real captions {captions}"
-    return generated_pool(entries), f"a generated pool ({captions} is absent)"
+def demo_source(store: ArtifactStore, captions: str = str(CAPTIONS)) -> tuple[str, str]:
+    """(URI, description) of the demo's raw pairs: the shared real captions, else a generated pool
+    written once under ``<root>/sources/``."""
+    fs, path = files.filesystem(captions)
+    if fs.isfile(path):
+        return captions, f"real captions {captions}"
+    generated = store.uri("sources", "demo-generated-pool.parquet")
+    fs, path = files.filesystem(generated)
+    if not fs.isfile(path):
+        from metaclip_tasks.metadata.store import load_metadata
+
+        entries = load_metadata(curation.metadata(store).path("entries.json"))
+        with files.open_write(generated) as f:
+            pq.write_table(generated_pool(entries), f)
+    return generated, f"a generated pool ({captions} is absent)"
 
 
-def run_demo(
-    state_dir: Path,
-    *,
-    captions: Path = CAPTIONS,
-    wordnet_dir: Path = DEFAULT_WORDNET_DIR,
-    n_shards: int = 4,
-    target_tail_ratio: float = 0.06,
-    seed: int = 0,
-    progress: bool = True,
-) -> str:
-    """Curate the default pool under ``state_dir``; return a printable report."""
-    state_dir = Path(state_dir)
-    entries = wordnet_entries(wordnet_dir)
-    save_metadata(state_dir / "metadata.json", entries)
-    pool, source = load_pool(Path(captions), entries)
-    with atomic_directory(state_dir / "pairs") as tmp:
-        for i, shard in enumerate(np.array_split(np.arange(len(pool)), n_shards)):
-            pq.write_table(pool.take(shard), tmp / f"part-{i:05d}.parquet")
-    matched = match_shards([state_dir / "pairs"], state_dir / "matched", entries, progress=progress)
-    counts = load_counts(state_dir / "matched" / "counts.npy")
-    curated = balance_shards(
-        [state_dir / "matched"], state_dir / "curated", counts,
-        target_tail_ratio=target_tail_ratio, seed=seed, progress=progress,
-    )  # fmt: skip
-    report = {"source": source, "metadata_entries": len(entries), "match": matched, "balance": curated}
-    report["top_entries"] = top_entries(counts, entries, 10)
-    write_json(state_dir / "report.json", report)
-    top = ", ".join(f"{e!r} {n}" for e, n in report["top_entries"])
-    return "\n".join(
-        [
-            f"MetaCLIP curation demo on {source}",
-            f"  metadata:  {len(entries):,} WordNet entries -> {state_dir / 'metadata.json'}",
-            f"  pool:      {matched['pairs_in']:,} pairs in {n_shards} shards -> {state_dir / 'pairs'}",
-            f"  matched:   {matched['pairs_matched']:,} pairs ({matched['pairs_matched'] / max(matched['pairs_in'], 1):.1%}), "
-            f"{matched['matches']:,} matches, {matched['matches'] / max(matched['pairs_matched'], 1):.2f} per pair, "
-            f"{int((counts > 0).sum()):,} entries matched -> {state_dir / 'matched'}",
-            f"  top:       {top}",
-            f"  t:         {curated['t']} (tail ratio {curated['tail_ratio']:.4f}, target {target_tail_ratio}); "
-            f"{curated['head_entries']:,} head entries",
-            f"  curated:   {curated['kept']:,} pairs (expected {curated['expected_kept']:,.1f} +- {curated['kept_sd']:.1f}, "
-            f"seed {seed}) -> {state_dir / 'curated'}",
-            f"  report:    {state_dir / 'report.json'}",
-        ]
-    )
+def demo_pairs(store: ArtifactStore, snapshot: str, captions: str = str(CAPTIONS), client=None) -> Artifact:
+    """One demo snapshot's pairs: its equal share of the source rows, in two shards."""
+    pool = get_pool(POOL)
+    source, _ = demo_source(store, captions)
+    with files.open_read(source) as f:
+        rows = pq.ParquetFile(f).metadata.num_rows
+    bounds = [len(part) for part in np.array_split(np.arange(rows), len(pool.snapshots))]
+    i = pool.snapshots.index(snapshot)
+    start, stop = sum(bounds[:i]), sum(bounds[: i + 1])
+    params = PairsImport(snapshot, (source,), url_column="URL", text_column="TEXT", rows=(start, stop),
+                         rows_per_shard=-(-(stop - start) // SHARDS_PER_SNAPSHOT))  # fmt: skip
+    return run(store, PAIRS_IMPORT, params, client=client)
 
 
-def write_demo_pairs(root: str | Path, pool: Pool, captions: Path = CAPTIONS, shards_per_snapshot: int = 2) -> list[str]:
-    """Split the default pool over ``pool``'s snapshots as ``<root>/pairs/<snapshot>/part-*.parquet``."""
-    from metaclip_tasks.pipeline import pairs_dir
-
-    table, _ = load_pool(Path(captions), wordnet_entries())
-    parts = np.array_split(np.arange(len(table)), len(pool.snapshots) * shards_per_snapshot)
-    for i, snapshot in enumerate(pool.snapshots):
-        with atomic_directory(pairs_dir(root, snapshot)) as tmp:
-            for j in range(shards_per_snapshot):
-                pq.write_table(table.take(parts[i * shards_per_snapshot + j]), tmp / f"part-{j:05d}.parquet")
-    return list(pool.snapshots)
-
-
-def demo_report(counts: Artifact, curated: Artifact) -> str:
-    """A few lines on what the Airflow demo produced and where it is."""
+def demo_report(store: ArtifactStore, curated: Artifact, source: str = "") -> str:
+    """A few lines on what the demo produced and where it is."""
+    counts = curated.input("pool_counts")
     c, k = counts.stats, curated.stats
+    matched = counts.inputs("matched")
+    pairs_in = sum(a.stats["pairs_in"] for a in matched)
+    pairs_matched = sum(a.stats["pairs_matched"] for a in matched)
+    top = ", ".join(f"{e!r} {n}" for e, n in c["top_entries"])
     return "\n".join(
         [
-            f"MetaCLIP curation demo through Airflow: pool {counts.params['pool']} ({len(counts.params['snapshots'])} snapshots)",
-            f"  pool counts: {c['matches']:,} matches over {c['entries']:,} entries; t={c['t']} "
-            f"(tail ratio {c['tail_ratio']:.4f}) -> {counts.uri}",
+            f"MetaCLIP curation demo on {source or 'the demo pool'}: pool {counts.params['pool']} ({len(matched)} snapshots)",
+            f"  metadata:    {counts.input('metadata').stats['entries']:,} entries (WordNet)",
+            f"  matched:     {pairs_matched:,} of {pairs_in:,} pairs ({pairs_matched / max(pairs_in, 1):.1%}), "
+            f"{c['matches']:,} matches over {c['entries']:,} entries",
+            f"  top:         {top}",
+            f"  pool counts: t={c['t']} (tail ratio {c['tail_ratio']:.4f}, target {counts.params['target_tail_ratio']}); "
+            f"{c['head_entries']:,} head entries -> {counts.uri}",
             f"  report:      {counts.path('entry_counts.png')}, {counts.path('top_entries.json')}",
             f"  curated:     {k['kept']:,} of {k['pairs_in']:,} matched pairs (expected {k['expected_kept']:,.1f} "
-            f"+- {k['kept_sd']:.1f}) -> {curated.uri}",
+            f"+- {k['kept_sd']:.1f}, seed {k['seed']}) -> {curated.uri}",
+            f"  artifacts:   {store.uri('artifacts')}",
         ]
     )
+
+
+def run_demo(store: ArtifactStore, client=None, *, seed: int = 0, target_tail_ratio: float | None = None,
+             captions: str = str(CAPTIONS)) -> str:  # fmt: skip
+    """The whole chain, step by step as the DAG runs it; returns the report."""
+    pool = get_pool(POOL)
+    meta = curation.metadata(store)
+    for snapshot in pool.snapshots:
+        demo_pairs(store, snapshot, captions, client)
+        curation.match_snapshot(store, snapshot, meta, client)
+    curated = curation.curated_subset(store, curation.Subset(POOL, None, target_tail_ratio, seed), client)
+    return demo_report(store, curated, demo_source(store, captions)[1])

@@ -17,7 +17,7 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -32,19 +32,24 @@ from metaclip_tasks.shards import MATCHED_SCHEMA, ShardReader
 class DownloadOptions:
     """img2dataset's knobs, with defaults for CLIP training images."""
 
-    image_size: int = 256
-    resize_mode: str = "center_crop"
-    processes: int = 1
-    threads: int = 16
-    timeout: float = 10.0
-    retries: int = 2
-    samples_per_shard: int = 10_000
-    encode_quality: int = 95
+    image_size: int = field(default=256, metadata={"help": "pixels (square)", "minimum": 16})
+    resize_mode: str = field(default="center_crop", metadata={
+        "help": "img2dataset's resize mode", "enum": ["no", "keep_ratio", "center_crop", "border"]})
+    processes: int = field(default=1, metadata={"help": "img2dataset processes", "minimum": 1})
+    threads: int = field(default=16, metadata={"help": "download threads per process", "minimum": 1})
+    timeout: float = field(default=10.0, metadata={"help": "seconds per image", "exclusiveMinimum": 0})
+    retries: int = field(default=2, metadata={"help": "retries per image", "minimum": 0})
+    samples_per_shard: int = field(default=10_000, metadata={"help": "images per webdataset shard", "minimum": 1})
+    encode_quality: int = field(default=95, metadata={"help": "JPEG quality", "minimum": 1, "maximum": 100})
 
 
-def write_url_list(curated: Sequence[str | os.PathLike], path: Path) -> int:
-    """All curated pairs as one parquet of (url, text, uid, matched_entry_ids as JSON), sorted by uid."""
-    tables = [pq.read_table(ShardReader(p, MATCHED_SCHEMA.names).path) for p in curated]
+def write_url_list(curated: Sequence[str], path: Path) -> int:
+    """All curated pairs (shards at any fsspec URI) as one local parquet of (url, text, uid,
+    matched_entry_ids as JSON), sorted by uid: img2dataset's input."""
+    tables = []
+    for uri in curated:
+        with ShardReader(uri, MATCHED_SCHEMA.names) as reader:
+            tables.append(reader.file.read(columns=MATCHED_SCHEMA.names))
     if not tables:
         raise CurationError("no curated shards to download")
     table = pa.concat_tables(tables).sort_by("uid")
@@ -103,9 +108,13 @@ def downloaded_uids(output_dir: Path) -> pa.Table:
     return pa.concat_tables(parts).sort_by("uid")
 
 
-def subset_index(downloaded: pa.Table, curated: Sequence[str | os.PathLike]) -> pa.Table:
+def subset_index(downloaded: pa.Table, curated: Sequence[str]) -> pa.Table:
     """The downloaded samples of a (smaller) curated subset: a filtered view, no new download."""
-    uids = pa.concat_arrays([pq.read_table(p, columns=["uid"])["uid"].combine_chunks() for p in curated])
+    uids = []
+    for uri in curated:
+        with ShardReader(uri, ["uid"]) as reader:
+            uids.append(reader.file.read(columns=["uid"])["uid"].combine_chunks())
+    uids = pa.concat_arrays(uids) if uids else pa.array([], pa.string())
     return downloaded.filter(pc.is_in(downloaded["uid"], value_set=uids))
 
 

@@ -67,13 +67,17 @@ def run_airflow(env: dict[str, str], *args: str, log: Path | None = None) -> sub
 
 
 def run_demo(state: Path = STATE) -> str:
-    """Run metaclip_curation_demo with ``airflow dags test``; return the report it wrote."""
+    """Run metaclip_curation_demo with ``airflow dags test``; return its report, read from the artifacts."""
+    from metaclip_tasks.artifacts import ArtifactStore
+    from metaclip_tasks.demo import POOL, demo_report, demo_source
+
     env = airflow_env(state)
     migrate(env)
     log = Path(state) / "curation_demo.log"
     run_airflow(env, "dags", "test", "metaclip_curation_demo", log=log)
-    report = Path(env["METACLIP_ROOT"]) / "reports" / "curation_demo.txt"
-    return f"{report.read_text().rstrip()}\n  airflow log: {log}\n  artifacts:   {env['METACLIP_ROOT']}/artifacts"
+    store = ArtifactStore(env["METACLIP_ROOT"])
+    curated = [a for a in store.list("curated") if a.stats.get("pool") == POOL and a.params["seed"] == 0][-1]
+    return f"{demo_report(store, curated, demo_source(store)[1])}\n  airflow log: {log}"
 
 
 def main() -> None:

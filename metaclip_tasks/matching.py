@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -29,10 +28,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from metaclip_tasks.arrays import binary_parts, to_binary
-from metaclip_tasks.counting import save_counts
 from metaclip_tasks.hashing import ByteHasher, IntHashIndex
-from metaclip_tasks.shards import MATCHED_SCHEMA, ShardReader, expand_inputs, progress_bar, shard_writer
-from metaclip_tasks.storage import atomic_directory, write_json
+from metaclip_tasks.shards import MATCHED_SCHEMA, ShardReader, ShardWriter, Written
 
 PUNCTS_TO_WRAP = (",", ".", ";", ":", "?", "!", "`")
 CHARS_TO_SPACE = ("\t", "\n", "\r")
@@ -226,7 +223,7 @@ class Matcher:
             text_idx, key_ids = self._walk_tokens(spaced, sep)
         else:
             text_idx, key_ids = self._scan_automaton(spaced, sep)
-        keep = np.asarray(valid)[text_idx] if not np.all(valid) else slice(None)
+        keep = np.broadcast_to(np.asarray(valid), len(texts))[text_idx] if not np.all(valid) else slice(None)
         return self._collect(len(texts), text_idx[keep], key_ids[keep])
 
     def _token_ids(self, spaced: str, sep: str) -> tuple[np.ndarray, np.ndarray]:
@@ -326,96 +323,28 @@ class ShardMatch:
     """What matching one shard produced besides its parquet file."""
 
     counts: np.ndarray  # uint64[num entries]: pairs of the shard that matched each entry
-    stats: dict[str, int]  # pairs_in, pairs_matched, matches, pairs_without_url
+    stats: dict[str, int]  # pairs_in, pairs_matched, matches
+    written: Written  # the matched shard's URI, size and sha256
 
 
-def match_shard(
-    input_path: str | os.PathLike,
-    output_path: str | os.PathLike,
-    matcher: Matcher,
-    *,
-    url_column: str = "url",
-    text_column: str = "text",
-    uid_column: str | None = None,
-    batch_rows: int = 65536,
-    progress: Callable[[int], object] | None = None,
-) -> ShardMatch:
-    """Match one parquet shard of pairs; write the pairs that matched, with their entry ids.
-
-    The output has columns ``uid`` (``uid_column``, else :func:`url_uid` of the url),
-    ``url``, ``text`` and ``matched_entry_ids``, in input order; it appears at
-    ``output_path`` only when complete.  Null or non-string texts match nothing; pairs
-    with a null url are dropped and counted.  ``progress`` is called with each batch's rows.
-    """
-    columns = [url_column, text_column] + ([uid_column] if uid_column else [])
-    reader = ShardReader(input_path, columns)
+def match_shard(input_uri: str, output_uri: str, matcher: Matcher, *, batch_rows: int = 65536) -> ShardMatch:
+    """Match one parquet shard of pairs (``uid``, ``url``, ``text``); write the pairs that matched
+    with their sorted entry ids (``MATCHED_SCHEMA``), in input order, to ``output_uri``."""
     counts = np.zeros(matcher.num_entries, dtype=np.uint64)
-    stats = {"pairs_in": 0, "pairs_matched": 0, "matches": 0, "pairs_without_url": 0}
-    with shard_writer(output_path, MATCHED_SCHEMA) as writer:
+    stats = {"pairs_in": 0, "pairs_matched": 0, "matches": 0}
+    with ShardReader(input_uri, ["uid", "url", "text"], string_columns=["uid", "url", "text"]) as reader:
+        writer = ShardWriter(output_uri, MATCHED_SCHEMA)
         for batch in reader.batches(batch_rows):
-            urls = batch.column(url_column).to_pylist()
-            result = matcher.match_batch(batch.column(text_column).to_pylist())
-            has_url = np.fromiter((isinstance(u, str) for u in urls), dtype=bool, count=len(urls))
-            keep = (np.diff(result.offsets) > 0) & has_url
-            matched = result.to_arrow().filter(pa.array(keep))
-            kept_urls = [u for u, k in zip(urls, keep.tolist()) if k]
-            uids = (
-                batch.column(uid_column).filter(pa.array(keep)).cast(pa.string())
-                if uid_column
-                else pa.array([url_uid(u) for u in kept_urls], type=pa.string())
-            )
-            texts = batch.column(text_column).filter(pa.array(keep))
-            writer.write_table(
-                pa.Table.from_arrays(
-                    [uids, pa.array(kept_urls, type=pa.string()), texts.cast(pa.string()), matched], schema=MATCHED_SCHEMA
-                )
-            )
+            result = matcher.match_batch(batch.column("text").to_pylist())
+            keep = pa.array(np.diff(result.offsets) > 0)
+            matched = result.to_arrow().filter(keep)
+            chosen = batch.filter(keep)
+            writer.write(pa.Table.from_arrays([chosen.column("uid"), chosen.column("url"), chosen.column("text"), matched],
+                                              schema=MATCHED_SCHEMA))  # fmt: skip
             ids = matched.flatten().to_numpy()
             counts += np.bincount(ids, minlength=matcher.num_entries).astype(np.uint64)
             stats["pairs_in"] += len(batch)
-            stats["pairs_matched"] += int(keep.sum())
+            stats["pairs_matched"] += len(chosen)
             stats["matches"] += len(ids)
-            stats["pairs_without_url"] += int((~has_url).sum())
-            if progress is not None:
-                progress(len(batch))
-    return ShardMatch(counts, stats)
-
-
-
-def match_shards(
-    inputs: Sequence[str | os.PathLike],
-    output_dir: str | os.PathLike,
-    entries: Sequence[str],
-    *,
-    url_column: str = "url",
-    text_column: str = "text",
-    uid_column: str | None = None,
-    backend: Backend = "tokens",
-    progress: bool = True,
-) -> dict:
-    """The match stage: every input shard matched into ``output_dir``, written atomically.
-
-    ``output_dir`` gets ``<shard>.parquet`` and ``<shard>.counts.npy`` per input, the summed
-    ``counts.npy`` and ``stats.json``.  All inputs are checked before any work starts.
-    """
-    columns = [url_column, text_column] + ([uid_column] if uid_column else [])
-    files = expand_inputs(inputs)
-    readers = [ShardReader(f, columns) for f in files]
-    matcher = Matcher(entries, backend=backend)
-    total = np.zeros(len(entries), dtype=np.uint64)
-    shards: dict[str, dict[str, int]] = {}
-    with atomic_directory(output_dir) as tmp, progress_bar(sum(r.num_rows for r in readers), "match", progress) as bar:
-        for reader in readers:
-            name = reader.path.stem
-            result = match_shard(
-                reader.path, tmp / f"{name}.parquet", matcher,
-                url_column=url_column, text_column=text_column, uid_column=uid_column, progress=bar.update,
-            )  # fmt: skip
-            save_counts(tmp / f"{name}.counts.npy", result.counts)
-            total += result.counts
-            shards[name] = result.stats
-        save_counts(tmp / "counts.npy", total)
-        summary = {key: sum(s[key] for s in shards.values()) for key in next(iter(shards.values()))}
-        stats = {"entries": len(entries), "backend": backend, **summary, "shards": shards}
-        write_json(tmp / "stats.json", stats)
-    return stats
+        written = writer.close()
+    return ShardMatch(counts, stats, written)

@@ -1,36 +1,39 @@
-"""The curation stages as versioned artifacts, with the heavy work on Dask.
+"""The stage table: every stage of the pipeline, declared once (see :mod:`metaclip_tasks.stage`).
 
-Each function takes an :class:`ArtifactStore`, its input artifacts and parameters, and
-returns the published artifact (a cache hit when it already exists).  The Airflow DAGs in
-``dags/`` are thin callers of these functions; so is anything else that wants the pipeline.
+Each stage reads its inputs and writes its output through fsspec, so the artifact root may be
+a local directory or object storage; the per-shard work of ``pairs_import``, ``match`` and
+``balance`` runs on Dask workers that read their shard from the store and write their output
+straight to it.  Without a Dask client the same work runs in this process.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
+import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
-from operator import getitem
+from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from metaclip_tasks.artifacts import Artifact, ArtifactStore
+from metaclip_tasks import files
+from metaclip_tasks.artifacts import DATA, Artifact
 from metaclip_tasks.balancing import (
     ShardBalance,
     balance_shard,
     balance_summary,
     entry_probabilities,
-    resolve_t,
     t_for_tail_ratio,
     tail_ratio,
 )
 from metaclip_tasks.cluster import tree_sum
-from metaclip_tasks.counting import load_counts, save_counts, sum_counts, top_entries
+from metaclip_tasks.counting import COUNTS_DTYPE, load_counts, sum_counts, top_entries
 from metaclip_tasks.download import (
     DownloadOptions,
     download_stats,
@@ -42,260 +45,401 @@ from metaclip_tasks.download import (
 )
 from metaclip_tasks.errors import CurationError
 from metaclip_tasks.evaluate import evaluate_checkpoint, load_coco
-from metaclip_tasks.matching import Matcher, match_shard
-from metaclip_tasks.metadata.build import MetadataParams, build_metadata
-from metaclip_tasks.metadata.store import load_metadata, metadata_report, save_metadata
-from metaclip_tasks.metadata.wordnet import DEFAULT_WORDNET_DIR, POS_FILES
+from metaclip_tasks.matching import Matcher, match_shard, url_uid
+from metaclip_tasks.metadata.build import ENTRIES, MetadataParams, build_metadata
+from metaclip_tasks.metadata.store import load_metadata, metadata_report
 from metaclip_tasks.report import STANDARD_TS, plot_ablation, plot_entry_counts, tail_ratios
-from metaclip_tasks.shards import ShardReader
-from metaclip_tasks.snapshots import Pool, check_snapshot
-from metaclip_tasks.storage import write_json
+from metaclip_tasks.shards import PAIRS_SCHEMA, ShardReader, ShardWriter, Written, part_name
+from metaclip_tasks.snapshots import check_snapshot
+from metaclip_tasks.stage import Build, Input, Stage
 from metaclip_tasks.train import TrainConfig, check_device, run_training
 
-METADATA, MATCHED, POOL_COUNTS, CURATED, ABLATION = "metadata", "matched", "pool_counts", "curated", "t_ablation"
-DOWNLOADED, DOWNLOAD_VIEW, CHECKPOINT, METRICS = "downloaded", "download_view", "checkpoint", "metrics"
-_MATCHERS: dict[str, Matcher] = {}  # per Dask worker process: metadata version -> built matcher
+COUNTS = "counts.npy"
+_MATCHERS: dict[tuple[str, str], Matcher] = {}  # per Dask worker process: (metadata version, backend) -> matcher
 
 
-# -- metadata -----------------------------------------------------------------------------
+def _map(client: Any, fn: Callable, *iterables: Sequence, **kwargs: Any) -> list:
+    """``fn`` over the items on the Dask cluster (or in this process without a client), in order."""
+    if client is None:
+        return [fn(*args, **kwargs) for args in zip(*iterables, strict=True)]
+    return client.gather(client.map(fn, *iterables, pure=False, **kwargs))
 
 
-def build_metadata_artifact(
-    store: ArtifactStore,
-    params: MetadataParams,
-    *,
-    wordnet_dir: Path = DEFAULT_WORDNET_DIR,
-    dumps: Sequence[str | Path] = (),
-    pageview_files: Sequence[str | Path] = (),
-    client: Any = None,
-) -> Artifact:
-    """The metadata built from its sources (section 3.1) as an artifact: ``entries.json`` and
-    ``entries.sources.json``; its version covers the thresholds and the input files."""
-    inputs: dict[str, Any] = {}
-    if "wordnet" in params.sources:
-        inputs["wordnet"] = [_fingerprint(Path(wordnet_dir) / f"data.{pos}") for pos in POS_FILES]
-    inputs["dumps"] = [_fingerprint(Path(d)) for d in dumps if {"unigram", "bigram"} & set(params.sources)]
-    inputs["pageviews"] = [_fingerprint(Path(p)) for p in pageview_files if "title" in params.sources]
-
-    def build(workdir: Path) -> dict[str, Any]:
-        result = build_metadata(params, wordnet_dir=wordnet_dir, dumps=dumps, pageview_files=pageview_files, client=client)
-        result.save(workdir / "entries.json")
-        return {**result.stats(), **metadata_report(result.entries)}
-
-    return store.publish(METADATA, {"build": asdict(params), "inputs": inputs}, [], build)
+def _record(build: Build, written: Sequence[Written]) -> None:
+    for w in written:
+        build.output.record(w.uri, w.bytes, w.sha256)
 
 
-def wordnet_metadata(store: ArtifactStore, wordnet_dir: Path = DEFAULT_WORDNET_DIR) -> Artifact:
-    """MetaCLIP's WordNet entries (86,654) alone: the default metadata of the match stage."""
-    return build_metadata_artifact(store, MetadataParams(sources=("wordnet",)), wordnet_dir=wordnet_dir)
+@dataclass(frozen=True)
+class NoParams:
+    """A stage whose output depends on its inputs alone."""
 
 
-def import_metadata(store: ArtifactStore, path: str | Path) -> Artifact:
-    """An existing metadata list (e.g. MetaCLIP's metadata.json), checked and stored as an artifact."""
-    entries = load_metadata(path)
-    digest = hashlib.sha256(json.dumps(entries, ensure_ascii=False).encode()).hexdigest()
-
-    def build(workdir: Path) -> dict[str, Any]:
-        save_metadata(workdir / "entries.json", entries)
-        return metadata_report(entries)
-
-    return store.publish(METADATA, {"source": "import", "sha256": digest}, [], build)
+# -- pairs: raw image-text pairs of one snapshot ------------------------------------------
 
 
-# -- matching -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PairsImport:
+    """Pairs of one snapshot imported from parquet files (any fsspec URI, directory or glob)."""
+
+    snapshot: str = field(metadata={"help": "the Common Crawl id the pairs belong to, e.g. CC-MAIN-2023-06"})
+    sources: tuple[str, ...] = field(metadata={"help": "parquet files, directories or globs (local, s3://, ...)",
+                                               "minItems": 1, "identity": False})  # fmt: skip
+    url_column: str = field(default="url", metadata={"help": "the column of image URLs"})
+    text_column: str = field(default="text", metadata={"help": "the column of alt-texts"})
+    uid_column: str | None = field(default=None, metadata={"help": "the column of pair ids; empty: sha224(url)[:24], as MetaCLIP"})
+    rows: tuple[int, int] | None = field(default=None, metadata={
+        "help": "only rows [start, stop) of the sources taken in order (e.g. to split one file over snapshots)", "minimum": 0})
+    rows_per_shard: int = field(default=1_000_000, metadata={"help": "at most this many pairs per output shard", "minimum": 1})
 
 
-def pairs_dir(root: str | Path, snapshot: str) -> Path:
-    """Where a snapshot's input shards of pairs live: ``<root>/pairs/<snapshot>/``."""
-    return Path(root) / "pairs" / snapshot
+def _pairs_sources(params: PairsImport) -> list[dict[str, Any]]:
+    check_snapshot(params.snapshot)
+    return [files.fingerprint(uri) for uri in files.expand(params.sources)]
 
 
-def snapshot_shards(root: str | Path, snapshot: str) -> list[Path]:
-    """The snapshot's parquet shards, sorted; none is an error naming the directory."""
-    directory = pairs_dir(root, check_snapshot(snapshot))
-    shards = sorted(p for p in directory.glob("*.parquet") if not p.name.startswith("."))
-    if not shards:
-        raise CurationError(f"no parquet shards of pairs for {snapshot} in {directory}")
-    return shards
+def _import_part(source: str, start: int, stop: int, output_uri: str, params: PairsImport) -> tuple[dict[str, int], Written]:
+    """Rows [start, stop) of one source file as a pairs shard; rows without a URL are dropped, counted."""
+    columns = [c for c in (params.url_column, params.text_column, params.uid_column) if c]
+    stats = {"pairs_in": 0, "pairs": 0, "pairs_without_url": 0}
+    with ShardReader(source, columns, string_columns=columns) as reader:
+        writer, position = ShardWriter(output_uri, PAIRS_SCHEMA), 0
+        for batch in reader.batches():
+            lo, hi = max(start - position, 0), min(stop - position, len(batch))
+            position += len(batch)
+            if hi <= lo:
+                if position >= stop:
+                    break
+                continue
+            part = batch.slice(lo, hi - lo)
+            urls = part.column(params.url_column)
+            part = part.filter(pc.fill_null(pc.greater(pc.utf8_length(urls), 0), False))
+            urls = part.column(params.url_column)
+            uids = part.column(params.uid_column) if params.uid_column else pa.array([url_uid(u) for u in urls.to_pylist()], pa.string())
+            nulls = pa.nulls(len(part), pa.string())
+            writer.write(pa.Table.from_arrays([uids, urls, part.column(params.text_column), nulls, nulls], schema=PAIRS_SCHEMA))
+            stats["pairs_in"] += hi - lo
+            stats["pairs"] += len(part)
+            stats["pairs_without_url"] += hi - lo - len(part)
+        return stats, writer.close()
 
 
-def _fingerprint(path: Path) -> dict[str, Any]:
-    """Name, size and a hash of the parquet footer: changes whenever the shard's content does."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        f.seek(max(0, size - 65536))
-        tail = f.read()
-    return {"name": path.name, "bytes": size, "footer_sha256": hashlib.sha256(tail).hexdigest()}
+def build_pairs_import(build: Build) -> dict[str, Any]:
+    params: PairsImport = build.params
+    sources = files.expand(params.sources)
+    columns = [c for c in (params.url_column, params.text_column, params.uid_column) if c]
+    sizes = []
+    for uri in sources:  # every source readable, with its columns as strings, before any work
+        with ShardReader(uri, columns, string_columns=columns) as reader:
+            sizes.append(reader.num_rows)
+    start, stop = params.rows or (0, sum(sizes))
+    if not 0 <= start <= stop:
+        raise CurationError(f"rows must be [start, stop) with 0 <= start <= stop, got {list(params.rows)}")
+    jobs, offset = [], 0
+    for uri, n in zip(sources, sizes, strict=True):
+        lo, hi = max(start - offset, 0), min(stop - offset, n)
+        jobs += [(uri, a, min(a + params.rows_per_shard, hi)) for a in range(lo, hi, params.rows_per_shard)]
+        offset += n
+    if not jobs:
+        raise CurationError(f"no pairs to import: the sources hold {sum(sizes)} rows, asked for rows {start}..{stop}")
+    outputs = [build.output.uri_of(f"{DATA}/{part_name(i)}") for i in range(len(jobs))]
+    results = _map(build.client, _import_part, *zip(*jobs), outputs, params=params)
+    _record(build, [w for _, w in results])
+    totals = {k: sum(s[k] for s, _ in results) for k in results[0][0]}
+    return {"snapshot": params.snapshot, **totals, "shards": len(jobs)}
 
 
-def _worker_matcher(entries_uri: str, metadata_version: str) -> Matcher:
+PAIRS_IMPORT = Stage("pairs_import", 1, PairsImport, build_pairs_import, produces="pairs", external=_pairs_sources)
+
+
+# -- metadata ---------------------------------------------------------------------------------
+
+
+def _metadata_sources(params: MetadataParams) -> dict[str, list[dict[str, Any]]]:
+    return {source: [files.fingerprint(uri) for uri in uris] for source, uris in params.input_files().items()}
+
+
+def build_metadata_stage(build: Build) -> dict[str, Any]:
+    result = build_metadata(build.params, build.client)
+    result.write(build.output)
+    return {**result.stats(), **metadata_report(result.entries)}
+
+
+@dataclass(frozen=True)
+class MetadataImport:
+    """An existing entry list (e.g. MetaCLIP's metadata.json): a JSON list of strings."""
+
+    path: str = field(metadata={"help": "the JSON list (any fsspec URI)", "identity": False})
+
+
+def _import_digest(params: MetadataImport) -> str:
+    fs, path = files.filesystem(params.path)
+    if not fs.isfile(path):
+        raise CurationError(f"metadata file {params.path} does not exist")
+    return files.describe(fs, path)[1]
+
+
+def build_metadata_import(build: Build) -> dict[str, Any]:
+    entries = load_metadata(build.params.path)
+    build.output.write_bytes(ENTRIES, json.dumps(entries, ensure_ascii=False).encode("utf-8"))
+    return metadata_report(entries)
+
+
+METADATA_BUILD = Stage("metadata_build", 1, MetadataParams, build_metadata_stage, produces="metadata",
+                       libraries=("mwparserfromhell",), external=_metadata_sources)  # fmt: skip
+METADATA_IMPORT = Stage("metadata_import", 1, MetadataImport, build_metadata_import, produces="metadata", external=_import_digest)
+
+
+# -- match: each snapshot's pairs against the metadata (section 3.2) ------------------------------
+
+
+@dataclass(frozen=True)
+class MatchParams:
+    """The matching engine: both give the same output (so it is not part of the version)."""
+
+    backend: str = field(default="tokens", metadata={"help": "matching engine", "enum": ["tokens", "ahocorasick"],
+                                                     "identity": False})  # fmt: skip
+
+
+def _worker_matcher(entries_uri: str, metadata_version: str, backend: str) -> Matcher:
     """The matcher for a metadata version, built once per worker process and then reused."""
-    if metadata_version not in _MATCHERS:
+    key = (metadata_version, backend)
+    if key not in _MATCHERS:
         _MATCHERS.clear()  # one metadata at a time keeps workers' memory bounded
-        _MATCHERS[metadata_version] = Matcher(load_metadata(entries_uri))
-    return _MATCHERS[metadata_version]
+        _MATCHERS[key] = Matcher(load_metadata(entries_uri), backend=backend)  # type: ignore[arg-type]
+    return _MATCHERS[key]
 
 
-def _match_task(shard: str, output: str, entries_uri: str, metadata_version: str, columns: dict[str, Any]) -> tuple:
-    result = match_shard(shard, output, _worker_matcher(entries_uri, metadata_version), **columns)
-    return result.counts, result.stats
+def _match_task(shard: str, output: str, entries_uri: str, metadata_version: str, backend: str):
+    return match_shard(shard, output, _worker_matcher(entries_uri, metadata_version, backend))
 
 
-def match_snapshot(
-    store: ArtifactStore,
-    snapshot: str,
-    metadata: Artifact,
-    client: Any,
-    *,
-    url_column: str = "url",
-    text_column: str = "text",
-    uid_column: str | None = None,
-) -> Artifact:
-    """Match every shard of a snapshot on Dask; one matched shard per input plus ``counts.npy``."""
-    shards = snapshot_shards(store.root, snapshot)
-    columns = {"url_column": url_column, "text_column": text_column, "uid_column": uid_column}
-    for shard in shards:  # every shard readable with the right columns, before any work
-        ShardReader(shard, [c for c in columns.values() if c])
-    params = {"snapshot": snapshot, "pairs": [_fingerprint(s) for s in shards], **columns}
-
-    def build(workdir: Path) -> dict[str, Any]:
-        entries_uri = str(metadata.path("entries.json"))
-        futures = client.map(
-            _match_task,
-            [str(s) for s in shards],
-            [str(workdir / s.name) for s in shards],
-            entries_uri=entries_uri, metadata_version=metadata.version, columns=columns, pure=False,
-        )  # fmt: skip
-        counts = tree_sum(client, client.map(getitem, futures, [0] * len(futures)))
-        per_shard = client.gather(client.map(getitem, futures, [1] * len(futures)))
-        save_counts(workdir / "counts.npy", counts)
-        totals = {k: sum(s[k] for s in per_shard) for k in per_shard[0]}
-        return {**totals, "entries": len(counts), "shards": dict(zip([s.name for s in shards], per_shard))}
-
-    return store.publish(MATCHED, params, [metadata], build)
+def build_match(build: Build) -> dict[str, Any]:
+    pairs, metadata = build["pairs"], build["metadata"]
+    shards = pairs.data_files()
+    outputs = [build.output.uri_of(f"{DATA}/{uri.rsplit('/', 1)[-1]}") for uri in shards]
+    task = {"entries_uri": metadata.path(ENTRIES), "metadata_version": metadata.version, "backend": build.params.backend}
+    if build.client is None:
+        results = [_match_task(s, o, **task) for s, o in zip(shards, outputs, strict=True)]
+        counts = sum_counts([r.counts for r in results])
+        summaries = [(r.stats, r.written) for r in results]
+    else:
+        futures = build.client.map(_match_task, shards, outputs, pure=False, **task)
+        counts = tree_sum(build.client, build.client.map(attrgetter("counts"), futures))
+        summaries = build.client.gather(build.client.map(attrgetter("stats", "written"), futures))
+    _record(build, [w for _, w in summaries])
+    build.output.save_array(COUNTS, np.asarray(counts, dtype=COUNTS_DTYPE))
+    totals = {k: sum(s[k] for s, _ in summaries) for k in summaries[0][0]}
+    per_shard = {w.uri.rsplit("/", 1)[-1]: s for s, w in summaries}
+    return {"snapshot": pairs.stats["snapshot"], **totals, "entries": len(counts), "shards": per_shard}
 
 
-def matched_shards(artifact: Artifact) -> list[str]:
-    """The matched parquet files of a matched (or curated) artifact."""
-    return [artifact.path(f["name"]) for f in artifact.manifest["files"] if f["name"].endswith(".parquet")]
+MATCH = Stage("match", 1, MatchParams, build_match, {"pairs": Input("pairs"), "metadata": Input("metadata")}, produces="matched")
 
 
-# -- pool counts --------------------------------------------------------------------------
+# -- pool counts: a pool's per-entry counts and its t (sections 3.3-3.4) -----------------------------
 
 
-def _metadata_of(store: ArtifactStore, matched: Sequence[Artifact]) -> Artifact:
-    versions = {i["version"] for a in matched for i in a.manifest["inputs"] if i["stage"] == METADATA}
+@dataclass(frozen=True)
+class PoolCountsParams:
+    pool: str = field(metadata={"help": "the pool's name (metaclip_tasks/pools.toml or $METACLIP_POOLS)"})
+    target_tail_ratio: float = field(default=0.06, metadata={
+        "help": "the share of matches in tail entries (count < t) that picks the pool's t", "exclusiveMinimum": 0,
+        "exclusiveMaximum": 1})  # fmt: skip
+
+
+def metadata_of(matched: Sequence[Artifact]) -> str:
+    """The one metadata version a set of matched snapshots was made from."""
+    versions = {i["version"] for a in matched for i in a.manifest["inputs"] if i["stage"] == "metadata"}
     if len(versions) != 1:
         raise CurationError(f"the snapshots were matched against different metadata versions: {sorted(versions)}")
-    return store.require(METADATA, versions.pop())
+    return versions.pop()
 
 
-def pool_counts(store: ArtifactStore, pool: Pool, matched: Sequence[Artifact]) -> Artifact:
-    """Sum a pool's snapshot counts; choose t for its target tail ratio; Fig. 2 and Table 3."""
-    missing = sorted(set(pool.snapshots) - {a.params["snapshot"] for a in matched})
-    if missing:
-        raise CurationError(f"pool {pool.name} lacks matched snapshots: {', '.join(missing)}")
-    matched = sorted(matched, key=lambda a: pool.snapshots.index(a.params["snapshot"]))
-    metadata = _metadata_of(store, matched)
-    params = {"pool": pool.name, "snapshots": list(pool.snapshots), "target_tail_ratio": pool.target_tail_ratio}
-
-    def build(workdir: Path) -> dict[str, Any]:
-        counts = sum_counts([load_counts(a.path("counts.npy")) for a in matched], names=list(pool.snapshots))
-        save_counts(workdir / "counts.npy", counts)
-        t = t_for_tail_ratio(counts, pool.target_tail_ratio)
-        entries = load_metadata(metadata.path("entries.json"))
-        top = top_entries(counts, entries, 20)
-        write_json(workdir / "top_entries.json", [{"entry": e, "count": n} for e, n in top])
-        plot_entry_counts(counts, t, workdir / "entry_counts.png", f"{pool.name}: cumulative counts, tail to head")
-        return {
-            "matches": int(counts.sum()),
-            "entries": len(counts),
-            "entries_never_matched": int((counts == 0).sum()),
-            "t": t,
-            "tail_ratio": tail_ratio(counts, t),
-            "head_entries": int((counts >= t).sum()),
-            "tail_ratios": tail_ratios(counts, STANDARD_TS),
-            "top_entries": top[:5],
-        }
-
-    return store.publish(POOL_COUNTS, params, [*matched, metadata], build)
-
-
-# -- balancing ----------------------------------------------------------------------------
+def build_pool_counts(build: Build) -> dict[str, Any]:
+    params: PoolCountsParams = build.params
+    matched, metadata = build["matched"], build["metadata"]
+    if metadata_of(matched) != metadata.version:
+        raise CurationError(f"the snapshots were matched against metadata {metadata_of(matched)}, not {metadata.version}")
+    snapshots = [a.stats["snapshot"] for a in matched]
+    counts = sum_counts([load_counts(a.path(COUNTS)) for a in matched], names=snapshots)
+    entries = load_metadata(metadata.path(ENTRIES))
+    t = t_for_tail_ratio(counts, params.target_tail_ratio)
+    build.output.save_array(COUNTS, counts)
+    table = pa.table({"entry_id": pa.array(np.arange(len(counts), dtype=np.int32)), "entry": entries, "count": counts})
+    with build.output.writer(f"{DATA}/{part_name(0)}") as f:
+        pq.write_table(table, f, compression="zstd")
+    top = top_entries(counts, entries, 20)
+    build.output.write_json("top_entries.json", [{"entry": e, "count": n} for e, n in top])
+    with build.output.writer("entry_counts.png") as f:
+        plot_entry_counts(counts, t, f, f"{params.pool}: cumulative counts, tail to head")
+    return {
+        "snapshots": snapshots,
+        "matches": int(counts.sum()),
+        "entries": len(counts),
+        "entries_never_matched": int((counts == 0).sum()),
+        "t": t,
+        "tail_ratio": tail_ratio(counts, t),
+        "head_entries": int((counts >= t).sum()),
+        "tail_ratios": tail_ratios(counts, STANDARD_TS),
+        "top_entries": top[:5],
+    }
 
 
-def resolve_pool_t(counts_artifact: Artifact, t: int | None, target_tail_ratio: float | None) -> int:
-    """t as given, or the t of the pool's counts closest to the target tail ratio (the pool's by default)."""
-    if t is None and target_tail_ratio in (None, counts_artifact.params["target_tail_ratio"]):
-        return int(counts_artifact.stats["t"])  # chosen when the pool was counted
-    return resolve_t(load_counts(counts_artifact.path("counts.npy")), t, target_tail_ratio)
+POOL_COUNTS = Stage("pool_counts", 1, PoolCountsParams, build_pool_counts,
+                    {"matched": Input("matched", many=True), "metadata": Input("metadata")})  # fmt: skip
 
 
-def _balance_task(shard: str, output: str, probs: np.ndarray, seed: int) -> ShardBalance:
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
+# -- balance: the curated subset for one t and seed (sections 3.4-3.5) ----------------------------------
+
+
+@dataclass(frozen=True)
+class BalanceParams:
+    t: int = field(metadata={"help": "the cap per entry", "minimum": 1})
+    seed: int = field(default=0, metadata={"help": "sampling seed (one seed: a smaller t's subset is inside a larger t's)",
+                                           "minimum": 0, "maximum": 2**64 - 1})  # fmt: skip
+
+
+def _balance_task(shard: str, output: str, probs: np.ndarray, seed: int) -> tuple[ShardBalance, Written]:
     return balance_shard(shard, output, probs, seed)
 
 
-def balance_pool(
-    store: ArtifactStore, counts_artifact: Artifact, matched: Sequence[Artifact], client: Any, *, t: int, seed: int = 0
-) -> Artifact:
-    """The curated subset of a pool for one t and seed: one curated shard per matched shard."""
-    counts = load_counts(counts_artifact.path("counts.npy"))
-    params = {"pool": counts_artifact.params["pool"], "t": t, "seed": seed}
+def build_balance(build: Build) -> dict[str, Any]:
+    params: BalanceParams = build.params
+    counts_artifact, matched = build["pool_counts"], build["matched"]
+    counted = [i["version"] for i in counts_artifact.manifest["inputs"] if i["stage"] == "matched"]
+    if counted != [a.version for a in matched]:
+        raise CurationError(f"the matched snapshots are not the ones pool_counts {counts_artifact.version} counted")
+    counts = load_counts(counts_artifact.path(COUNTS))
+    probs = entry_probabilities(counts, params.t)
+    jobs = [(s, build.output.uri_of(f"{DATA}/{a.stats['snapshot']}/{s.rsplit('/', 1)[-1]}")) for a in matched for s in a.data_files()]
+    if build.client is None:
+        results = [_balance_task(s, o, probs, params.seed) for s, o in jobs]
+        total = sum((r for r, _ in results), ShardBalance.zero(len(counts)))
+        written = [w for _, w in results]
+    else:
+        probs_future = build.client.scatter(probs, broadcast=True)
+        futures = build.client.map(_balance_task, *zip(*jobs), probs=probs_future, seed=params.seed, pure=False)
+        total = tree_sum(build.client, build.client.map(lambda r: r[0], futures))
+        written = build.client.gather(build.client.map(lambda r: r[1], futures))
+    _record(build, written)
+    build.output.save_array("kept_counts.npy", total.kept_counts)
+    return {"pool": counts_artifact.params["pool"], **balance_summary(counts, params.t, params.seed, total)}
 
-    def build(workdir: Path) -> dict[str, Any]:
-        probs = client.scatter(entry_probabilities(counts, t), broadcast=True)
-        jobs = [(a.params["snapshot"], s) for a in matched for s in matched_shards(a)]
-        futures = client.map(
-            _balance_task,
-            [s for _, s in jobs],
-            [str(workdir / snap / Path(s).name) for snap, s in jobs],
-            probs=probs, seed=seed, pure=False,
-        )  # fmt: skip
-        total = tree_sum(client, futures)
-        save_counts(workdir / "kept_counts.npy", total.kept_counts)
-        return balance_summary(counts, t, seed, total)
 
-    return store.publish(CURATED, params, [counts_artifact, *matched], build)
+BALANCE = Stage("balance", 1, BalanceParams, build_balance,
+                {"pool_counts": Input("pool_counts"), "matched": Input("matched", many=True)}, produces="curated")  # fmt: skip
 
 
-def ablation_table(
-    store: ArtifactStore,
-    counts_artifact: Artifact,
-    curated: Sequence[Artifact],
-    downloaded: dict[int, int] | None = None,
-    metrics: dict[int, dict[str, Any]] | None = None,
-) -> Artifact:
-    """The comparison of a t ablation (the paper's Table 6): t, tail ratio, curated and downloaded
-    sizes, zero-shot and retrieval metrics when trained, that the subsets nest, and a plot."""
-    curated = sorted(curated, key=lambda a: a.params["t"])
-    downloaded, metrics = downloaded or {}, metrics or {}
-    params = {"pool": counts_artifact.params["pool"], "runs": [(a.params["t"], a.params["seed"]) for a in curated],
-              "downloaded": sorted(downloaded.items()), "checkpoints": sorted((t, m["checkpoint"]) for t, m in metrics.items())}  # fmt: skip
+# -- download, train, evaluate ------------------------------------------------------------------------
 
-    def build(workdir: Path) -> dict[str, Any]:
-        rows, nested = [], True
-        for smaller, larger in zip(curated, curated[1:]):
-            if smaller.params["seed"] == larger.params["seed"]:
-                nested = nested and _nested(smaller, larger)
-        for artifact in curated:
-            s = artifact.stats
-            rows.append({"t": s["t"], "seed": s["seed"], "tail_ratio": s["tail_ratio"], "curated": s["kept"],
-                         "expected": s["expected_kept"], "downloaded": downloaded.get(s["t"]),
-                         "zero_shot_top1": metrics.get(s["t"], {}).get("zero_shot", {}).get("top1"),
-                         "text_to_image_R@5": metrics.get(s["t"], {}).get("text_to_image", {}).get("R@5"),
-                         "version": artifact.version})  # fmt: skip
-        write_json(workdir / "comparison.json", rows)
-        lines = ["| t | tail ratio | curated pairs | expected | downloaded | zero-shot top-1 | text->image R@5 | version |",
-                 "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]  # fmt: skip
-        lines += [f"| {r['t']:,} | {r['tail_ratio']:.4f} | {r['curated']:,} | {r['expected']:,.1f} | "
-                  f"{_cell(r['downloaded'], ',')} | {_cell(r['zero_shot_top1'], '.3f')} | "
-                  f"{_cell(r['text_to_image_R@5'], '.3f')} | {r['version']} |" for r in rows]  # fmt: skip
-        (workdir / "comparison.md").write_text("\n".join(lines) + "\n")
-        plot_ablation(rows, workdir / "comparison.png", f"{counts_artifact.params['pool']}: t ablation")
-        return {"rows": rows, "nested": nested}
 
-    return store.publish(ABLATION, params, [counts_artifact, *curated], build)
+def build_download(build: Build) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="metaclip-download-") as scratch:  # img2dataset's own output
+        url_list, shards = Path(scratch) / "urls.parquet", Path(scratch) / "shards"
+        write_url_list(build["curated"].data_files(), url_list)
+        run_img2dataset(url_list, shards, build.params, build.log)
+        with build.output.writer("index.parquet") as f:
+            pq.write_table(downloaded_uids(shards), f)
+        build.output.put(shards, "shards")
+        return download_stats(shards)
+
+
+def build_download_view(build: Build) -> dict[str, Any]:
+    downloaded, curated = build["downloaded"], build["curated"]
+    with downloaded.open("index.parquet") as f:
+        index = subset_index(pq.read_table(f), curated.data_files())
+    with build.output.writer("index.parquet") as f:
+        pq.write_table(index, f)
+    return {"samples": index.num_rows, "t": curated.params["t"], "downloaded_samples": downloaded.stats["successes"]}
+
+
+def build_train(build: Build) -> dict[str, Any]:
+    config: TrainConfig = build.params
+    check_device(config)
+    downloaded, view = build["downloaded"], build["view"]
+    source = view or downloaded
+    with tempfile.TemporaryDirectory(prefix="metaclip-train-") as scratch:  # the trainer reads and writes local files
+        with source.open("index.parquet") as f:
+            index = pq.read_table(f)
+        shards_dir = downloaded.local_copy("shards", Path(scratch) / "downloaded")
+        if view is None:
+            shards = sorted(str(p) for p in shards_dir.glob("*.tar"))
+        else:
+            shards = [str(p) for p in materialize_view(shards_dir, index, Path(scratch) / "view")]
+        if not shards or not index.num_rows:
+            raise CurationError(f"{source.stage} {source.version} holds no downloaded sample to train on")
+        logs = Path(scratch) / "logs"
+        checkpoint = run_training(config, shards, index.num_rows, logs, "train", build.log)
+        build.output.put(checkpoint, "checkpoint.pt")
+        shutil.rmtree(logs / "train" / "checkpoints")
+        build.output.put(logs, "logs")
+    return {"samples": index.num_rows, "model": config.model, "epochs": config.epochs, "device": config.device}
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    eval_set: str = field(metadata={"help": "COCO-style folder: val2017/ images and annotations/", "identity": False})
+
+
+def build_evaluate(build: Build) -> dict[str, Any]:
+    checkpoint = build["checkpoint"]
+    data = load_coco(build.params.eval_set)
+    with tempfile.TemporaryDirectory(prefix="metaclip-evaluate-") as scratch:
+        weights = checkpoint.local_copy("checkpoint.pt", scratch)
+        metrics = evaluate_checkpoint(weights, checkpoint.params["model"], data)
+    build.output.write_json("metrics.json", metrics)
+    return metrics
+
+
+def _eval_images(params: EvaluateParams) -> dict[str, Any]:
+    data = load_coco(params.eval_set)
+    return {"eval_set": "coco_val2017", "images": [p.name for p in data.images]}
+
+
+DOWNLOAD = Stage("download", 1, DownloadOptions, build_download, {"curated": Input("curated")}, produces="downloaded",
+                 libraries=("img2dataset",))  # fmt: skip
+DOWNLOAD_VIEW = Stage("download_view", 1, NoParams, build_download_view,
+                      {"downloaded": Input("downloaded"), "curated": Input("curated")})  # fmt: skip
+TRAIN = Stage("train", 1, TrainConfig, build_train, {"downloaded": Input("downloaded"), "view": Input("download_view", optional=True)},
+              produces="checkpoint", libraries=("open_clip_torch", "torch"))  # fmt: skip
+EVALUATE = Stage("evaluate", 1, EvaluateParams, build_evaluate, {"checkpoint": Input("checkpoint")}, produces="metrics",
+                 libraries=("open_clip_torch", "torch"), external=_eval_images)  # fmt: skip
+
+
+# -- t ablation: the paper's Table 6 ---------------------------------------------------------------------
+
+
+def _t_of(artifact: Artifact) -> int:
+    """The t of the curated subset a download, view, checkpoint or metrics artifact was made from."""
+    while artifact.stage != "curated":
+        artifact = next(a for stage in ("curated", "download_view", "downloaded", "checkpoint") for a in artifact.inputs(stage))
+    return int(artifact.params["t"])
+
+
+def build_ablation(build: Build) -> dict[str, Any]:
+    counts_artifact = build["pool_counts"]
+    curated = sorted(build["curated"], key=lambda a: a.params["t"])
+    downloads = {_t_of(a): (a.stats.get("successes") if a.stage == "downloaded" else a.stats["samples"])
+                 for a in [*build["downloaded"], *build["views"]]}  # fmt: skip
+    metrics = {_t_of(m): m.stats for m in build["metrics"]}
+    nested = all(_nested(small, large) for small, large in zip(curated, curated[1:]) if small.params["seed"] == large.params["seed"])
+    rows = []
+    for artifact in curated:
+        s, t = artifact.stats, artifact.params["t"]
+        rows.append({"t": t, "seed": s["seed"], "tail_ratio": s["tail_ratio"], "curated": s["kept"], "expected": s["expected_kept"],
+                     "downloaded": downloads.get(t), "zero_shot_top1": metrics.get(t, {}).get("zero_shot", {}).get("top1"),
+                     "text_to_image_R@5": metrics.get(t, {}).get("text_to_image", {}).get("R@5"), "version": artifact.version})  # fmt: skip
+    build.output.write_json("comparison.json", rows)
+    lines = ["| t | tail ratio | curated pairs | expected | downloaded | zero-shot top-1 | text->image R@5 | version |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]  # fmt: skip
+    lines += [f"| {r['t']:,} | {r['tail_ratio']:.4f} | {r['curated']:,} | {r['expected']:,.1f} | "
+              f"{_cell(r['downloaded'], ',')} | {_cell(r['zero_shot_top1'], '.3f')} | "
+              f"{_cell(r['text_to_image_R@5'], '.3f')} | {r['version']} |" for r in rows]  # fmt: skip
+    build.output.write_text("comparison.md", "\n".join(lines) + "\n")
+    with build.output.writer("comparison.png") as f:
+        plot_ablation(rows, f, f"{counts_artifact.params['pool']}: t ablation")
+    return {"pool": counts_artifact.params["pool"], "rows": rows, "nested": nested}
 
 
 def _cell(value: float | int | None, spec: str) -> str:
@@ -304,95 +448,22 @@ def _cell(value: float | int | None, spec: str) -> str:
 
 def _nested(smaller: Artifact, larger: Artifact) -> bool:
     """Whether every pair kept by ``smaller`` is kept by ``larger``, compared shard by shard."""
-    for name in [f["name"] for f in smaller.manifest["files"] if f["name"].endswith(".parquet")]:
-        small = set(pq.read_table(smaller.path(name), columns=["uid"])["uid"].to_pylist())
-        if not small <= set(pq.read_table(larger.path(name), columns=["uid"])["uid"].to_pylist()):
+    for small_uri, large_uri in zip(smaller.data_files(), larger.data_files(), strict=True):
+        small, large = (_uids(uri) for uri in (small_uri, large_uri))
+        if len(small) and not pc.all(pc.is_in(small, value_set=large)).as_py():
             return False
     return True
 
 
-def latest_matched(store: ArtifactStore, snapshots: Sequence[str], metadata: Artifact) -> dict[str, Artifact]:
-    """The newest matched artifact of each snapshot made from ``metadata`` (snapshots without one are absent)."""
-    found: dict[str, Artifact] = {}
-    for artifact in store.list(MATCHED):
-        made_from = {(i["stage"], i["version"]) for i in artifact.manifest["inputs"]}
-        if artifact.params["snapshot"] in snapshots and (METADATA, metadata.version) in made_from:
-            found[artifact.params["snapshot"]] = artifact  # list() is oldest first: the newest wins
-    return found
+def _uids(uri: str) -> pa.Array:
+    with files.open_read(uri) as f:
+        return pq.read_table(f, columns=["uid"])["uid"].combine_chunks()
 
 
-# -- download -------------------------------------------------------------------------------
+ABLATION = Stage("t_ablation", 1, NoParams, build_ablation, {
+    "pool_counts": Input("pool_counts"), "curated": Input("curated", many=True),
+    "downloaded": Input("downloaded", many=True, optional=True), "views": Input("download_view", many=True, optional=True),
+    "metrics": Input("metrics", many=True, optional=True)})  # fmt: skip
 
-
-def download_curated(
-    store: ArtifactStore, curated: Artifact, options: DownloadOptions, log: Callable[[str], object] = print
-) -> Artifact:
-    """The curated subset's images as webdataset shards (img2dataset), with ``index.parquet``
-    (uid, key, shard) of what downloaded and the failures by reason in the stats."""
-
-    def build(workdir: Path) -> dict[str, Any]:
-        url_list = workdir / "urls.parquet"
-        write_url_list(matched_shards(curated), url_list)
-        run_img2dataset(url_list, workdir / "shards", options, log)
-        url_list.unlink()
-        pq.write_table(downloaded_uids(workdir / "shards"), workdir / "index.parquet")
-        return download_stats(workdir / "shards")
-
-    return store.publish(DOWNLOADED, {"options": asdict(options)}, [curated], build)
-
-
-def download_view(store: ArtifactStore, downloaded: Artifact, curated: Artifact) -> Artifact:
-    """A smaller curated subset (same seed, smaller t) as an index over already downloaded shards."""
-
-    def build(workdir: Path) -> dict[str, Any]:
-        index = subset_index(pq.read_table(downloaded.path("index.parquet")), matched_shards(curated))
-        pq.write_table(index, workdir / "index.parquet")
-        return {"samples": index.num_rows, "t": curated.params["t"], "downloaded_samples": downloaded.stats["successes"]}
-
-    return store.publish(DOWNLOAD_VIEW, {}, [downloaded, curated], build)
-
-
-# -- training and evaluation ------------------------------------------------------------------
-
-
-def train_model(
-    store: ArtifactStore,
-    downloaded: Artifact,
-    config: TrainConfig,
-    view: Artifact | None = None,
-    log: Callable[[str], object] = print,
-) -> Artifact:
-    """open_clip trained on a download (or on a view of it: a smaller t's subset); the last
-    checkpoint and the trainer's logs are the artifact."""
-    check_device(config)
-    source = view or downloaded
-
-    def build(workdir: Path) -> dict[str, Any]:
-        index = pq.read_table(source.path("index.parquet"))
-        shards_dir = Path(downloaded.path("shards"))
-        if view is None:
-            shards = sorted(str(p) for p in shards_dir.glob("*.tar"))
-        else:
-            shards = [str(p) for p in materialize_view(shards_dir, index, workdir / "view")]
-        if not shards or not index.num_rows:
-            raise CurationError(f"{source.stage} {source.version} holds no downloaded sample to train on")
-        checkpoint = run_training(config, shards, index.num_rows, workdir / "logs", "train", log)
-        checkpoint.rename(workdir / "checkpoint.pt")
-        shutil.rmtree(workdir / "logs" / "train" / "checkpoints", ignore_errors=True)
-        shutil.rmtree(workdir / "view", ignore_errors=True)
-        return {"samples": index.num_rows, "model": config.model, "epochs": config.epochs, "device": config.device}
-
-    return store.publish(CHECKPOINT, {"config": asdict(config)}, [a for a in (downloaded, view) if a], build)
-
-
-def evaluate_model(store: ArtifactStore, checkpoint: Artifact, coco_dir: Path) -> Artifact:
-    """Zero-shot accuracy on COCO's 80 categories and image-text retrieval on the COCO val images."""
-    data = load_coco(coco_dir)
-    params = {"eval_set": "coco_val2017", "images": [p.name for p in data.images]}
-
-    def build(workdir: Path) -> dict[str, Any]:
-        metrics = evaluate_checkpoint(checkpoint.path("checkpoint.pt"), checkpoint.params["config"]["model"], data)
-        write_json(workdir / "metrics.json", metrics)
-        return metrics
-
-    return store.publish(METRICS, params, [checkpoint], build)
+STAGES: dict[str, Stage] = {s.name: s for s in (PAIRS_IMPORT, METADATA_BUILD, METADATA_IMPORT, MATCH, POOL_COUNTS, BALANCE,
+                                                DOWNLOAD, DOWNLOAD_VIEW, TRAIN, EVALUATE, ABLATION)}  # fmt: skip

@@ -1,47 +1,48 @@
-"""Reading and writing parquet shards of pairs, with errors that name the shard and column."""
+"""Parquet shards of pairs on any fsspec storage, read and written with errors that name the shard."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from pathlib import Path
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from metaclip_tasks import files
 from metaclip_tasks.errors import CurationError
-from metaclip_tasks.storage import atomic_file
 
-MATCHED_SCHEMA = pa.schema(
-    [
-        ("uid", pa.string()),
-        ("url", pa.string()),
-        ("text", pa.string()),
-        ("matched_entry_ids", pa.list_(pa.int32())),
-    ]
+PAIRS_SCHEMA = pa.schema(
+    [("uid", pa.string()), ("url", pa.string()), ("text", pa.string()), ("page_url", pa.string()), ("lang", pa.string())]
 )
+MATCHED_SCHEMA = pa.schema(
+    [("uid", pa.string()), ("url", pa.string()), ("text", pa.string()), ("matched_entry_ids", pa.list_(pa.int32()))]
+)
+_STRINGS = (pa.string(), pa.large_string())
 
 
 class ShardReader:
-    """One parquet shard of pairs, opened and checked for the columns a stage needs."""
+    """One parquet shard, opened and checked for the columns a stage needs (and their types)."""
 
-    def __init__(self, path: str | os.PathLike, columns: Sequence[str]) -> None:
-        self.path = Path(path)
+    def __init__(self, uri: str, columns: Sequence[str], string_columns: Sequence[str] = ()) -> None:
+        self.uri = uri
         self.columns = list(columns)
-        if not self.path.is_file():
-            raise CurationError(f"input shard {self.path} does not exist")
+        self._handle = files.open_read(uri, "input shard")
         try:
-            self.file = pq.ParquetFile(self.path)
+            self.file = pq.ParquetFile(self._handle)
         except (pa.ArrowException, OSError) as e:
-            raise CurationError(f"input shard {self.path} is not a readable parquet file: {e}") from e
-        names = self.file.schema_arrow.names
-        missing = [c for c in self.columns if c not in names]
+            self._handle.close()
+            raise CurationError(f"input shard {uri} is not a readable parquet file: {e}") from e
+        schema = self.file.schema_arrow
+        missing = [c for c in self.columns if c not in schema.names]
         if missing:
+            self.close()
             raise CurationError(
-                f"input shard {self.path} has no column {', '.join(map(repr, missing))} "
-                f"(its columns: {', '.join(names)})"
+                f"input shard {uri} has no column {', '.join(map(repr, missing))} (its columns: {', '.join(schema.names)})"
             )
+        for name in string_columns:
+            if name and schema.field(name).type not in _STRINGS:
+                self.close()
+                raise CurationError(f"input shard {uri}: column {name!r} is {schema.field(name).type}, not string")
 
     @property
     def num_rows(self) -> int:
@@ -52,44 +53,46 @@ class ShardReader:
         try:
             yield from self.file.iter_batches(batch_size=batch_rows, columns=self.columns)
         except (pa.ArrowException, OSError) as e:
-            raise CurationError(f"input shard {self.path} is corrupt: {e}") from e
+            raise CurationError(f"input shard {self.uri} is corrupt: {e}") from e
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> ShardReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
-@contextmanager
-def shard_writer(path: str | os.PathLike, schema: pa.Schema) -> Iterator[pq.ParquetWriter]:
-    """A parquet writer whose file appears at ``path`` only once it is complete."""
-    with atomic_file(path) as tmp:
-        writer = pq.ParquetWriter(tmp, schema, compression="zstd")
-        try:
-            yield writer
-        finally:
-            writer.close()
+@dataclass(frozen=True)
+class Written:
+    """A file written on a worker: its URI, size and sha256 (for the manifest)."""
+
+    uri: str
+    bytes: int
+    sha256: str
 
 
-def expand_inputs(paths: Sequence[str | os.PathLike], pattern: str = "*.parquet") -> list[Path]:
-    """Input files, a directory standing for its files matching ``pattern`` (sorted by name)."""
-    files: list[Path] = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            found = sorted(p for p in path.glob(pattern) if not p.name.startswith("."))
-            if not found:
-                raise CurationError(f"input directory {path} holds no {pattern} file")
-            files.extend(found)
-        elif not path.exists():
-            raise CurationError(f"input {path} does not exist")
-        else:
-            files.append(path)
-    if not files:
-        raise CurationError("no input files given")
-    stems = [f.stem for f in files]
-    clash = next((s for s in stems if stems.count(s) > 1), None)
-    if clash is not None:
-        raise CurationError(f"two inputs are named {clash!r}: their outputs would collide")
-    return files
+class ShardWriter:
+    """A parquet shard written to ``uri`` (zstd), described as it is written."""
+
+    def __init__(self, uri: str, schema: pa.Schema) -> None:
+        self.schema = schema
+        self._out = files.HashingWriter(uri)
+        self._writer = pq.ParquetWriter(self._out, schema, compression="zstd")
+
+    def write(self, table: pa.Table | pa.RecordBatch) -> None:
+        if isinstance(table, pa.RecordBatch):
+            table = pa.Table.from_batches([table])
+        self._writer.write_table(table.cast(self.schema))
+
+    def close(self) -> Written:
+        self._writer.close()
+        self._out.close()
+        return Written(self._out.uri, self._out.size, self._out.sha256)
 
 
-def progress_bar(total: int, description: str, enabled: bool):
-    """A tqdm bar over rows (shown on terminals only)."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=description, unit="pairs", unit_scale=True, disable=None if enabled else True)
+def part_name(index: int) -> str:
+    """The name of the ``index``-th parquet part of an artifact's rows."""
+    return f"part-{index:05d}.parquet"

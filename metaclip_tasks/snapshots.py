@@ -44,7 +44,10 @@ def snapshot_date(snapshot: str) -> date:
     m = _ID.fullmatch(snapshot)
     if not m:
         raise CurationError(f"{snapshot!r} is not a Common Crawl id like CC-MAIN-2013-20")
-    return date.fromisocalendar(int(m.group(1)), int(m.group(2)), 1)
+    try:
+        return date.fromisocalendar(int(m.group(1)), int(m.group(2)), 1)
+    except ValueError as e:  # week 00 or 54+, year 0
+        raise CurationError(f"{snapshot!r} is not a Common Crawl id: {e}") from e
 
 
 def snapshot_for_date(day: date) -> str:

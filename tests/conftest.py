@@ -80,3 +80,13 @@ def coco_pairs(coco_server: str) -> tuple[list[str], list[str]]:
         first_caption.setdefault(a["image_id"], a["caption"])
     images = [i for i in captions["images"] if (COCO / "val2017" / i["file_name"]).is_file()]
     return [f"{coco_server}/val2017/{i['file_name']}" for i in images], [first_caption[i["id"]] for i in images]
+
+
+@pytest.fixture(scope="session")
+def s3_bucket():
+    """A real S3 server (moto's standalone server) on 127.0.0.1 for the whole session, reached the way
+    any S3 user configures it (the standard AWS_* variables); yields the URL of a fresh bucket."""
+    from metaclip_tasks.local_s3 import local_s3
+
+    with local_s3("metaclip-test") as url:
+        yield url

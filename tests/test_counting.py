@@ -1,4 +1,4 @@
-"""Counting: per-entry counts, sums across shards and snapshots, count files."""
+"""Counting: per-entry counts, sums across shards and snapshots, count files on any fsspec storage."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from metaclip_tasks.counting import count_entries, load_counts, save_counts, sum_counts, top_entries
+from metaclip_tasks.counting import count_entries, load_counts, sum_counts, top_entries
 from metaclip_tasks.errors import CurationError
 
 
@@ -30,21 +30,35 @@ def test_sum_counts_and_length_mismatch() -> None:
         sum_counts([])
 
 
-def test_count_files_round_trip_and_errors(tmp_path: Path) -> None:
-    save_counts(tmp_path / "c.npy", np.array([5, 0, 7]))
-    assert load_counts(tmp_path / "c.npy").tolist() == [5, 0, 7]
-    assert load_counts(tmp_path / "c.npy").dtype == np.uint64
-    with pytest.raises(CurationError, match="nope.npy does not exist"):
-        load_counts(tmp_path / "nope.npy")
+def test_count_files_and_errors(tmp_path: Path) -> None:
+    np.save(tmp_path / "c.npy", np.array([5, 0, 7]))
+    assert load_counts(str(tmp_path / "c.npy")).tolist() == [5, 0, 7]
+    assert load_counts(str(tmp_path / "c.npy")).dtype == np.uint64
+    assert load_counts(f"file://{tmp_path}/c.npy").tolist() == [5, 0, 7]  # any fsspec URI
+    with pytest.raises(CurationError, match="count file .*nope.npy does not exist"):
+        load_counts(str(tmp_path / "nope.npy"))
     (tmp_path / "bad.npy").write_text("hello")
     with pytest.raises(CurationError, match="bad.npy is not a numpy .npy array"):
-        load_counts(tmp_path / "bad.npy")
+        load_counts(str(tmp_path / "bad.npy"))
     np.save(tmp_path / "float.npy", np.array([[1.0]]))
     with pytest.raises(CurationError, match="not a vector of integers"):
-        load_counts(tmp_path / "float.npy")
+        load_counts(str(tmp_path / "float.npy"))
     np.save(tmp_path / "neg.npy", np.array([1, -1]))
     with pytest.raises(CurationError, match="negative counts"):
-        load_counts(tmp_path / "neg.npy")
+        load_counts(str(tmp_path / "neg.npy"))
+
+
+def test_counts_on_object_storage_read_through_fsspec() -> None:
+    import fsspec
+
+    with fsspec.open("memory://metaclip-test-counting/counts.npy", "wb") as f:
+        np.save(f, np.array([3, 1, 4], np.uint64))
+    try:
+        assert load_counts("memory://metaclip-test-counting/counts.npy").tolist() == [3, 1, 4]
+        with pytest.raises(CurationError, match="count file memory://metaclip-test-counting/nope.npy does not exist"):
+            load_counts("memory://metaclip-test-counting/nope.npy")
+    finally:
+        fsspec.filesystem("memory").rm("/metaclip-test-counting", recursive=True)
 
 
 def test_top_entries_ties_by_id() -> None:

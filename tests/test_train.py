@@ -1,4 +1,4 @@
-"""Training with open_clip's real trainer (a tiny model on the CPU) and evaluating it on COCO."""
+"""Training with open_clip's real trainer (a tiny model on the CPU) and evaluating it on COCO, as artifacts."""
 
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from metaclip_tasks.download import DownloadOptions, run_img2dataset, write_url_list
+from metaclip_tasks import curation
+from metaclip_tasks.artifacts import ArtifactStore
+from metaclip_tasks.download import DownloadOptions
 from metaclip_tasks.errors import CurationError
 from metaclip_tasks.evaluate import load_coco, load_image_folder, load_webdataset, recall_at, zero_shot_accuracy
-from metaclip_tasks.shards import MATCHED_SCHEMA
+from metaclip_tasks.pipeline import PAIRS_IMPORT, POOL_COUNTS, PairsImport, PoolCountsParams
 from metaclip_tasks.shared_data import COCO
-from metaclip_tasks.train import PAPER_VIT_B32, TINY_CPU, check_device, run_training, train_command, visible_gpus
+from metaclip_tasks.stage import run
+from metaclip_tasks.train import PAPER_VIT_B32, TINY_CPU, check_device, train_command, visible_gpus
 
 
 def test_the_gpu_recipe_is_refused_without_a_gpu() -> None:
@@ -53,34 +56,54 @@ def test_metrics_by_hand() -> None:
     assert zero_shot_accuracy(features, weights, [0, 2]) == {"top1": 0.5, "top5": 1.0}
 
 
-def test_tiny_model_trains_on_coco_shards_and_evaluates(tmp_path: Path, coco_server: str) -> None:
+def test_tiny_model_trains_on_coco_shards_and_evaluates(tmp_path: Path, coco_server: str, wordnet) -> None:
     import json
 
     captions = json.loads((COCO / "annotations" / "captions_train2017.json").read_text())
     files = {i["id"]: i["file_name"] for i in captions["images"] if (COCO / "train2017" / i["file_name"]).is_file()}
     rows = [(f"{coco_server}/train2017/{files[a['image_id']]}?caption={a['id']}", a["caption"], f"{a['id']:024d}")
             for a in captions["annotations"] if a["image_id"] in files]  # fmt: skip
-    table = pa.table({"uid": [r[2] for r in rows], "url": [r[0] for r in rows], "text": [r[1] for r in rows],
-                      "matched_entry_ids": [[0]] * len(rows)}, schema=MATCHED_SCHEMA)  # fmt: skip
-    pq.write_table(table, tmp_path / "curated.parquet")
-    write_url_list([tmp_path / "curated.parquet"], tmp_path / "urls.parquet")
-    run_img2dataset(tmp_path / "urls.parquet", tmp_path / "shards", DownloadOptions(image_size=64, threads=8), log=lambda _: None)
-    shards = sorted(str(p) for p in (tmp_path / "shards").glob("*.tar"))
+    source = tmp_path / "pairs.parquet"
+    uids, urls, texts = ([r[i] for r in rows] for i in (2, 0, 1))
+    pq.write_table(pa.table({"uid": uids, "url": urls, "text": texts}), source)
+    store = ArtifactStore(tmp_path / "root")
+    pairs = run(store, PAIRS_IMPORT, PairsImport("CC-MAIN-2023-06", (str(source),), uid_column="uid"))
+    meta = curation.metadata(store)
+    matched = curation.match(store, pairs, meta)
+    counts = run(store, POOL_COUNTS, PoolCountsParams("coco-train"), {"matched": [matched], "metadata": meta})
+    everything = curation.balance(store, counts, t=10**9, seed=0)  # every matched caption
+    smaller = curation.balance(store, counts, t=1, seed=0)  # ~3 in 4: most captions name a rare entry too
+    options = DownloadOptions(image_size=64, threads=8)
+    plans = curation.download_once(store, [everything, smaller], options, log=lambda _: None)
+    downloaded = plans[0].downloaded
+    assert downloaded.stats["successes"] == everything.stats["kept"] >= len(rows) - 5
 
+    view = plans[1]  # the smaller t: an index into the one download, trained on as its own shards
+    assert 16 < view.samples < downloaded.stats["successes"]
     lines: list[str] = []
-    checkpoint = run_training(TINY_CPU, shards, len(rows), tmp_path / "logs", "tiny", log=lines.append)
-    assert checkpoint.is_file() and any("Train Epoch: 0" in line for line in lines)
-
-    from metaclip_tasks.evaluate import evaluate_checkpoint
+    checkpoint, metrics = curation.train_and_evaluate(store, view, TINY_CPU, str(COCO), log=lines.append)
+    assert any("Train Epoch: 0" in line for line in lines)
+    assert checkpoint.stats["samples"] == view.samples and checkpoint.params["model"] == "metaclip-tiny"
+    assert {a.stage for a in checkpoint.inputs()} == {"downloaded", "download_view"}
+    assert "checkpoint.pt" in checkpoint.files() and checkpoint.files(under="logs")
+    assert not checkpoint.files(under="logs/train/checkpoints")  # the weights are kept once, at the top
+    weights = Path(checkpoint.path("checkpoint.pt"))
+    assert metrics.input("checkpoint") == checkpoint and metrics.read_json("metrics.json") == metrics.stats
 
     data = load_coco(COCO)
     assert len(data.images) == 79 and len(data.classnames) == 80 and sum(map(len, data.captions)) == 395
-    metrics = evaluate_checkpoint(checkpoint, "metaclip-tiny", data)
-    assert metrics["images"] == 79 and metrics["captions"] == 395
+    m = metrics.stats
+    assert m["images"] == 79 and m["captions"] == 395
     for block in ("image_to_text", "text_to_image"):
-        assert set(metrics[block]) == {"R@1", "R@5", "R@10"}
-        assert 0 <= metrics[block]["R@1"] <= metrics[block]["R@5"] <= metrics[block]["R@10"] <= 1
-    assert 0 <= metrics["zero_shot"]["top1"] <= metrics["zero_shot"]["top5"] <= 1
+        assert set(m[block]) == {"R@1", "R@5", "R@10"}
+        assert 0 <= m[block]["R@1"] <= m[block]["R@5"] <= m[block]["R@10"] <= 1
+    assert 0 <= m["zero_shot"]["top1"] <= m["zero_shot"]["top5"] <= 1
+    again = curation.train_and_evaluate(store, view, TINY_CPU, str(COCO), log=lines.append)
+    assert all(a.cache_hit for a in again) and [a.version for a in again] == [checkpoint.version, metrics.version]
+
+    from metaclip_tasks.evaluate import evaluate_checkpoint
+
+    checkpoint_model = checkpoint.params["model"]
 
     # any labelled ImageFolder: here two COCO categories, images linked in by their label
     import os
@@ -92,7 +115,7 @@ def test_tiny_model_trains_on_coco_shards_and_evaluates(tmp_path: Path, coco_ser
             os.symlink(image, folder / image.name)
     folder_set = load_image_folder(tmp_path / "folder")
     assert folder_set.classnames == ["dog", "person"] and len(folder_set.images) == len(folder_set.labels) > 10
-    folder_metrics = evaluate_checkpoint(checkpoint, "metaclip-tiny", folder_set)
+    folder_metrics = evaluate_checkpoint(weights, checkpoint_model, folder_set)
     assert folder_metrics["captions"] == 0 and "text_to_image" not in folder_metrics
     assert folder_metrics["zero_shot"]["top5"] == 1.0  # two classes: always in the top 5
     # ... and the same set as a webdataset shard (jpg + cls)
@@ -107,8 +130,8 @@ def test_tiny_model_trains_on_coco_shards_and_evaluates(tmp_path: Path, coco_ser
                 tar.addfile(info, io.BytesIO(payload))
     shard_set = load_webdataset([tmp_path / "labelled.tar"], folder_set.classnames)
     assert shard_set.labels == folder_set.labels
-    assert evaluate_checkpoint(checkpoint, "metaclip-tiny", shard_set)["zero_shot"] == folder_metrics["zero_shot"]
+    assert evaluate_checkpoint(weights, checkpoint_model, shard_set)["zero_shot"] == folder_metrics["zero_shot"]
     with pytest.raises(CurationError, match="has label 1, outside the 1 class names"):
         load_webdataset([tmp_path / "labelled.tar"], ["dog"])
     with pytest.raises(CurationError, match="has no class sub-directories"):
-        load_image_folder(tmp_path / "logs" / "tiny" / "checkpoints")
+        load_image_folder(Path(checkpoint.path("logs")) / "train")  # log files only

@@ -9,17 +9,15 @@ The budget (500k) caps the total: titles fill what the other sources leave.
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from metaclip_tasks.metadata.store import save_metadata
-from metaclip_tasks.metadata.wordnet import is_punctuation_only
-from metaclip_tasks.storage import atomic_file
+from metaclip_tasks.metadata.wordnet import DEFAULT_WORDNET_DIR, is_punctuation_only
 
 SOURCES = ("wordnet", "unigram", "bigram", "title")  # the paper's order
+ENTRIES, SOURCES_FILE = "entries.json", "entries.sources.json"  # a metadata artifact's files
 PAPER_TABLE_1 = {"wordnet": 86_654, "unigram": 251_465, "bigram": 100_646, "title": 61_235}
 
 
@@ -67,17 +65,10 @@ class MetadataBuild:
             "dropped": dict(self.dropped),
         }
 
-    def save(self, path: str | os.PathLike) -> None:
-        """``path``: the entries as a JSON list; beside it ``<stem>.sources.json``: entry -> sources."""
-        save_metadata(path, self.entries)
-        with atomic_file(sources_path(path)) as tmp:
-            tmp.write_text(json.dumps(self.sources, ensure_ascii=False))
-
-
-def sources_path(path: str | os.PathLike) -> str:
-    """Where the per-entry sources of a metadata file live."""
-    path = os.fspath(path)
-    return (path[: -len(".json")] if path.endswith(".json") else path) + ".sources.json"
+    def write(self, output) -> None:
+        """``entries.json`` (the JSON list) and ``entries.sources.json`` (entry -> sources) into an artifact."""
+        output.write_bytes(ENTRIES, json.dumps(self.entries, ensure_ascii=False).encode("utf-8"))
+        output.write_bytes(SOURCES_FILE, json.dumps(self.sources, ensure_ascii=False).encode("utf-8"))
 
 
 def source_stats(entries: Sequence[str], sources: dict[str, list[str]] | None) -> dict[str, object]:
@@ -91,47 +82,52 @@ def source_stats(entries: Sequence[str], sources: dict[str, list[str]] | None) -
 
 @dataclass(frozen=True)
 class MetadataParams:
-    """Everything a metadata build depends on besides its input files (the paper's defaults)."""
+    """A metadata build: its sources and their files, and the paper's thresholds as defaults."""
 
-    sources: tuple[str, ...] = SOURCES
-    min_unigram_count: int = 100
-    max_unigrams: int = 251_465
-    min_pmi: float = 30.0
-    min_bigram_count: int = 1
-    max_bigrams: int = 100_646
-    min_title_views: int = 70
-    budget: int = 500_000
-    max_length: int = 256
+    sources: tuple[str, ...] = field(default=SOURCES, metadata={
+        "help": "which sources to unite, in the paper's order", "enum": list(SOURCES), "minItems": 1})
+    min_unigram_count: int = field(default=100, metadata={"help": "keep unigrams counted at least this often (paper: 100)", "minimum": 1})
+    max_unigrams: int = field(default=251_465, metadata={"help": "at most this many unigrams, most frequent first (paper: 251,465)", "minimum": 1})
+    min_pmi: float = field(default=30.0, metadata={"help": "keep bigrams with at least this PMI, in bits (paper: 30)"})
+    min_bigram_count: int = field(default=1, metadata={"help": "and counted at least this often", "minimum": 1})
+    max_bigrams: int = field(default=100_646, metadata={"help": "at most this many bigrams, highest PMI first (paper: 100,646)", "minimum": 1})
+    min_title_views: int = field(default=70, metadata={"help": "keep titles with at least this many page views (paper: 70)", "minimum": 1})
+    budget: int = field(default=500_000, metadata={"help": "the total number of entries (paper: 500k)", "minimum": 1})
+    max_length: int = field(default=256, metadata={"help": "drop longer entries (characters)", "minimum": 1})
+    wordnet_dir: str = field(default=str(DEFAULT_WORDNET_DIR), metadata={
+        "help": "WordNet 3.0 database files", "identity": False})
+    wikipedia_dumps: tuple[str, ...] = field(default=(), metadata={
+        "help": "pages-articles dumps (.xml.bz2), for the unigram and bigram sources", "identity": False})
+    pageview_files: tuple[str, ...] = field(default=(), metadata={
+        "help": "hourly page-view files (.gz), for the title source", "identity": False})
 
-    def __post_init__(self) -> None:
+    def input_files(self) -> dict[str, list[str]]:
+        """The files each chosen source reads; a source without its files is an error."""
         from metaclip_tasks.errors import CurationError
+        from metaclip_tasks.metadata.wordnet import POS_FILES
 
-        unknown = [s for s in self.sources if s not in SOURCES]
-        if unknown or not self.sources:
-            raise CurationError(f"unknown metadata sources {unknown or '(none given)'}: choose from {', '.join(SOURCES)}")
-        if min(self.min_unigram_count, self.max_unigrams, self.min_bigram_count, self.max_bigrams, self.budget) < 1:
-            raise CurationError("counts, limits and the budget must be >= 1")
+        if {"unigram", "bigram"} & set(self.sources) and not self.wikipedia_dumps:
+            raise CurationError("the unigram and bigram sources need wikipedia_dumps (paths or URLs)")
+        if "title" in self.sources and not self.pageview_files:
+            raise CurationError("the title source needs pageview_files (paths or URLs)")
+        return {
+            "wordnet": [f"{self.wordnet_dir}/data.{pos}" for pos in POS_FILES] if "wordnet" in self.sources else [],
+            "dumps": list(self.wikipedia_dumps) if {"unigram", "bigram"} & set(self.sources) else [],
+            "pageviews": list(self.pageview_files) if "title" in self.sources else [],
+        }
 
 
-def build_metadata(
-    params: MetadataParams,
-    *,
-    wordnet_dir: str | os.PathLike | None = None,
-    dumps: Sequence[str | os.PathLike] = (),
-    pageview_files: Sequence[str | os.PathLike] = (),
-    client: object | None = None,
-) -> MetadataBuild:
+def build_metadata(params: MetadataParams, client: object | None = None) -> MetadataBuild:
     """Build the entry list from the chosen sources, in the paper's order."""
-    from metaclip_tasks.errors import CurationError
     from metaclip_tasks.metadata import titles, wikipedia, wordnet
+    from metaclip_tasks.params import check
 
+    inputs = check(params).input_files()
     build = MetadataBuild(budget=params.budget, max_length=params.max_length)
     if "wordnet" in params.sources:
-        build.add("wordnet", wordnet.wordnet_entries(Path(wordnet_dir or wordnet.DEFAULT_WORDNET_DIR)))
+        build.add("wordnet", wordnet.wordnet_entries(Path(params.wordnet_dir)))
     if {"unigram", "bigram"} & set(params.sources):
-        if not dumps:
-            raise CurationError("unigram and bigram sources need at least one Wikipedia dump")
-        counts = wikipedia.count_dumps(dumps, client)
+        counts = wikipedia.count_dumps(inputs["dumps"], client)
         if "unigram" in params.sources:
             chosen = wikipedia.select_unigrams(counts, params.min_unigram_count, params.max_unigrams)
             build.add("unigram", (w for w, _ in chosen))
@@ -139,8 +135,6 @@ def build_metadata(
             chosen = wikipedia.select_bigrams(counts, params.min_pmi, params.min_bigram_count, params.max_bigrams)
             build.add("bigram", (b for b, _ in chosen))
     if "title" in params.sources:
-        if not pageview_files:
-            raise CurationError("the title source needs page-view files")
-        views = titles.count_pageviews(pageview_files)
+        views = titles.count_pageviews(inputs["pageviews"])
         build.add("title", (t for t, _ in titles.select_titles(views, params.min_title_views)))
     return build

@@ -1,4 +1,4 @@
-"""Source files for a metadata build: local paths are checked, URLs downloaded once.
+"""Source files for a metadata build: paths and fsspec URLs are checked, http(s) URLs downloaded once.
 
 Wikipedia dump URLs are verified against the dump's published ``sha1sums.txt``; other URLs
 are downloaded resumably without a checksum.  Re-running finds finished files in place.
@@ -10,19 +10,22 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from metaclip_tasks import files
 from metaclip_tasks.errors import CurationError
 
 _DUMP = re.compile(r"(?P<lang>[a-z_]+)wiki-(?P<date>\d{8}|latest)-pages-articles[\w.\-]*\.bz2$")
 
 
 def fetch_all(items: Sequence[str], directory: str | Path) -> list[str]:
-    """Each item as a local path: URLs are downloaded into ``directory``, paths must exist."""
+    """Each item as a readable URI: http(s) URLs are downloaded into the local ``directory``,
+    other paths and fsspec URLs must exist."""
     from metaclip_tasks.metadata import download
 
     local = []
     for item in items:
         if not re.match(r"https?://", item):
-            if not Path(item).is_file():
+            fs, path = files.filesystem(item)
+            if not fs.isfile(path):
                 raise CurationError(f"source file {item} does not exist")
             local.append(item)
             continue

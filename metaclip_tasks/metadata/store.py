@@ -1,48 +1,45 @@
-"""Metadata files: a JSON list of entry strings, in entry-id order."""
+"""Metadata files: a JSON list of entry strings, in entry-id order, on any fsspec storage."""
 
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 
+from metaclip_tasks import files
 from metaclip_tasks.errors import CurationError
-from metaclip_tasks.storage import atomic_file
 
 
-def load_metadata(path: str | os.PathLike) -> list[str]:
-    """Read and check a metadata file: a JSON list whose items are all strings."""
-    path = Path(path)
-    if not path.is_file():
-        raise CurationError(f"metadata file {path} does not exist")
+def load_metadata(uri: str) -> list[str]:
+    """Read and check a metadata file: a non-empty JSON list of non-blank strings."""
+    with files.open_read(uri, "metadata file") as f:
+        raw = f.read()
     try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
+        entries = json.loads(raw.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CurationError(f"metadata file {path} is not valid JSON: {e}") from e
+        raise CurationError(f"metadata file {uri} is not valid JSON: {e}") from e
+    return check_entries(entries, f"metadata file {uri}")
+
+
+def check_entries(entries: object, what: str) -> list[str]:
+    """``entries`` if it is a non-empty list of non-blank strings, else an error naming the first bad one."""
     if not isinstance(entries, list):
-        raise CurationError(f"metadata file {path} holds a JSON {type(entries).__name__}, not a list of strings")
-    bad = next((i for i, e in enumerate(entries) if not isinstance(e, str)), None)
-    if bad is not None:
-        raise CurationError(
-            f"metadata file {path}: entry {bad} is {json.dumps(entries[bad])[:60]}, not a string"
-        )
+        raise CurationError(f"{what} holds a JSON {type(entries).__name__}, not a list of strings")
+    if not entries:
+        raise CurationError(f"{what} holds no entries")
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, str):
+            raise CurationError(f"{what}: entry {i} is {json.dumps(entry)[:60]}, not a string")
+        if not entry.strip():
+            raise CurationError(f"{what}: entry {i} is blank ({entry!r}); a blank entry would match every text")
     return entries
 
 
-def save_metadata(path: str | os.PathLike, entries: Sequence[str]) -> None:
-    """Write entries as a JSON list, atomically."""
-    with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps(list(entries), ensure_ascii=False), encoding="utf-8")
-
-
 def metadata_report(entries: Sequence[str]) -> dict[str, int]:
-    """What a user importing a list should know: its size, duplicates and empty entries."""
+    """What a user importing a list should know: its size and duplicates."""
     counts = Counter(entries)
     return {
         "entries": len(entries),
         "distinct": len(counts),
         "duplicated_entries": sum(1 for c in counts.values() if c > 1),
-        "empty_entries": sum(1 for e in entries if not e.strip()),
     }

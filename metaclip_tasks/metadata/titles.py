@@ -14,8 +14,8 @@ import os
 import zlib
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
-from pathlib import Path
 
+from metaclip_tasks import files
 from metaclip_tasks.errors import CurationError
 
 DEFAULT_PROJECTS = ("en", "en.m")  # English Wikipedia, desktop and mobile site
@@ -40,11 +40,9 @@ def count_pageviews(
     """
     wanted = {p.encode() for p in projects}
     views: Counter[str] = Counter()
-    for path in map(Path, paths):
-        if not path.is_file():
-            raise CurationError(f"page-view file {path} does not exist")
+    for uri in map(os.fspath, paths):
         try:
-            with (gzip.open(path) if path.suffix == ".gz" else path.open("rb")) as lines:
+            with files.open_read(uri, "page-view file") as raw, (gzip.open(raw) if uri.endswith(".gz") else raw) as lines:
                 for line in lines:
                     fields = line.split(b" ")
                     if len(fields) != 4 or fields[0] not in wanted or not fields[2].isdigit():
@@ -59,7 +57,7 @@ def count_pageviews(
                     if title:
                         views[title] += int(fields[2])
         except (OSError, EOFError, zlib.error) as e:
-            raise CurationError(f"page-view file {path} cannot be read: {e}") from e
+            raise CurationError(f"page-view file {uri} cannot be read: {e}") from e
     return views
 
 

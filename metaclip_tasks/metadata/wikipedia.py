@@ -28,8 +28,8 @@ import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from metaclip_tasks import files
 from metaclip_tasks.errors import CurationError
 
 _SEGMENT = re.compile(r"[.,;:!?()\[\]{}\"“”«»|=*#<>/\\…–—\n]+")
@@ -38,12 +38,9 @@ _TOKEN = re.compile(r"\w+(?:['’-]\w+)*")
 
 def iter_articles(dump: str | os.PathLike) -> Iterator[tuple[str, str]]:
     """(title, wikitext) of each article of a pages-articles dump (``.bz2`` or plain XML), streamed."""
-    path = Path(dump)
-    if not path.is_file():
-        raise CurationError(f"Wikipedia dump {path} does not exist")
-    opener = bz2.open if path.suffix == ".bz2" else open
+    uri = os.fspath(dump)
     try:
-        with opener(path, "rb") as f:
+        with files.open_read(uri, "Wikipedia dump") as raw, (bz2.open(raw) if uri.endswith(".bz2") else raw) as f:
             for _, element in ET.iterparse(f, events=("end",)):
                 if element.tag.rsplit("}", 1)[-1] != "page":
                     continue
@@ -52,7 +49,7 @@ def iter_articles(dump: str | os.PathLike) -> Iterator[tuple[str, str]]:
                     yield element.findtext("{*}title") or "", element.findtext("{*}revision/{*}text") or ""
                 element.clear()
     except (ET.ParseError, OSError, EOFError) as e:
-        raise CurationError(f"Wikipedia dump {path} is not a readable pages-articles XML dump: {e}") from e
+        raise CurationError(f"Wikipedia dump {uri} is not a readable pages-articles XML dump: {e}") from e
 
 
 def plain_text(wikitext: str) -> str:

@@ -13,6 +13,8 @@ import string
 from collections.abc import Iterator
 from pathlib import Path
 
+from metaclip_tasks.errors import CurationError
+
 DEFAULT_WORDNET_DIR = Path("/usr/share/wordnet")
 POS_FILES = ("noun", "verb", "adj", "adv")  # NLTK's all_synsets() order
 _ADJ_MARKER = re.compile(r"\((a|p|ip)\)$")
@@ -23,7 +25,7 @@ def synset_names(wordnet_dir: Path = DEFAULT_WORDNET_DIR) -> Iterator[str]:
     for pos in POS_FILES:
         path = Path(wordnet_dir) / f"data.{pos}"
         if not path.is_file():
-            raise FileNotFoundError(f"WordNet data file {path} not found: install Debian's wordnet-base")
+            raise CurationError(f"WordNet data file {path} not found: install Debian's wordnet-base or give the folder of data.noun")
         with path.open(encoding="utf-8") as lines:
             for line in lines:
                 if line.startswith("  "):  # the licence header

@@ -15,6 +15,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 STATE = Path(tempfile.mkdtemp(prefix="metaclip-airflow-tests-"))
+SHIPPED_POOLS = REPO / "metaclip_tasks" / "pools.toml"  # pool1 (the DAGs' default), pool2, demo: and the tests' own
 TEST_POOLS = """
 [three]
 description = "three snapshots for the DAG tests"
@@ -25,10 +26,6 @@ target_tail_ratio = 0.3
 description = "the shared COCO images, served on 127.0.0.1"
 snapshots = ["CC-MAIN-2023-50"]
 target_tail_ratio = 0.3
-
-[pool2]
-first = "CC-MAIN-2013-20"
-last = "CC-MAIN-2023-14"
 """
 AIRFLOW_ENV = {
     "AIRFLOW_HOME": str(STATE / "airflow"),
@@ -41,7 +38,7 @@ AIRFLOW_ENV = {
 }
 os.environ.update(AIRFLOW_ENV)
 (STATE / "airflow").mkdir(parents=True, exist_ok=True)
-(STATE / "pools.toml").write_text(TEST_POOLS)
+(STATE / "pools.toml").write_text(SHIPPED_POOLS.read_text() + TEST_POOLS)
 for path in (REPO / "plugins", REPO / "dags"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))

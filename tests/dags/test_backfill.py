@@ -1,6 +1,9 @@
 """A real backfill: the scheduler, dag-processor and API server (``airflow standalone``, LocalExecutor,
 SQLite) run metaclip_match_snapshot for all 91 crawls of 2013-01-01 .. 2023-04-30, each on a
-process-based Dask LocalCluster; then the 91 count vectors and their pool sum are checked."""
+process-based Dask LocalCluster; then the 91 count vectors and their pool sum are checked.
+
+A backfill passes no conf, so each crawl's pairs are imported as a ``pairs`` artifact first and
+each run matches its crawl's newest pairs artifact."""
 
 from __future__ import annotations
 
@@ -22,7 +25,9 @@ from metaclip_tasks.artifacts import ArtifactStore
 from metaclip_tasks.counting import load_counts, sum_counts
 from metaclip_tasks.local_airflow import airflow_env, migrate, run_airflow
 from metaclip_tasks.matching import Matcher
+from metaclip_tasks.pipeline import PAIRS_IMPORT, PairsImport
 from metaclip_tasks.snapshots import PAPER_POOL2_RANGE, snapshots_between
+from metaclip_tasks.stage import run
 
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 SNAPSHOTS = snapshots_between(*PAPER_POOL2_RANGE)
@@ -41,7 +46,7 @@ def _texts(i: int) -> list[str]:
 
 
 def _airflow(env: dict, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([AIRFLOW, *args], env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([AIRFLOW, *args], check=False, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def _wait(condition, timeout: float, what: str, log: Path, server: subprocess.Popen) -> None:
@@ -57,11 +62,15 @@ def _wait(condition, timeout: float, what: str, log: Path, server: subprocess.Po
 
 def test_backfill_of_the_91_crawls_under_the_real_scheduler(tmp_path: Path, wordnet: list[str]) -> None:
     root = tmp_path / "root"
+    store = ArtifactStore(root)
     for i, snapshot in enumerate(SNAPSHOTS):
-        shard = root / "pairs" / snapshot / "part-00000.parquet"
+        shard = tmp_path / "sources" / snapshot / "part-00000.parquet"
         shard.parent.mkdir(parents=True)
         texts = _texts(i)
-        pq.write_table(pa.table({"url": [f"https://img.example/{snapshot}/{k}.jpg" for k in range(4)], "text": texts}), shard)
+        pq.write_table(
+            pa.table({"url": [f"https://img.example/{snapshot}/{k}.jpg" for k in range(4)], "text": texts}), shard
+        )
+        run(store, PAIRS_IMPORT, PairsImport(snapshot, (str(shard),)), log=lambda _: None)
     port = _free_port()
     env = airflow_env(
         tmp_path, root=str(root),
@@ -104,15 +113,16 @@ def test_backfill_of_the_91_crawls_under_the_real_scheduler(tmp_path: Path, word
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
 
-    store = ArtifactStore(root)
-    matched = {a.params["snapshot"]: a for a in store.list("matched")}
+    matched = {a.stats["snapshot"]: a for a in store.list("matched")}
     assert sorted(matched) == sorted(SNAPSHOTS)
+    pairs = {a.params["snapshot"]: a for a in store.list("pairs")}
     matcher = Matcher(wordnet)
     expected = []
     for i, snapshot in enumerate(SNAPSHOTS):
         direct = np.bincount(matcher.match_batch(_texts(i)).entry_ids, minlength=len(wordnet))
         counts = load_counts(matched[snapshot].path("counts.npy"))
         assert np.array_equal(counts, direct), snapshot
+        assert matched[snapshot].input("pairs") == pairs[snapshot], snapshot
         expected.append(direct)
     pool = sum_counts([load_counts(matched[s].path("counts.npy")) for s in SNAPSHOTS])
     assert np.array_equal(pool, np.sum(expected, axis=0)) and pool.sum() > 0

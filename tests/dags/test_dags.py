@@ -1,8 +1,11 @@
-"""The DAGs: integrity, and end to end with ``dag.test()`` on a pool of three snapshots built
-from the shared real captions (counts, cache hits, versions per t, nested ablations, bad input)."""
+"""The DAGs: integrity, params derived from the library's dataclasses, and end to end with
+``dag.test()`` on a pool of three snapshots built from the shared real captions (pairs imported
+by the DAG, counts, cache hits, versions per t, nested ablations, bad input), and the demo DAG
+against ``metaclip demo``'s driver."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from datetime import date
 from pathlib import Path
@@ -12,21 +15,32 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from metaclip_tasks import params as P
 from metaclip_tasks.artifacts import ArtifactStore
 from metaclip_tasks.counting import load_counts
+from metaclip_tasks.curation import Subset
+from metaclip_tasks.download import DownloadOptions
 from metaclip_tasks.matching import Matcher
+from metaclip_tasks.metadata.build import MetadataParams
+from metaclip_tasks.pipeline import PAIRS_IMPORT, MatchParams, PairsImport
 from metaclip_tasks.snapshots import PAPER_POOL2_RANGE, snapshot_date, snapshots_between
+from metaclip_tasks.stage import run
 
 DAG_IDS = {
     "metaclip_match_snapshot", "metaclip_pool_counts", "metaclip_balance", "metaclip_t_ablation",
     "metaclip_curation_demo", "metaclip_metadata", "metaclip_download", "metaclip_train",
 }  # fmt: skip
 THREE = ["CC-MAIN-2023-06", "CC-MAIN-2023-14", "CC-MAIN-2023-23"]
+TASKS = {
+    "metaclip_match_snapshot": {"pairs", "match"},
+    "metaclip_curation_demo": {"snapshots", "match", "count_and_balance", "report"},
+}  # fmt: skip
 DASK_TASKS = {
-    "metaclip_match_snapshot": ["match"], "metaclip_balance": ["balance"], "metaclip_t_ablation": ["balance"],
+    "metaclip_match_snapshot": ["pairs", "match"], "metaclip_balance": ["balance"], "metaclip_t_ablation": ["balance"],
     "metaclip_curation_demo": ["match", "count_and_balance"], "metaclip_metadata": ["fetch_sources", "build"],
     "metaclip_download": ["download"], "metaclip_train": ["download", "train"],
 }  # fmt: skip
+PARAM_CLASSES = (Subset, DownloadOptions, MetadataParams, MatchParams, PairsImport)
 
 
 def test_every_dag_imports_with_its_id_and_no_cycle(dagbag) -> None:
@@ -36,6 +50,8 @@ def test_every_dag_imports_with_its_id_and_no_cycle(dagbag) -> None:
         dag = dagbag.get_dag(dag_id)
         assert len(dag.topological_sort()) == len(dag.tasks)  # raises on a cycle
         assert dag.doc_md and dag.tags and "metaclip" in dag.tags
+    for dag_id, task_ids in TASKS.items():
+        assert set(dagbag.get_dag(dag_id).task_ids) == task_ids, dag_id
 
 
 def test_tasks_on_dask_retry(dagbag) -> None:
@@ -50,6 +66,28 @@ def test_params_are_typed_and_described(dagbag) -> None:
             assert param.schema.get("type") and param.description, (dag_id, name)
 
 
+def test_params_shared_with_the_library_take_its_defaults(dagbag) -> None:
+    """A default lives in one place: a DAG param named like a field of the library's params
+    dataclasses has that field's default (tuples as lists)."""
+    defaults: dict[str, object] = {}
+    for cls in PARAM_CLASSES:
+        for f in dataclasses.fields(cls):
+            value = P.default(f)
+            if value is not dataclasses.MISSING:  # a required field (a snapshot, sources) comes from the run
+                value = list(value) if isinstance(value, tuple) else value
+                assert defaults.setdefault(f.name, value) == value, f"{f.name} has two defaults"
+    compared = set()
+    for dag_id in DAG_IDS:
+        params = dagbag.get_dag(dag_id).params
+        for name in params:
+            if name in defaults:
+                assert params.get_param(name).value == defaults[name], (dag_id, name, params.get_param(name).value)
+                compared.add(name)
+    # every class is represented, so a renamed field or param does not silently skip the check
+    assert {"pool", "t", "target_tail_ratio", "seed", "metadata_version", "image_size", "threads", "backend",
+            "url_column", "rows_per_shard", "sources", "min_pmi", "wikipedia_dumps"} <= compared  # fmt: skip
+
+
 def test_timetable_runs_once_per_crawl_and_round_trips(dagbag) -> None:
     from metaclip_timetable import CommonCrawlTimetable
 
@@ -62,14 +100,22 @@ def test_timetable_runs_once_per_crawl_and_round_trips(dagbag) -> None:
     assert again.event_dates == timetable.event_dates
 
 
+def _sources() -> Path:
+    """Raw parquet files the tests import as pairs (outside the artifact root)."""
+    return Path(os.environ["METACLIP_ROOT"]).parent / "sources"
+
+
+THREE_SOURCE = str(_sources() / "three" / "{snapshot}")  # the match DAG's pairs_source for THREE
+
+
 @pytest.fixture(scope="module")
 def three_snapshots(airflow_db, captions_table: pa.Table) -> dict[str, list[str]]:
-    """The real captions over three snapshots, two shards each; returns each snapshot's texts."""
-    root = Path(os.environ["METACLIP_ROOT"])
+    """The real captions over three snapshots, two raw parquet files each (``THREE_SOURCE``);
+    returns each snapshot's texts."""
     texts = {}
     for i, snapshot in enumerate(THREE):
         part = captions_table.slice(i * 3000, 3000)
-        directory = root / "pairs" / snapshot
+        directory = Path(THREE_SOURCE.format(snapshot=snapshot))
         directory.mkdir(parents=True, exist_ok=True)
         pq.write_table(part.slice(0, 1500), directory / "part-00000.parquet")
         pq.write_table(part.slice(1500), directory / "part-00001.parquet")
@@ -100,14 +146,20 @@ def _run(dagbag, dag_id: str, **conf):
 
 def test_match_count_balance_ablate_end_to_end(dagbag, three_snapshots, wordnet: list[str]) -> None:
     matcher = Matcher(wordnet)
-    for snapshot in THREE:
-        assert _run(dagbag, "metaclip_match_snapshot", snapshot=snapshot).state == "success"
-    matched = {a.params["snapshot"]: a for a in _store().list("matched")}
+    for snapshot in THREE:  # the DAG imports the raw files as pairs, then matches them
+        run_ = _run(
+            dagbag, "metaclip_match_snapshot", snapshot=snapshot, pairs_source=THREE_SOURCE, metadata_version=""
+        )
+        assert run_.state == "success"
+    matched = {a.stats["snapshot"]: a for a in _store().list("matched")}
+    pairs = {a.params["snapshot"]: a for a in _store().list("pairs")}
     direct = {}
     for snapshot in THREE:
+        assert pairs[snapshot].stats["pairs"] == 3000 and len(pairs[snapshot].data_files()) == 2
+        assert matched[snapshot].input("pairs") == pairs[snapshot]
         direct[snapshot] = np.bincount(matcher.match_batch(three_snapshots[snapshot]).entry_ids, minlength=len(wordnet))
         assert np.array_equal(load_counts(matched[snapshot].path("counts.npy")), direct[snapshot])
-        assert len([f for f in matched[snapshot].manifest["files"] if f["name"].endswith(".parquet")]) == 2
+        assert len(matched[snapshot].data_files()) == 2
 
     events = _asset_events("metaclip.matched")
     assert {(e["snapshot"], e["version"], e["uri"]) for e in events} >= {
@@ -116,7 +168,10 @@ def test_match_count_balance_ablate_end_to_end(dagbag, three_snapshots, wordnet:
 
     # re-running is a cache hit: no new artifact, the same manifest
     before = {(a.stage, a.version): a.manifest["created"] for a in _store().list()}
-    assert _run(dagbag, "metaclip_match_snapshot", snapshot=THREE[0]).state == "success"
+    assert _run(dagbag, "metaclip_match_snapshot", snapshot=THREE[0], pairs_source=THREE_SOURCE).state == "success"
+    assert {(a.stage, a.version): a.manifest["created"] for a in _store().list()} == before
+    # and so is matching the snapshot's newest pairs artifact, without a source
+    assert _run(dagbag, "metaclip_match_snapshot", snapshot=THREE[1], pairs_source="").state == "success"
     assert {(a.stage, a.version): a.manifest["created"] for a in _store().list()} == before
 
     assert _run(dagbag, "metaclip_pool_counts", pool="three").state == "success"
@@ -165,7 +220,9 @@ def test_bad_params_are_refused_before_any_work(dagbag, airflow_db, dag_id: str,
     [
         ("metaclip_balance", {"pool": "three", "t": 5, "target_tail_ratio": 0.2}, "give t (5) or target_tail_ratio (0.2), not both"),
         ("metaclip_t_ablation", {"pool": "three", "t_values": [5], "tail_ratios": [0.2]}, "give t_values or tail_ratios"),
-        ("metaclip_match_snapshot", {"snapshot": "CC-MAIN-2013-20"}, "no parquet shards of pairs for CC-MAIN-2013-20"),
+        ("metaclip_match_snapshot", {"snapshot": "CC-MAIN-2013-20", "pairs_source": ""}, "no pairs of CC-MAIN-2013-20 under"),
+        ("metaclip_match_snapshot", {"snapshot": "CC-MAIN-2013-20", "pairs_source": "/nonexistent/{snapshot}/*.parquet"},
+         "input /nonexistent/CC-MAIN-2013-20/*.parquet does not exist"),
     ],
 )  # fmt: skip
 def test_inconsistent_params_fail_the_first_task_with_the_reason(
@@ -180,16 +237,23 @@ def test_inconsistent_params_fail_the_first_task_with_the_reason(
 
 def test_corrupt_shard_fails_naming_it_and_leaves_nothing(dagbag, airflow_db, capfd, captions_table) -> None:
     root = Path(os.environ["METACLIP_ROOT"])
-    directory = root / "pairs" / "CC-MAIN-2023-40"
+    directory = _sources() / "corrupt" / "CC-MAIN-2023-40"
     directory.mkdir(parents=True, exist_ok=True)
     pq.write_table(captions_table.slice(0, 100), directory / "part-00000.parquet")
     (directory / "part-00001.parquet").write_bytes(b"PAR1 this is not parquet PAR1")
-    matched_before = len(_store().list("matched"))
-    run = _run(dagbag, "metaclip_match_snapshot", snapshot="CC-MAIN-2023-40")
-    assert run.state == "failed"
-    assert "part-00001.parquet is not a readable parquet file" in capfd.readouterr().out
-    assert len(_store().list("matched")) == matched_before
-    assert not [p for p in (root / "artifacts" / "matched").iterdir() if p.name.startswith(".")]
+    before = {(a.stage, a.version) for a in _store().list()}
+    run_ = _run(
+        dagbag, "metaclip_match_snapshot", snapshot="CC-MAIN-2023-40", pairs_source=str(directory.parent / "{snapshot}")
+    )
+    assert run_.state == "failed"
+    assert f"input shard {directory / 'part-00001.parquet'} is not a readable parquet file" in capfd.readouterr().out
+    failed = [ti.task_id for ti in run_.get_task_instances() if ti.state == "failed"]
+    assert failed == ["pairs"]  # the import, before any matching
+    assert {(a.stage, a.version) for a in _store().list()} == before
+    assert not [a for a in _store().list("pairs") if a.params["snapshot"] == "CC-MAIN-2023-40"]
+    assert not [a for a in _store().list("matched") if a.stats["snapshot"] == "CC-MAIN-2023-40"]
+    hidden = [p for stage in (root / "artifacts").iterdir() for p in stage.iterdir() if p.name.startswith(".")]
+    assert hidden == []
 
 
 def test_metadata_dag_builds_an_artifact_the_match_dag_takes(dagbag, three_snapshots, tmp_path: Path) -> None:
@@ -205,17 +269,20 @@ def test_metadata_dag_builds_an_artifact_the_match_dag_takes(dagbag, three_snaps
     conf = {"wikipedia_dumps": [str(WIKIPEDIA_SAMPLE)], "pageview_files": [str(views)], "min_unigram_count": 20,
             "min_pmi": 12.0, "min_bigram_count": 2}  # fmt: skip
     assert _run(dagbag, "metaclip_metadata", **conf).state == "success"
-    built = [a for a in _store().list("metadata") if a.params.get("build", {}).get("sources") == ["wordnet", "unigram", "bigram", "title"]]
+    built = [
+        a for a in _store().list("metadata") if a.params.get("sources") == ["wordnet", "unigram", "bigram", "title"]
+    ]
     assert len(built) == 1
     assert built[0].stats["by_source"] == {"wordnet": 86_654, "unigram": 1_683, "bigram": 3_492, "title": 2}
     assert {f["name"] for f in built[0].manifest["files"]} == {"entries.json", "entries.sources.json"}
     assert _asset_events("metaclip.metadata")[-1]["version"] == built[0].version
 
-    run = _run(dagbag, "metaclip_match_snapshot", snapshot=THREE[0], metadata_version=built[0].version)
-    assert run.state == "success"
-    made = [a for a in _store().list("matched") if {"stage": "metadata", "version": built[0].version, "uri": built[0].uri}
-            in a.manifest["inputs"]]  # fmt: skip
+    run_ = _run(dagbag, "metaclip_match_snapshot", snapshot=THREE[0], metadata_version=built[0].version,
+                pairs_source=THREE_SOURCE)  # fmt: skip
+    assert run_.state == "success"
+    made = [a for a in _store().list("matched") if {"role": "metadata", **built[0].ref} in a.manifest["inputs"]]
     assert len(made) == 1 and made[0].stats["entries"] == built[0].stats["entries"]
+    assert made[0].input("metadata") == built[0] and made[0].stats["snapshot"] == THREE[0]
 
 
 def test_metadata_dag_refuses_sources_without_files(dagbag, airflow_db, capfd) -> None:
@@ -224,25 +291,36 @@ def test_metadata_dag_refuses_sources_without_files(dagbag, airflow_db, capfd) -
     assert "the unigram and bigram sources need wikipedia_dumps" in capfd.readouterr().out
 
 
-def test_download_dag_and_an_ablation_that_downloads_once(dagbag, airflow_db, coco_pairs, wordnet) -> None:
+def _coco_matched(dagbag, coco_pairs: tuple[list[str], list[str]]) -> None:
+    """The COCO pairs imported as the pairs artifact of the ``coco`` pool's snapshot (as a
+    backfill must: no conf), then matched by the DAG from that newest pairs artifact."""
     urls, texts = coco_pairs
-    directory = Path(os.environ["METACLIP_ROOT"]) / "pairs" / "CC-MAIN-2023-50"
-    directory.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({"url": urls, "text": texts}), directory / "part-00000.parquet")
-    assert _run(dagbag, "metaclip_match_snapshot", snapshot="CC-MAIN-2023-50", metadata_version="").state == "success"
-    matched = sum(Matcher(wordnet).match_batch(texts).offsets[1:] > Matcher(wordnet).match_batch(texts).offsets[:-1])
+    source = _sources() / "coco" / "part-00000.parquet"
+    if not source.is_file():
+        source.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table({"url": urls, "text": texts}), source)
+    run(_store(), PAIRS_IMPORT, PairsImport("CC-MAIN-2023-50", (str(source),)))  # a cache hit once imported
+    run_ = _run(dagbag, "metaclip_match_snapshot", snapshot="CC-MAIN-2023-50", metadata_version="", pairs_source="")
+    assert run_.state == "success"
 
-    run = _run(dagbag, "metaclip_download", pool="coco", t=100_000, seed=0, image_size=64, threads=4, timeout=5)
-    assert run.state == "success"
+
+def test_download_dag_and_an_ablation_that_downloads_once(dagbag, airflow_db, coco_pairs, wordnet) -> None:
+    texts = coco_pairs[1]
+    _coco_matched(dagbag, coco_pairs)
+    found = Matcher(wordnet).match_batch(texts)
+    matched = int(np.sum(found.offsets[1:] > found.offsets[:-1]))
+
+    run_ = _run(dagbag, "metaclip_download", pool="coco", t=100_000, seed=0, image_size=64, threads=4, timeout=5)
+    assert run_.state == "success"
     (downloaded,) = _store().list("downloaded")
     assert downloaded.stats["count"] == downloaded.stats["successes"] == matched  # every curated image is served
     assert {f["name"] for f in downloaded.manifest["files"]} >= {"index.parquet", "shards/00000.tar"}
     assert _asset_events("metaclip.downloaded")[-1]["version"] == downloaded.version
 
-    run = _run(dagbag, "metaclip_t_ablation", pool="coco", t_values=[1, 100_000], tail_ratios=[], seed=0,
-               download=True)  # fmt: skip
-    assert run.state == "success"
-    table = [a for a in _store().list("t_ablation") if a.params["pool"] == "coco"][-1]
+    run_ = _run(dagbag, "metaclip_t_ablation", pool="coco", t_values=[1, 100_000], tail_ratios=[], seed=0,
+                download=True)  # fmt: skip
+    assert run_.state == "success"
+    table = [a for a in _store().list("t_ablation") if a.stats["pool"] == "coco"][-1]
     rows = {r["t"]: r for r in table.stats["rows"]}
     assert rows[100_000]["downloaded"] == matched and 0 < rows[1]["downloaded"] < matched
     assert table.stats["nested"] is True
@@ -255,33 +333,54 @@ def test_train_dag_refuses_the_gpu_recipe_without_a_gpu(dagbag, airflow_db, capf
 
     if visible_gpus():
         pytest.skip("a GPU is visible here")
-    run = _run(dagbag, "metaclip_train", pool="coco", t=100, recipe="vit-b-32", device="cuda")
-    assert run.state == "failed"
+    run_ = _run(dagbag, "metaclip_train", pool="coco", t=100, recipe="vit-b-32", device="cuda")
+    assert run_.state == "failed"
     assert "needs a GPU and none is visible" in capfd.readouterr().out
 
 
 def test_ablation_downloads_once_trains_and_evaluates_per_t(dagbag, airflow_db, coco_pairs) -> None:
-    urls, texts = coco_pairs
-    directory = Path(os.environ["METACLIP_ROOT"]) / "pairs" / "CC-MAIN-2023-50"
-    if not directory.is_dir():
-        directory.mkdir(parents=True)
-        pq.write_table(pa.table({"url": urls, "text": texts}), directory / "part-00000.parquet")
-        assert _run(dagbag, "metaclip_match_snapshot", snapshot="CC-MAIN-2023-50", metadata_version="").state == "success"
-    run = _run(dagbag, "metaclip_train", pool="coco", t=100_000, seed=0, recipe="tiny-cpu", device="cpu",
-               epochs=None, global_batch_size=None, lr=None, image_size=64)  # fmt: skip
-    assert run.state == "success"
+    _coco_matched(dagbag, coco_pairs)
+    run_ = _run(dagbag, "metaclip_train", pool="coco", t=100_000, seed=0, recipe="tiny-cpu", device="cpu",
+                epochs=None, global_batch_size=None, lr=None, image_size=64)  # fmt: skip
+    assert run_.state == "success"
     (metrics,) = _store().list("metrics")
     assert metrics.stats["images"] == 79 and set(metrics.stats["zero_shot"]) == {"top1", "top5"}
     from metaclip_tasks.cli import results_table
 
     assert results_table(_store()).splitlines()[2].startswith(f"| {metrics.version} | metaclip-tiny | ")
-    checkpoint = _store().require("checkpoint", metrics.manifest["inputs"][0]["version"])
+    checkpoint = metrics.input("checkpoint")
+    assert checkpoint.params["model"] == "metaclip-tiny"
     assert {f["name"] for f in checkpoint.manifest["files"]} >= {"checkpoint.pt", "logs/train/out.log"}
 
-    run = _run(dagbag, "metaclip_t_ablation", pool="coco", t_values=[2, 100_000], tail_ratios=[], seed=0,
-               download=True, train=True, recipe="tiny-cpu", device="cpu")  # fmt: skip
-    assert run.state == "success"
-    table = [a for a in _store().list("t_ablation") if a.params["checkpoints"]][-1]
+    run_ = _run(dagbag, "metaclip_t_ablation", pool="coco", t_values=[2, 100_000], tail_ratios=[], seed=0,
+                download=True, train=True, recipe="tiny-cpu", device="cpu")  # fmt: skip
+    assert run_.state == "success"
+    table = [a for a in _store().list("t_ablation") if a.inputs(role="metrics")][-1]
+    assert len(table.inputs(role="metrics")) == 2
     assert [r["t"] for r in table.stats["rows"]] == [2, 100_000]
     assert all(r["zero_shot_top1"] is not None and r["downloaded"] for r in table.stats["rows"])
     assert {f["name"] for f in table.manifest["files"]} == {"comparison.json", "comparison.md", "comparison.png"}
+
+
+def test_demo_dag_curates_what_the_demo_command_curates(dagbag, airflow_db, captions_table, wordnet, capfd,
+                                                        tmp_path: Path, monkeypatch) -> None:  # fmt: skip
+    """One stage implementation, two drivers: the demo DAG's curated artifact is the one
+    ``run_demo`` (``metaclip demo``, no Dask) makes on a fresh root: same version, same files."""
+    from metaclip_tasks.demo import POOL, run_demo
+
+    monkeypatch.setenv("METACLIP_ROOT", str(tmp_path / "dag"))  # dag.test() runs the tasks in this process
+    assert _run(dagbag, "metaclip_curation_demo", seed=0).state == "success"
+    assert "MetaCLIP curation demo on real captions" in capfd.readouterr().out  # the report task's log
+    by_dag = ArtifactStore(tmp_path / "dag")
+    (curated,) = by_dag.list("curated")
+    assert curated.stats["pool"] == POOL and curated.stats["kept"] > 0
+
+    direct = ArtifactStore(tmp_path / "direct")
+    report = run_demo(direct, client=None)
+    (expected,) = direct.list("curated")
+    assert curated.version == expected.version and curated.uri != expected.uri
+    assert {f["name"]: f["sha256"] for f in curated.manifest["files"]} == {
+        f["name"]: f["sha256"] for f in expected.manifest["files"]
+    }
+    assert curated.stats == expected.stats and expected.uri in report
+    assert {(a.stage, a.version) for a in by_dag.list()} == {(a.stage, a.version) for a in direct.list()}

@@ -85,7 +85,7 @@ def test_dask_counts_equal_serial_counts(sample: Path) -> None:
     from metaclip_tasks.cluster import dask_client
 
     serial = count_dumps([sample])
-    with dask_client(n_workers=2) as client:
+    with dask_client(work=2) as client:
         parallel = count_dumps([sample], client, batch_pages=7)
     assert parallel.unigrams == serial.unigrams and parallel.bigrams == serial.bigrams
     assert (parallel.tokens, parallel.pairs, parallel.pages) == (serial.tokens, serial.pairs, 106)

@@ -1,0 +1,211 @@
+"""What to run, decided once for the command line, the demo and the DAGs (no Airflow here).
+
+Which pairs a snapshot's match takes, which matched snapshots make a pool, how t is chosen for a
+pool, what a curated subset is, and the t ablation's download-once policy: each is a function
+of the artifact store, so the same decision holds wherever the pipeline is driven from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from metaclip_tasks import params as P
+from metaclip_tasks.artifacts import Artifact, ArtifactStore
+from metaclip_tasks.balancing import resolve_t
+from metaclip_tasks.counting import load_counts
+from metaclip_tasks.download import DownloadOptions
+from metaclip_tasks.errors import CurationError
+from metaclip_tasks.metadata.build import MetadataParams
+from metaclip_tasks.pipeline import (
+    ABLATION,
+    BALANCE,
+    COUNTS,
+    DOWNLOAD,
+    DOWNLOAD_VIEW,
+    EVALUATE,
+    MATCH,
+    METADATA_BUILD,
+    POOL_COUNTS,
+    TRAIN,
+    BalanceParams,
+    EvaluateParams,
+    MatchParams,
+    NoParams,
+    PoolCountsParams,
+)
+from metaclip_tasks.snapshots import Pool, check_snapshot, get_pool
+from metaclip_tasks.stage import find, run
+from metaclip_tasks.train import TrainConfig
+
+WORDNET_ONLY = MetadataParams(sources=("wordnet",))  # MetaCLIP's WordNet entries: the default metadata
+
+
+def metadata(store: ArtifactStore, version: str = "") -> Artifact:
+    """The metadata artifact ``version``; empty: MetaCLIP's WordNet metadata (built once, then a cache hit)."""
+    return store.require("metadata", version) if version else run(store, METADATA_BUILD, WORDNET_ONLY)
+
+
+def existing_metadata(store: ArtifactStore, version: str, pool: Pool) -> Artifact:
+    """The metadata a pool was matched against, never built here: without it nothing of the pool is matched."""
+    if version:
+        return store.require("metadata", version)
+    found = find(store, METADATA_BUILD, WORDNET_ONLY)
+    if found is None:
+        raise CurationError(f"pool {pool.name}: {len(pool.snapshots)} snapshots are not matched yet: "
+                            f"{', '.join(pool.snapshots[:5])}")  # fmt: skip
+    return found
+
+
+def latest_pairs(store: ArtifactStore, snapshot: str) -> Artifact:
+    """The newest pairs artifact of ``snapshot``; none is an error that says how to make one."""
+    check_snapshot(snapshot)  # a bad id is named even in an empty store
+    found = [a for a in store.list("pairs") if a.params.get("snapshot") == snapshot]
+    if not found:
+        raise CurationError(f"no pairs of {snapshot} under {store.root}: import them first (metaclip pairs {snapshot} FILES...)")
+    return found[-1]
+
+
+def match(store: ArtifactStore, pairs: Artifact, meta: Artifact, client: Any = None, backend: str = "tokens") -> Artifact:
+    """A snapshot's pairs matched against ``meta`` (a cache hit when done before)."""
+    return run(store, MATCH, MatchParams(backend), {"pairs": pairs, "metadata": meta}, client=client)
+
+
+def match_snapshot(store: ArtifactStore, snapshot: str, meta: Artifact, client: Any = None, backend: str = "tokens") -> Artifact:
+    """The snapshot's newest pairs matched against ``meta``."""
+    return match(store, latest_pairs(store, snapshot), meta, client, backend)
+
+
+def pool_matched(store: ArtifactStore, pool: Pool, meta: Artifact, *, required: bool = True) -> list[Artifact] | None:
+    """The newest matched artifact of each of the pool's snapshots made from ``meta``, in pool order;
+    None (or an error, if required) while some snapshot is not matched yet."""
+    found: dict[str, Artifact] = {}
+    for artifact in store.list("matched"):  # oldest first: the newest wins
+        made_from = {(i["stage"], i["version"]) for i in artifact.manifest["inputs"]}
+        if artifact.stats.get("snapshot") in pool.snapshots and ("metadata", meta.version) in made_from:
+            found[artifact.stats["snapshot"]] = artifact
+    missing = [s for s in pool.snapshots if s not in found]
+    if missing and required:
+        raise CurationError(f"pool {pool.name}: {len(missing)} snapshots are not matched yet: {', '.join(missing[:5])}")
+    return None if missing else [found[s] for s in pool.snapshots]
+
+
+def count_pool(store: ArtifactStore, pool: Pool, meta: Artifact, matched: Sequence[Artifact] | None = None) -> Artifact:
+    """The pool's summed counts and its t for the pool's target tail ratio."""
+    matched = matched if matched is not None else pool_matched(store, pool, meta)
+    return run(store, POOL_COUNTS, PoolCountsParams(pool.name, pool.target_tail_ratio), {"matched": matched, "metadata": meta})
+
+
+@dataclass(frozen=True)
+class Subset:
+    """A curated subset: a pool balanced for t (given, or chosen for a target tail ratio) and a seed."""
+
+    pool: str = field(default="pool1", metadata={"help": "the named set of snapshots (metaclip_tasks/pools.toml or $METACLIP_POOLS)"})
+    t: int | None = field(default=None, metadata={"help": "the cap per entry; empty: chosen by the target tail ratio", "minimum": 1})
+    target_tail_ratio: float | None = field(default=None, metadata={
+        "help": "share of matches in tail entries (count < t); empty: the pool's (0.06)", "exclusiveMinimum": 0,
+        "exclusiveMaximum": 1, "title": "Target tail ratio"})  # fmt: skip
+    seed: int = field(default=0, metadata={"help": "sampling seed (one seed: nested subsets)", "minimum": 0})
+    metadata_version: str = field(default="", metadata={"help": "a metadata artifact version; empty: MetaCLIP's WordNet metadata"})
+
+
+def check_t_choice(t: int | None, ratio: float | None) -> None:
+    if t is not None and ratio is not None:
+        raise CurationError(f"give t ({t}) or target_tail_ratio ({ratio}), not both")
+
+
+def check_subset(store: ArtifactStore, subset: Subset) -> Pool:
+    """A subset's params refused before any work when bad: types, t and ratio, the pool, its matches."""
+    subset = P.check(subset)
+    check_t_choice(subset.t, subset.target_tail_ratio)
+    pool = get_pool(subset.pool)
+    pool_matched(store, pool, existing_metadata(store, subset.metadata_version, pool))
+    return pool
+
+
+def pool_t(counts: Artifact, t: int | None, target_tail_ratio: float | None) -> int:
+    """t as given, or the t of the pool's counts closest to the target tail ratio (the pool's by default)."""
+    check_t_choice(t, target_tail_ratio)
+    if t is None and target_tail_ratio in (None, counts.params["target_tail_ratio"]):
+        return int(counts.stats["t"])  # chosen when the pool was counted
+    return resolve_t(load_counts(counts.path(COUNTS)), t, target_tail_ratio)
+
+
+def counted_pool(store: ArtifactStore, pool_name: str, metadata_version: str = "") -> Artifact:
+    """A pool's counts artifact (a cache hit once counted)."""
+    pool = get_pool(pool_name)
+    return count_pool(store, pool, existing_metadata(store, metadata_version, pool))
+
+
+def balance(store: ArtifactStore, counts: Artifact, t: int, seed: int, client: Any = None) -> Artifact:
+    """The curated subset of a counted pool for one t and seed."""
+    return run(store, BALANCE, BalanceParams(t, seed), {"pool_counts": counts, "matched": counts.inputs("matched")}, client=client)
+
+
+def curated_subset(store: ArtifactStore, subset: Subset, client: Any = None) -> Artifact:
+    """The pool's balanced subset for the subset's t (or ratio) and seed: balanced unless cached."""
+    subset = P.check(subset)
+    counts = counted_pool(store, subset.pool, subset.metadata_version)
+    return balance(store, counts, pool_t(counts, subset.t, subset.target_tail_ratio), subset.seed, client)
+
+
+def ablation_ts(counts: Artifact, t_values: Sequence[int], tail_ratios: Sequence[float]) -> list[int]:
+    """The distinct t of every requested value, sorted; both lists, or neither, is an error."""
+    if bool(t_values) == bool(tail_ratios):
+        raise CurationError("give t_values or tail_ratios (one non-empty list), not both")
+    return sorted({pool_t(counts, t, None) for t in t_values} | {pool_t(counts, None, r) for r in tail_ratios})
+
+
+@dataclass(frozen=True)
+class DownloadPlan:
+    """Where each t's images are: the one download, and for a smaller t a view of it."""
+
+    t: int
+    downloaded: Artifact
+    view: Artifact | None
+
+    @property
+    def samples(self) -> int:
+        return int(self.view.stats["samples"] if self.view else self.downloaded.stats["successes"])
+
+
+def download_once(store: ArtifactStore, curated: Sequence[Artifact], options: DownloadOptions | None = None,
+                  log: Any = print) -> list[DownloadPlan]:  # fmt: skip
+    """The largest subset downloaded once; each smaller one (same seed: nested) an index into it."""
+    options = options or DownloadOptions()
+    ordered = sorted(curated, key=lambda a: a.params["t"])
+    if len({a.params["seed"] for a in ordered}) != 1:
+        raise CurationError("download once needs subsets of one seed (only they are nested)")
+    downloaded = run(store, DOWNLOAD, options, {"curated": ordered[-1]}, log=log)
+    plans = [DownloadPlan(ordered[-1].params["t"], downloaded, None)]
+    for artifact in ordered[:-1]:
+        view = run(store, DOWNLOAD_VIEW, NoParams(), {"downloaded": downloaded, "curated": artifact})
+        plans.append(DownloadPlan(artifact.params["t"], downloaded, view))
+    return plans
+
+
+def download_subset(store: ArtifactStore, subset: Subset, options: DownloadOptions, client: Any = None, log: Any = print) -> Artifact:
+    """A curated subset's images (balanced first unless cached)."""
+    return run(store, DOWNLOAD, options, {"curated": curated_subset(store, subset, client)}, log=log)
+
+
+def train_and_evaluate(store: ArtifactStore, plan_or_download: DownloadPlan | Artifact, config: TrainConfig, eval_set: str,
+                       log: Any = print) -> tuple[Artifact, Artifact]:  # fmt: skip
+    """A model trained on a download (or a view of it), then evaluated: (checkpoint, metrics)."""
+    if isinstance(plan_or_download, DownloadPlan):
+        inputs = {"downloaded": plan_or_download.downloaded, "view": plan_or_download.view}
+    else:
+        inputs = {"downloaded": plan_or_download, "view": None}
+    checkpoint = run(store, TRAIN, config, inputs, log=log)
+    return checkpoint, run(store, EVALUATE, EvaluateParams(str(eval_set)), {"checkpoint": checkpoint})
+
+
+def ablation_table(store: ArtifactStore, counts: Artifact, curated: Sequence[Artifact], plans: Sequence[DownloadPlan] = (),
+                   metrics: Sequence[Artifact] = ()) -> Artifact:  # fmt: skip
+    """The comparison of a t ablation (the paper's Table 6): sizes, downloads, metrics, nesting, a plot."""
+    downloaded = sorted({p.downloaded.version: p.downloaded for p in plans}.values(), key=lambda a: a.version)
+    views = [p.view for p in sorted(plans, key=lambda p: p.t) if p.view is not None]
+    inputs = {"pool_counts": counts, "curated": sorted(curated, key=lambda a: a.params["t"]), "downloaded": downloaded,
+              "views": views, "metrics": list(metrics)}  # fmt: skip
+    return run(store, ABLATION, NoParams(), inputs)

@@ -1,0 +1,153 @@
+"""Every file the pipeline reads or writes goes through fsspec: a local path, ``s3://``, ``gs://``...
+
+A URI is a plain string; the file system comes from it (``fsspec.core.url_to_fs``), so a Dask
+worker on another machine opens the same URI.  Credentials and endpoints come from the
+backend's standard settings (for S3: ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from typing import IO, Any
+
+import fsspec
+from fsspec import AbstractFileSystem
+
+from metaclip_tasks.errors import CurationError
+
+CHUNK = 1 << 20
+
+
+def filesystem(uri: str | os.PathLike) -> tuple[AbstractFileSystem, str]:
+    """The file system of ``uri`` and the path within it."""
+    try:
+        return fsspec.core.url_to_fs(os.fspath(uri))
+    except (ImportError, ValueError) as e:
+        raise CurationError(f"cannot open {uri}: {e}") from e
+
+
+def is_local(fs: AbstractFileSystem) -> bool:
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "file" in protocols or "local" in protocols
+
+
+def join(uri: str, *names: str) -> str:
+    """``uri/name/...`` (URIs are joined with ``/`` on every file system)."""
+    return "/".join([uri.rstrip("/"), *names])
+
+
+def unstrip(fs: AbstractFileSystem, path: str) -> str:
+    """A file system path back as a URI that :func:`filesystem` resolves to the same file system."""
+    return fs.unstrip_protocol(path) if not is_local(fs) else path
+
+
+def open_read(uri: str, what: str = "file") -> IO[bytes]:
+    """``uri`` opened for reading; a missing file is an error naming it."""
+    fs, path = filesystem(uri)
+    if not fs.isfile(path):
+        raise CurationError(f"{what} {uri} does not exist")
+    return fs.open(path, "rb")
+
+
+def open_write(uri: str) -> IO[bytes]:
+    """``uri`` opened for writing, its parent directory made first on local file systems."""
+    fs, path = filesystem(uri)
+    if is_local(fs):
+        fs.makedirs(fs._parent(path), exist_ok=True)
+    return fs.open(path, "wb")
+
+
+def describe(fs: AbstractFileSystem, path: str) -> tuple[int, str]:
+    """Size and sha256 of one file, streamed."""
+    digest = hashlib.sha256()
+    size = 0
+    with fs.open(path, "rb") as f:
+        while block := f.read(CHUNK):
+            digest.update(block)
+            size += len(block)
+    return size, digest.hexdigest()
+
+
+def fingerprint(uri: str, tail_bytes: int = 65536) -> dict[str, Any]:
+    """A cheap identity of an input's content, not of its location: a file's size and a hash of its
+    last bytes (a parquet file's footer, which changes whenever its content does); a directory's
+    files by their names inside it."""
+    fs, path = filesystem(uri)
+    if fs.isdir(path):
+        base = path.rstrip("/")
+        return {"files": [{"name": p[len(base) + 1 :], **fingerprint(unstrip(fs, p), tail_bytes)} for p in sorted(fs.find(path))]}
+    if not fs.isfile(path):
+        raise CurationError(f"input {uri} does not exist")
+    size = int(fs.size(path))
+    with fs.open(path, "rb") as f:
+        f.seek(max(0, size - tail_bytes))
+        tail = f.read()
+    return {"bytes": size, "tail_sha256": hashlib.sha256(tail).hexdigest()}
+
+
+def expand(sources: Sequence[str], suffix: str = ".parquet") -> list[str]:
+    """Input URIs: each source a file, a directory (its ``*suffix`` files) or a glob; sorted per
+    source, hidden files skipped.  Nothing found for a source is an error naming it."""
+    if isinstance(sources, str) or not sources:
+        raise CurationError("no input files given")
+    found: list[str] = []
+    for source in sources:
+        fs, path = filesystem(source)
+        if fs.isdir(path):
+            matches = [p for p in fs.find(path) if p.endswith(suffix)]
+        elif any(c in path for c in "*?["):
+            matches = [p for p in fs.glob(path) if fs.isfile(p)]
+        else:
+            matches = [path] if fs.isfile(path) else []
+        matches = sorted(p for p in matches if not p.rsplit("/", 1)[-1].startswith((".", "_")))
+        if not matches:
+            raise CurationError(f"input {source} holds no {suffix} file" if fs.isdir(path) else f"input {source} does not exist")
+        found.extend(unstrip(fs, p) for p in matches)
+    if len(set(found)) != len(found):
+        raise CurationError("an input file is given twice")
+    return found
+
+
+class HashingWriter:
+    """A file opened for writing that counts and hashes what goes through it, so a file written
+    on a Dask worker is described (bytes, sha256) without reading it back from the store."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        self._file = open_write(uri)
+        self._digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        self._digest.update(view)
+        self.size += view.nbytes
+        return self._file.write(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    @property
+    def closed(self) -> bool:
+        return self._file.closed
+
+    def writable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._file.close()
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
+
+    def __enter__(self) -> HashingWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
