@@ -20,9 +20,12 @@ system-packages:
 demo: $(STAMP) system-packages
 	$(VENV)/bin/python -m metaclip_tasks.local_airflow demo
 
-# A local Airflow (scheduler, dag-processor, API server and UI on :8080) on the same embedded defaults.
+# A local Airflow on the same embedded defaults: the API server and UI on http://localhost:8080 (no
+# login), then the scheduler, dag-processor and triggerer, logs in .state/logs/. Ctrl-C or SIGTERM
+# stops every process it started. AIRFLOW_ARGS: e.g. "--port 8081 --state-dir /tmp/airflow".
+AIRFLOW_ARGS ?=
 airflow: $(STAMP) system-packages
-	$(VENV)/bin/python -m metaclip_tasks.local_airflow standalone
+	$(VENV)/bin/python -m metaclip_tasks.local_airflow standalone $(AIRFLOW_ARGS)
 
 test: $(STAMP) system-packages
 	$(VENV)/bin/python -m pytest
@@ -31,3 +34,4 @@ bench: $(STAMP) system-packages
 	$(VENV)/bin/python -m benchmarks.matching
 	$(VENV)/bin/python -m benchmarks.balancing
 	$(VENV)/bin/python -m benchmarks.match_snapshot
+	$(VENV)/bin/python -m benchmarks.concurrent_clusters

@@ -55,7 +55,7 @@ def _run(root: Path, mode: str) -> tuple[float, int, float]:
     tasks = [subprocess.Popen([sys.executable, "-c", TASK, str(root), s, mode]) for s in SNAPSHOTS]
     peak_workers, peak_rss = 0, 0.0
     while any(t.poll() is None for t in tasks):
-        workers = [w for t in tasks for w in _forked_children(t.pid)]
+        workers = [w for t in tasks for w in _dask_workers(t.pid)]
         peak_workers = max(peak_workers, len(workers))
         peak_rss = max(peak_rss, sum(_rss(w) for w in workers) / 1e9)
         time.sleep(0.2)
@@ -70,13 +70,20 @@ def _rss(process: psutil.Process) -> int:
         return 0
 
 
-def _forked_children(pid: int) -> list[psutil.Process]:
-    """A task's Dask worker processes: its children forked from it (same command line)."""
+def _dask_workers(pid: int) -> list[psutil.Process]:
+    """A task's Dask worker processes (they name themselves ``dask worker [address]``)."""
     try:
-        parent = psutil.Process(pid)
-        return [c for c in parent.children() if c.cmdline() == parent.cmdline()]
+        children = psutil.Process(pid).children(recursive=True)
     except psutil.Error:
         return []
+    workers = []
+    for child in children:
+        try:
+            if " ".join(child.cmdline()).startswith("dask worker"):
+                workers.append(child)
+        except psutil.Error:  # gone meanwhile
+            pass
+    return workers
 
 
 def main() -> None:

@@ -42,7 +42,7 @@ def prepare(out: Path, image_size: int) -> None:
     import pyarrow.parquet as pq
 
     from metaclip_tasks.download import DownloadOptions, download_stats, run_img2dataset, write_url_list
-    from metaclip_tasks.matching import Matcher, match_shard
+    from metaclip_tasks.matching import Matcher, match_shard, url_uid
     from metaclip_tasks.metadata.wordnet import wordnet_entries
     from metaclip_tasks.shared_data import COCO
 
@@ -63,9 +63,9 @@ def prepare(out: Path, image_size: int) -> None:
                 texts.append(a["caption"])
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        pq.write_table(pa.table({"url": urls, "text": texts}), tmp / "pairs.parquet")
-        match_shard(tmp / "pairs.parquet", tmp / "matched.parquet", Matcher(wordnet_entries()))
-        write_url_list([tmp / "matched.parquet"], tmp / "urls.parquet")
+        pq.write_table(pa.table({"uid": [url_uid(u) for u in urls], "url": urls, "text": texts}), tmp / "pairs.parquet")
+        match_shard(str(tmp / "pairs.parquet"), str(tmp / "matched.parquet"), Matcher(wordnet_entries()))
+        write_url_list([str(tmp / "matched.parquet")], tmp / "urls.parquet")
         options = DownloadOptions(image_size=image_size, samples_per_shard=100)
         run_img2dataset(tmp / "urls.parquet", out, options, log=lambda _: None)
     server.shutdown()

@@ -33,7 +33,7 @@ def main() -> None:
     print(f"{serial.pages} articles, {serial.text_bytes / 1e6:.2f} MB of wikitext, {serial.tokens:,} tokens")
     print(f"one core (pid {os.getpid()}):       {statistics.median(single):6.2f} MB/s")
 
-    with dask_client(n_workers=args.workers) as client:
+    with dask_client(work=args.workers) as client:
         parallel = []
         for _ in range(args.rounds):
             start = time.perf_counter()

@@ -7,15 +7,14 @@ Writes the curated shards with expected vs actual size and head/tail coverage.
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from airflow.sdk import DAG, get_current_context, task
+from airflow.sdk import get_current_context, task
 from metaclip_airflow import (
     CURATED_ASSET,
     DASK_RETRIES,
     bad_input_fails,
     cluster,
     from_params,
+    manual_dag,
     store,
     subset_params,
     summary,
@@ -24,14 +23,11 @@ from metaclip_airflow import (
 from metaclip_tasks import curation
 from metaclip_tasks.curation import Subset
 
-with DAG(
-    dag_id="metaclip_balance",
-    description="Balance a pool: keep each pair with its entries' probability min(1, t/count)",
-    schedule=None,
-    start_date=datetime(2024, 1, 1),
-    catchup=False,
+with manual_dag(
+    "metaclip_balance",
+    "Balance a pool: keep each pair with its entries' probability min(1, t/count)",
     params=subset_params(),
-    tags=["metaclip", "balancing"],
+    tags=["balancing"],
     doc_md=__doc__,
 ) as dag:
 

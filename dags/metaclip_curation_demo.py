@@ -8,23 +8,18 @@ last task prints the report read back from the artifacts.
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from airflow.sdk import DAG, get_current_context, task
-from metaclip_airflow import DASK_RETRIES, artifact, bad_input_fails, cluster, seed_param, store, summary
+from airflow.sdk import get_current_context, task
+from metaclip_airflow import DASK_RETRIES, artifact, bad_input_fails, cluster, manual_dag, seed_param, store, summary
 
 from metaclip_tasks import curation
 from metaclip_tasks.demo import POOL, demo_pairs, demo_report, demo_source
 from metaclip_tasks.snapshots import get_pool
 
-with DAG(
-    dag_id="metaclip_curation_demo",
-    description="Demo: captions -> pairs of three snapshots -> match -> pool counts -> balance",
-    schedule=None,
-    start_date=datetime(2024, 1, 1),
-    catchup=False,
+with manual_dag(
+    "metaclip_curation_demo",
+    "Demo: captions -> pairs of three snapshots -> match -> pool counts -> balance",
     params={"seed": seed_param()},
-    tags=["metaclip", "demo"],
+    tags=["demo"],
     doc_md=__doc__,
 ) as dag:
 

@@ -7,10 +7,19 @@ it is not yet.  img2dataset runs as a subprocess with its progress in the task l
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from airflow.sdk import DAG, Asset, get_current_context, task
-from metaclip_airflow import bad_input_fails, cluster, dataclass_params, from_params, store, subset_params, summary
+from airflow.sdk import Asset, get_current_context, task
+from metaclip_airflow import (
+    bad_input_fails,
+    cluster,
+    dataclass_params,
+    from_params,
+    manual_dag,
+    store,
+    subset_params,
+    summary,
+)
 
 from metaclip_tasks import curation
 from metaclip_tasks.curation import Subset
@@ -18,14 +27,11 @@ from metaclip_tasks.download import DownloadOptions
 
 DOWNLOADED_ASSET = Asset("metaclip.downloaded")
 
-with DAG(
-    dag_id="metaclip_download",
-    description="Download a curated subset's images into webdataset shards (img2dataset)",
-    schedule=None,
-    start_date=datetime(2024, 1, 1),
-    catchup=False,
+with manual_dag(
+    "metaclip_download",
+    "Download a curated subset's images into webdataset shards (img2dataset)",
     params={**subset_params(), **dataclass_params(DownloadOptions)},
-    tags=["metaclip", "download"],
+    tags=["download"],
     doc_md=__doc__,
 ) as dag:
 
@@ -36,12 +42,14 @@ with DAG(
             curation.check_subset(store(), from_params(Subset, params))
             from_params(DownloadOptions, params)
 
-    @task(outlets=[DOWNLOADED_ASSET], retries=2, retry_delay=timedelta(minutes=1))
+    @task(outlets=[DOWNLOADED_ASSET], retries=2, retry_delay=timedelta(minutes=1), retry_exponential_backoff=2.0)
     def download() -> dict:
         context = get_current_context()
         params = context["params"]
         with bad_input_fails(), cluster() as client:
-            artifact = curation.download_subset(store(), from_params(Subset, params), from_params(DownloadOptions, params), client)
+            artifact = curation.download_subset(
+                store(), from_params(Subset, params), from_params(DownloadOptions, params), client
+            )
         event = {**summary(artifact), "t": artifact.input("curated").params["t"],
                  **{k: artifact.stats[k] for k in ("count", "successes")}}  # fmt: skip
         context["outlet_events"][DOWNLOADED_ASSET].extra = event

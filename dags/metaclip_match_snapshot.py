@@ -9,12 +9,13 @@ matched.  Writes the matched shards and count vector as a ``matched`` artifact a
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from airflow.sdk import DAG, Param, get_current_context, task
 from metaclip_airflow import (
     DASK_RETRIES,
     MATCHED_ASSET,
+    RETRY_BACKOFF,
     artifact,
     bad_input_fails,
     cluster,
@@ -40,13 +41,17 @@ with DAG(
     start_date=datetime(2013, 1, 1),
     catchup=False,
     max_active_runs=8,
-    default_args={"retries": 1, "retry_delay": timedelta(seconds=10)},
+    default_args={"retries": 1, **RETRY_BACKOFF},
     params={
         "snapshot": snapshot_param(),
         "metadata_version": metadata_param(),
-        "pairs_source": Param("", type="string", title="Pairs source",
-                              description="parquet files to import first (a directory, file or glob, any fsspec URL; "
-                                          "{snapshot} is replaced); empty: the snapshot's newest pairs artifact"),
+        "pairs_source": Param(
+            "",
+            type="string",
+            title="Pairs source",
+            description="parquet files to import first (a directory, file or glob, any fsspec URL; "
+            "{snapshot} is replaced); empty: the snapshot's newest pairs artifact",
+        ),
         **dataclass_params(PairsImport, skip=("snapshot", "sources", "rows")),
         **dataclass_params(MatchParams),
     },  # fmt: skip
@@ -70,7 +75,9 @@ with DAG(
             meta = curation.metadata(store(), params["metadata_version"])
             if params["pairs_source"]:
                 source = params["pairs_source"].replace("{snapshot}", snapshot)
-                imported = run(store(), PAIRS_IMPORT, from_params(PairsImport, params, snapshot=snapshot, sources=[source]))
+                imported = run(
+                    store(), PAIRS_IMPORT, from_params(PairsImport, params, snapshot=snapshot, sources=[source])
+                )
             else:
                 imported = curation.latest_pairs(store(), snapshot)
         return {"snapshot": snapshot, "pairs": summary(imported), "metadata": summary(meta)}

@@ -10,10 +10,19 @@ cache (``$METACLIP_CACHE/sources``).  The result is a ``metadata`` artifact whos
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from airflow.sdk import DAG, Asset, get_current_context, task
-from metaclip_airflow import DASK_RETRIES, bad_input_fails, cluster, dataclass_params, from_params, store, summary
+from airflow.sdk import Asset, get_current_context, task
+from metaclip_airflow import (
+    DASK_RETRIES,
+    bad_input_fails,
+    cluster,
+    dataclass_params,
+    from_params,
+    manual_dag,
+    store,
+    summary,
+)
 
 from metaclip_tasks.metadata.build import MetadataParams
 from metaclip_tasks.metadata.fetch import fetch_all
@@ -23,14 +32,11 @@ from metaclip_tasks.stage import run
 
 METADATA_ASSET = Asset("metaclip.metadata")
 
-with DAG(
-    dag_id="metaclip_metadata",
-    description="Build the metadata from WordNet, Wikipedia unigrams and PMI bigrams, and titles by page views",
-    schedule=None,
-    start_date=datetime(2024, 1, 1),
-    catchup=False,
+with manual_dag(
+    "metaclip_metadata",
+    "Build the metadata from WordNet, Wikipedia unigrams and PMI bigrams, and titles by page views",
     params=dataclass_params(MetadataParams, skip=("wordnet_dir",)),
-    tags=["metaclip", "metadata"],
+    tags=["metadata"],
     doc_md=__doc__,
 ) as dag:
 
@@ -40,7 +46,7 @@ with DAG(
         with bad_input_fails():
             from_params(MetadataParams, get_current_context()["params"]).input_files()
 
-    @task(retries=3, retry_delay=timedelta(minutes=1))
+    @task(retries=3, retry_delay=timedelta(minutes=1), retry_exponential_backoff=2.0)
     def fetch_sources() -> dict:
         """Download the http(s) URLs among the inputs (resumable, checksum-verified); others pass through."""
         params = from_params(MetadataParams, get_current_context()["params"])
@@ -52,7 +58,9 @@ with DAG(
     def build(fetched: dict) -> dict:
         context = get_current_context()
         with bad_input_fails():
-            params = replace(from_params(MetadataParams, context["params"]), **{k: tuple(v) for k, v in fetched.items()})
+            params = replace(
+                from_params(MetadataParams, context["params"]), **{k: tuple(v) for k, v in fetched.items()}
+            )
             with cluster() as client:
                 artifact = run(store(), METADATA_BUILD, params, client=client)
         event = {**summary(artifact), "entries": artifact.stats["entries"], "by_source": artifact.stats["by_source"]}

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from airflow.sdk import DAG, Param, get_current_context, task
+from airflow.sdk import Param, get_current_context, task
 from metaclip_airflow import (
     DASK_RETRIES,
     artifact,
     bad_input_fails,
     cluster,
+    manual_dag,
     metadata_param,
     pool_param,
     seed_param,
@@ -29,29 +30,49 @@ from metaclip_tasks.errors import CurationError
 from metaclip_tasks.shared_data import COCO
 from metaclip_tasks.train import RECIPES
 
-with DAG(
-    dag_id="metaclip_t_ablation",
-    description="Balance a pool for several t values (or tail ratios) and compare the subsets",
-    schedule=None,
-    start_date=datetime(2024, 1, 1),
-    catchup=False,
+with manual_dag(
+    "metaclip_t_ablation",
+    "Balance a pool for several t values (or tail ratios) and compare the subsets",
     params={
         "pool": pool_param(),
-        "t_values": Param([], type="array", items={"type": "integer", "minimum": 1}, title="t values",
-                          description="the t values to compare (or give tail ratios instead)"),
-        "tail_ratios": Param([], type="array", items={"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
-                             title="Target tail ratios", description="tail ratios whose t values to compare"),
+        "t_values": Param(
+            [],
+            type="array",
+            items={"type": "integer", "minimum": 1},
+            title="t values",
+            description="the t values to compare (or give tail ratios instead)",
+        ),
+        "tail_ratios": Param(
+            [],
+            type="array",
+            items={"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+            title="Target tail ratios",
+            description="tail ratios whose t values to compare",
+        ),
         "seed": seed_param(),
         "metadata_version": metadata_param(),
-        "download": Param(False, type="boolean", title="Download",
-                          description="download the largest subset once (img2dataset); the others are views of it"),
-        "train": Param(False, type="boolean", title="Train and evaluate",
-                       description="train open_clip per t on its (downloaded) subset and evaluate it; needs download"),
-        "recipe": Param("tiny-cpu", type="string", enum=sorted(RECIPES), title="Recipe",
-                        description="training recipe per t (vit-b-32: the paper's, on GPUs)"),
+        "download": Param(
+            False,
+            type="boolean",
+            title="Download",
+            description="download the largest subset once (img2dataset); the others are views of it",
+        ),
+        "train": Param(
+            False,
+            type="boolean",
+            title="Train and evaluate",
+            description="train open_clip per t on its (downloaded) subset and evaluate it; needs download",
+        ),
+        "recipe": Param(
+            "tiny-cpu",
+            type="string",
+            enum=sorted(RECIPES),
+            title="Recipe",
+            description="training recipe per t (vit-b-32: the paper's, on GPUs)",
+        ),
         "device": Param("cpu", type="string", enum=["cuda", "cpu"], title="Device", description="where to train"),
     },  # fmt: skip
-    tags=["metaclip", "balancing", "ablation"],
+    tags=["balancing", "ablation"],
     doc_md=__doc__,
 ) as dag:
 
@@ -72,14 +93,16 @@ with DAG(
             counts = curation.counted_pool(store(), params["pool"], params["metadata_version"])
             return summary(curation.balance(store(), counts, t, params["seed"], client))
 
-    @task(retries=2, retry_delay=timedelta(minutes=1))
+    @task(retries=2, retry_delay=timedelta(minutes=1), retry_exponential_backoff=2.0)
     def download_once(curated: list[dict]) -> list[dict]:
         """The largest subset downloaded once; each smaller one an index into it (nested subsets)."""
         if not get_current_context()["params"]["download"]:
             return []
         with bad_input_fails():
             plans = curation.download_once(store(), [artifact(c) for c in curated])
-        return [{"t": p.t, "downloaded": summary(p.downloaded), "view": summary(p.view) if p.view else None} for p in plans]
+        return [
+            {"t": p.t, "downloaded": summary(p.downloaded), "view": summary(p.view) if p.view else None} for p in plans
+        ]
 
     @task(pool="gpu", retries=1, retry_delay=timedelta(minutes=5))
     def train_and_evaluate(item: dict) -> dict | None:
@@ -89,8 +112,12 @@ with DAG(
             return None
         config = replace(RECIPES[params["recipe"]], device=params["device"])
         with bad_input_fails():
-            plan = curation.DownloadPlan(item["t"], artifact(item["downloaded"]), artifact(item["view"]) if item["view"] else None)
-            _, metrics = curation.train_and_evaluate(store(), plan, config, os.environ.get("METACLIP_EVAL_COCO", str(COCO)))
+            plan = curation.DownloadPlan(
+                item["t"], artifact(item["downloaded"]), artifact(item["view"]) if item["view"] else None
+            )
+            _, metrics = curation.train_and_evaluate(
+                store(), plan, config, os.environ.get("METACLIP_EVAL_COCO", str(COCO))
+            )
         return summary(metrics)
 
     @task(trigger_rule="none_failed")

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from airflow.sdk import DAG, Asset, Param, get_current_context, task
+from airflow.sdk import Asset, Param, get_current_context, task
 from metaclip_airflow import (
     artifact,
     bad_input_fails,
     cluster,
     dataclass_params,
     from_params,
+    manual_dag,
     store,
     subset_params,
     summary,
@@ -36,37 +37,67 @@ from metaclip_tasks.train import RECIPES, check_device
 
 METRICS_ASSET = Asset("metaclip.metrics")
 
-with DAG(
-    dag_id="metaclip_train",
-    description="Train open_clip on a curated subset (GPU recipe or a tiny CPU model) and evaluate it",
-    schedule=None,
-    start_date=datetime(2024, 1, 1),
-    catchup=False,
+with manual_dag(
+    "metaclip_train",
+    "Train open_clip on a curated subset (GPU recipe or a tiny CPU model) and evaluate it",
     params={
         **subset_params(),
-        "recipe": Param("vit-b-32", type="string", enum=sorted(RECIPES), title="Recipe",
-                        description="vit-b-32: the paper's (QuickGELU, batch 32768, lr 5e-4, 2k warm-up); "
-                                    "tiny-cpu: a 2-layer model for a CPU"),
-        "device": Param("cuda", type="string", enum=["cuda", "cpu"], title="Device",
-                        description="cpu trains on the CPU; a GPU recipe without a GPU is refused"),
-        "model": Param(None, type=["null", "string"], title="Model",
-                       description="an open_clip model name; empty: the recipe's (ViT-B-32-quickgelu / metaclip-tiny)"),
+        "recipe": Param(
+            "vit-b-32",
+            type="string",
+            enum=sorted(RECIPES),
+            title="Recipe",
+            description="vit-b-32: the paper's (QuickGELU, batch 32768, lr 5e-4, 2k warm-up); "
+            "tiny-cpu: a 2-layer model for a CPU",
+        ),
+        "device": Param(
+            "cuda",
+            type="string",
+            enum=["cuda", "cpu"],
+            title="Device",
+            description="cpu trains on the CPU; a GPU recipe without a GPU is refused",
+        ),
+        "model": Param(
+            None,
+            type=["null", "string"],
+            title="Model",
+            description="an open_clip model name; empty: the recipe's (ViT-B-32-quickgelu / metaclip-tiny)",
+        ),
         "epochs": Param(None, type=["null", "integer"], minimum=1, title="Epochs", description="empty: the recipe's"),
-        "warmup": Param(None, type=["null", "integer"], minimum=0, title="Warm-up steps", description="empty: the recipe's"),
-        "precision": Param(None, type=["null", "string"], enum=[None, "amp", "amp_bf16", "bf16", "fp16", "fp32"],
-                           title="Precision", description="empty: the recipe's"),
-        "global_batch_size": Param(None, type=["null", "integer"], minimum=1, title="Global batch size",
-                                   description="empty: the recipe's"),
-        "accum_freq": Param(1, type="integer", minimum=1, title="Accumulation steps",
-                            description="micro-batches per step: global batch = per-GPU batch x GPUs x this; "
-                                        "the contrastive loss still sees the whole global batch (fewer GPUs than the paper's 64)"),
-        "lr": Param(None, type=["null", "number"], exclusiveMinimum=0, title="Learning rate",
-                    description="empty: the recipe's"),
-        "workers": Param(None, type=["null", "integer"], minimum=0, title="Data-loader processes per GPU",
-                         description="empty: the recipe's; the loader, not the GPU, bounds a ViT-B/32 step (BENCHMARKS.md)"),
+        "warmup": Param(
+            None, type=["null", "integer"], minimum=0, title="Warm-up steps", description="empty: the recipe's"
+        ),
+        "precision": Param(
+            None,
+            type=["null", "string"],
+            enum=[None, "amp", "amp_bf16", "bf16", "fp16", "fp32"],
+            title="Precision",
+            description="empty: the recipe's",
+        ),
+        "global_batch_size": Param(
+            None, type=["null", "integer"], minimum=1, title="Global batch size", description="empty: the recipe's"
+        ),
+        "accum_freq": Param(
+            1,
+            type="integer",
+            minimum=1,
+            title="Accumulation steps",
+            description="micro-batches per step: global batch = per-GPU batch x GPUs x this; "
+            "the contrastive loss still sees the whole global batch (fewer GPUs than the paper's 64)",
+        ),
+        "lr": Param(
+            None, type=["null", "number"], exclusiveMinimum=0, title="Learning rate", description="empty: the recipe's"
+        ),
+        "workers": Param(
+            None,
+            type=["null", "integer"],
+            minimum=0,
+            title="Data-loader processes per GPU",
+            description="empty: the recipe's; the loader, not the GPU, bounds a ViT-B/32 step (BENCHMARKS.md)",
+        ),
         "image_size": dataclass_params(DownloadOptions)["image_size"],
     },  # fmt: skip
-    tags=["metaclip", "training"],
+    tags=["training"],
     doc_md=__doc__,
 ) as dag:
 
@@ -83,11 +114,15 @@ with DAG(
             check_device(_config())
             curation.check_subset(store(), from_params(Subset, params))
 
-    @task(retries=2, retry_delay=timedelta(minutes=1))
+    @task(retries=2, retry_delay=timedelta(minutes=1), retry_exponential_backoff=2.0)
     def download() -> dict:
         p = get_current_context()["params"]
         with bad_input_fails(), cluster() as client:
-            return summary(curation.download_subset(store(), from_params(Subset, p), DownloadOptions(image_size=p["image_size"]), client))
+            return summary(
+                curation.download_subset(
+                    store(), from_params(Subset, p), DownloadOptions(image_size=p["image_size"]), client
+                )
+            )
 
     @task(pool="gpu", retries=1, retry_delay=timedelta(minutes=5))
     def train(downloaded: dict) -> dict:

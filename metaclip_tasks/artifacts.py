@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,18 @@ from metaclip_tasks.errors import CurationError
 
 MANIFEST = "manifest.json"
 DATA = "data"  # the folder of an artifact's parquet rows
+_TMP = ".tmp-"  # a local work folder: .<version>.tmp-<host>-<pid>-<random>
+_HOST = socket.gethostname().replace("-", "_")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def canonical_json(value: Any) -> str:
@@ -76,24 +89,44 @@ class Artifact:
         prefix = f"{under.rstrip('/')}/" if under else ""
         return sorted(f["name"] for f in self.manifest["files"] if f["name"].endswith(suffix) and f["name"].startswith(prefix))
 
-    def data_files(self) -> list[str]:
-        """URIs of the parquet parts of its rows (``data/``), in name order."""
-        return [self.path(name) for name in self.files(".parquet", under=DATA)]
+    def data_files(self) -> list[files.Stored]:
+        """The parquet parts of its rows (``data/``), in name order, each with what it must be
+        (whoever reads one verifies it: a Dask worker before matching it, for instance)."""
+        return [self.stored(name) for name in self.files(".parquet", under=DATA)]
 
-    def open(self, name: str, mode: str = "rb") -> IO:
-        """One of its files, opened for reading; a name the manifest does not list is an error."""
-        if name not in {f["name"] for f in self.manifest["files"]}:
+    def stored(self, name: str) -> files.Stored:
+        """One of its files as the manifest describes it; a name the manifest does not list is an error."""
+        described = next((f for f in self.manifest["files"] if f["name"] == name), None)
+        if described is None:
             raise CurationError(f"{self.stage} {self.version} has no file {name}")
-        fs, path = files.filesystem(self.path(name))
-        return fs.open(path, mode)
+        return files.Stored(self.path(name), described["bytes"], described["sha256"], f"{self.stage} {self.version}")
+
+    def verify(self, checksums: bool = True) -> Artifact:
+        """Every file against the manifest (sizes, and sha256 once per process); an error names the file."""
+        for f in self.manifest["files"]:
+            files.verify(self.stored(f["name"]), checksums)
+        return self
+
+    def open(self, name: str) -> IO[bytes]:
+        """One of its files, verified against the manifest, opened for reading."""
+        stored = self.stored(name)
+        files.verify(stored)
+        fs, path = files.filesystem(stored.uri)
+        return fs.open(path, "rb")
 
     def read_json(self, name: str) -> Any:
         with self.open(name) as f:
-            return json.load(f)
+            try:
+                return json.load(f)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                raise CurationError(f"{self.stage} {self.version}: {name} is not valid JSON: {e}") from e
 
     def read_array(self, name: str) -> np.ndarray:
         with self.open(name) as f:
-            return np.load(f, allow_pickle=False)
+            try:
+                return np.load(f, allow_pickle=False)
+            except (ValueError, OSError, EOFError) as e:
+                raise CurationError(f"{self.stage} {self.version}: {name} is not a numpy .npy array: {e}") from e
 
     def dataset(self):
         """Its rows as one ``pyarrow.dataset``."""
@@ -117,8 +150,11 @@ class Artifact:
         return found[0]
 
     def local_copy(self, name: str, directory: str | os.PathLike) -> Path:
-        """A local path of one of its files or folders: itself on a local root, else a copy in ``directory``
-        (for tools that need local files, such as a trainer's data loader)."""
+        """A local path of one of its files or folders, verified: itself on a local root, else a copy in
+        ``directory`` (for tools that need local files, such as a trainer's data loader)."""
+        for f in self.manifest["files"]:
+            if f["name"] == name or f["name"].startswith(f"{name}/"):
+                files.verify(self.stored(f["name"]))
         fs, path = files.filesystem(self.path(name))
         if files.is_local(fs):
             return Path(path)
@@ -200,6 +236,7 @@ class ArtifactStore:
         self.local = files.is_local(self.fs)
         self.root = root_path.rstrip("/") if self.local else str(root).rstrip("/")
         self._root_path = root_path.rstrip("/")
+        self.problems: list[str] = []  # artifacts the last list() left out, and why
 
     def __repr__(self) -> str:
         return f"ArtifactStore({self.root!r})"
@@ -211,12 +248,18 @@ class ArtifactStore:
         return "/".join([self._root_path, "artifacts", *parts])
 
     def get(self, stage: str, version: str) -> Artifact | None:
-        """The complete artifact, or None when it does not exist or was never finished."""
+        """The complete artifact, or None when it does not exist or was never finished; a manifest
+        that cannot be read is an error naming it."""
         manifest_path = self._path(stage, version, MANIFEST)
-        if not self.fs.isfile(manifest_path):
-            return None
-        with self.fs.open(manifest_path, "rb") as f:
-            manifest = json.load(f)
+        try:
+            if not self.fs.isfile(manifest_path):
+                return None
+            with self.fs.open(manifest_path, "rb") as f:
+                manifest = json.load(f)
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CurationError(f"{stage} {version}: {MANIFEST} cannot be read: {e}") from e
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list) or "params" not in manifest:
+            raise CurationError(f"{stage} {version}: {MANIFEST} is not an artifact manifest")
         return Artifact(stage, version, self.uri("artifacts", stage, version), manifest, self)
 
     def require(self, stage: str, version: str) -> Artifact:
@@ -227,10 +270,21 @@ class ArtifactStore:
         return artifact
 
     def list(self, stage: str | None = None) -> list[Artifact]:
-        """Complete artifacts (of one stage, or all), oldest first."""
+        """Complete artifacts (of one stage, or all), oldest first; one with a broken manifest is
+        left out and reported in :attr:`problems`, so it never hides the others."""
+        self.problems = []
         stages = [stage] if stage else self._children(self._path())
-        found = [a for st in stages for v in self._children(self._path(st)) if (a := self.get(st, v)) is not None]
-        return sorted(found, key=lambda a: (a.manifest.get("created", ""), a.stage, a.version))
+        found = []
+        for st in stages:
+            for version in self._children(self._path(st)):
+                try:
+                    artifact = self.get(st, version)
+                except CurationError as e:
+                    self.problems.append(str(e))
+                    continue
+                if artifact is not None:
+                    found.append(artifact)
+        return sorted(found, key=lambda a: (str(a.manifest.get("created", "")), a.stage, a.version))
 
     def latest(self, stage: str, **params: Any) -> Artifact | None:
         """The newest complete artifact of ``stage`` whose parameters include ``params``."""
@@ -243,14 +297,17 @@ class ArtifactStore:
         names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(path, detail=False)]
         return sorted(n for n in names if not n.startswith("."))
 
-    def lineage(self, stage: str, version: str) -> dict[str, Any]:
-        """The artifact and, recursively, the artifacts it was made from."""
+    def lineage(self, stage: str, version: str, _path: tuple[tuple[str, str], ...] = ()) -> dict[str, Any]:
+        """The artifact and, recursively, the artifacts it was made from; a cycle is an error."""
+        if (stage, version) in _path:
+            cycle = " -> ".join(f"{s} {v}" for s, v in (*_path, (stage, version)))
+            raise CurationError(f"the lineage of {_path[0][0]} {_path[0][1]} has a cycle: {cycle}")
         artifact = self.require(stage, version)
         return {
             "stage": stage,
             "version": version,
             "params": artifact.params,
-            "inputs": [self.lineage(i["stage"], i["version"]) for i in artifact.manifest.get("inputs", [])],
+            "inputs": [self.lineage(i["stage"], i["version"], (*_path, (stage, version))) for i in artifact.manifest.get("inputs", [])],
         }
 
     def publish(
@@ -261,14 +318,18 @@ class ArtifactStore:
         ``build(output)`` writes the stage's files and returns its stats; the files are described,
         ``header`` (params, inputs, code, ...) and the rest of the manifest written last."""
         existing = self.get(stage, version)
-        if existing is not None:
-            return Artifact(stage, version, existing.uri, existing.manifest, self, cache_hit=True)
+        if existing is not None:  # a cache hit, once it is verified
+            return Artifact(stage, version, existing.uri, existing.manifest, self, cache_hit=True).verify()
         target = self._path(stage, version)
-        work = f"{self._path(stage)}/.{version}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}" if self.local else target
+        work = f"{self._path(stage)}/.{version}{_TMP}{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}" if self.local else target
         output = Output(files.unstrip(self.fs, work))
         made = [d for d in (self._root_path, self._path(), self._path(stage)) if not self.fs.isdir(d)] if self.local else []
         if self.local:
-            self.fs.makedirs(work, exist_ok=True)
+            try:
+                self.fs.makedirs(work, exist_ok=True)
+            except OSError as e:
+                raise CurationError(f"cannot write under the artifact root {self.root}: {e}") from e
+            self._remove_stale_temporaries(stage)
         published = False
         try:
             stats = build(output) or {}
@@ -297,13 +358,25 @@ class ArtifactStore:
         return self.require(stage, version)
 
     def _rename_into_place(self, work: str, target: str) -> None:
-        """Make a local work folder the version folder: durable first, then one rename."""
+        """Make a local work folder the version folder: durable first, then one rename.  A version
+        folder without a manifest (a crash of a writer before this design) is the store's own and is replaced."""
         for path in self.fs.find(work):
             with open(path, "rb+") as f:
                 os.fsync(f.fileno())
+        if self.fs.isdir(target) and not self.fs.isfile(f"{target}/{MANIFEST}"):
+            self.fs.rm(target, recursive=True)
         try:
             os.rename(work, target)
         except OSError:
             if not self.fs.isfile(f"{target}/{MANIFEST}"):  # not a concurrent twin that finished first
                 raise
+
+    def _remove_stale_temporaries(self, stage: str) -> None:
+        """Work folders of writers on this host that died (killed mid-build): never a live one."""
+        for name in self.fs.ls(self._path(stage), detail=False):
+            base = name.rstrip("/").rsplit("/", 1)[-1]
+            if base.startswith(".") and f"{_TMP}{_HOST}-" in base:
+                pid = base.split(f"{_TMP}{_HOST}-", 1)[1].split("-", 1)[0]
+                if pid.isdigit() and not _alive(int(pid)):
+                    self.fs.rm(name, recursive=True)
 

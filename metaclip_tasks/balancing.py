@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from metaclip_tasks.arrays import binary_parts, list_parts, to_binary
 from metaclip_tasks.errors import CurationError
+from metaclip_tasks.files import Stored
 from metaclip_tasks.hashing import GOLDEN, splitmix64
 from metaclip_tasks.shards import MATCHED_SCHEMA, ShardReader, ShardWriter, Written
 
@@ -247,15 +248,20 @@ def balance_summary(counts: np.ndarray, t: int, seed: int, total: ShardBalance) 
     }
 
 
-def balance_shard(input_uri: str, output_uri: str, probs: np.ndarray, seed: int, *, batch_rows: int = 262144) -> tuple[ShardBalance, Written]:
+def balance_shard(source: str | Stored, output_uri: str, probs: np.ndarray, seed: int, *, batch_rows: int = 262144) -> tuple[ShardBalance, Written]:
     """Keep the balanced subset of one matched shard (uid, url, text, matched_entry_ids) in ``output_uri``."""
     pairs_in = kept = 0
     expected = variance = 0.0
     kept_counts = np.zeros(len(probs), dtype=_U64)
-    with ShardReader(input_uri, MATCHED_SCHEMA.names) as reader:
+    with ShardReader(source, MATCHED_SCHEMA.names, string_columns=["uid"]) as reader:
+        reader.require_int_lists("matched_entry_ids")
         writer = ShardWriter(output_uri, MATCHED_SCHEMA)
         for batch in reader.batches(batch_rows):
             matched = batch.column("matched_entry_ids")
+            ids = list_parts(matched)[1]
+            if len(ids) and (ids.min() < 0 or ids.max() >= len(probs)):
+                raise CurationError(f"input shard {reader.uri}: entry ids {ids.min()}..{ids.max()} do not fit the "
+                                    f"{len(probs):,} entries of the counts (matched against other metadata?)")  # fmt: skip
             mask = keep_mask(batch.column("uid"), matched, probs, seed)
             chosen = batch.filter(pa.array(mask))
             writer.write(chosen)

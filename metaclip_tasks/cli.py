@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = artifacts.add_subparsers(dest="verb", required=True, metavar="VERB")
     listing = verbs.add_parser("list", help="complete artifacts, oldest first")
     listing.add_argument("--stage", help="only this artifact kind (pairs, metadata, matched, pool_counts, curated, ...)")
+    checking = verbs.add_parser("verify", help="check every file of the artifacts against their manifests (size and sha256)")
+    checking.add_argument("stage", nargs="?", help="only this artifact kind")
+    checking.add_argument("version", nargs="?", help="only this version")
     for verb, text in (("show", "print an artifact's manifest"), ("lineage", "print the artifacts it was made from")):
         one = verbs.add_parser(verb, help=text)
         one.add_argument("stage")
@@ -180,8 +183,8 @@ def _run(args: argparse.Namespace) -> None:
         a = curation.counted_pool(store, subset.pool, subset.metadata_version)
         _done(a, f"{a.stats['entries']:,} entries, {a.stats['matches']:,} matches, "
                  f"{a.stats['entries_never_matched']:,} never matched; t={a.stats['t']}")  # fmt: skip
-        entries = load_metadata(a.input("metadata").path("entries.json"))
-        for entry, n in top_entries(load_counts(a.path("counts.npy")), entries, args.top):
+        entries = load_metadata(a.input("metadata").stored("entries.json"))
+        for entry, n in top_entries(load_counts(a.stored("counts.npy")), entries, args.top):
             print(f"{n:>14,}  {entry}")
     elif args.command == "choose-t":
         from metaclip_tasks.balancing import tail_ratio
@@ -193,7 +196,7 @@ def _run(args: argparse.Namespace) -> None:
         curation.check_t_choice(subset.t, subset.target_tail_ratio)  # before counting anything
         counts = curation.counted_pool(store, subset.pool, subset.metadata_version)
         t = curation.pool_t(counts, subset.t, subset.target_tail_ratio)
-        result = {"t": t, "tail_ratio": tail_ratio(load_counts(counts.path("counts.npy")), t),
+        result = {"t": t, "tail_ratio": tail_ratio(load_counts(counts.stored("counts.npy")), t),
                   "target_tail_ratio": subset.target_tail_ratio}  # fmt: skip
         print(json.dumps(result) if args.json else f"t={t} tail_ratio={result['tail_ratio']:.6f}")
     elif args.command in ("balance", "download"):
@@ -217,7 +220,11 @@ def _run(args: argparse.Namespace) -> None:
     elif args.command == "artifacts":
         if args.verb == "list":
             for a in store.list(args.stage):
-                print(f"{a.stage:<13} {a.version}  {a.manifest['created'][:19]}  {json.dumps(a.params, sort_keys=True)[:90]}")
+                print(f"{a.stage:<13} {a.version}  {str(a.manifest.get('created'))[:19]}  {json.dumps(a.params, sort_keys=True)[:90]}")
+            for problem in store.problems:
+                print(f"metaclip: warning: {problem}", file=sys.stderr)
+        elif args.verb == "verify":
+            _verify(store, args.stage, args.version)
         elif args.verb == "show":
             print(json.dumps(store.require(args.stage, args.version).manifest, indent=2, sort_keys=True))
         else:
@@ -249,9 +256,29 @@ def _metadata(args: argparse.Namespace, store) -> None:
         _done(a, f"{a.stats['entries']:,} entries ({a.stats['duplicated_entries']:,} duplicated)")
     else:
         a = curation.metadata(store, args.version)
-        entries = load_metadata(a.path("entries.json"))
+        entries = load_metadata(a.stored("entries.json"))
         sources = a.read_json(SOURCES_FILE) if SOURCES_FILE in a.files() else None
         print(json.dumps(source_stats(entries, sources), indent=2))
+
+
+def _verify(store, stage: str | None, version: str | None) -> None:
+    """Every file of the chosen artifacts against its manifest; a line per artifact, an error if any failed."""
+    chosen = [store.require(stage, version)] if version else store.list(stage)
+    failed = list(store.problems) if not version else []
+    for problem in failed:
+        print(f"BROKEN  {problem}")
+    for a in chosen:
+        try:
+            a.verify()
+            print(f"ok      {a.stage} {a.version} ({len(a.manifest['files'])} files)")
+        except CurationError as e:
+            failed.append(str(e))
+            print(f"FAILED  {e}")
+    if failed:
+        raise CurationError(f"{len(failed)} of {len(chosen) + len(store.problems if not version else [])} artifacts failed "
+                            "verification (see above)")  # fmt: skip
+    if not chosen:
+        raise CurationError(f"no {stage or ''} artifacts under {store.root}".replace("  ", " "))
 
 
 def _print_stages() -> None:

@@ -37,15 +37,20 @@ def sum_counts(vectors: Iterable[np.ndarray], names: Sequence[str] | None = None
                 "(counted against different metadata?)"
             )
         else:
+            before = total.copy()
             total += vector.astype(COUNTS_DTYPE, copy=False)
+            if (total < before).any():  # uint64 wrapped around
+                raise CurationError(f"the sum of the counts overflows 64 bits at {name} (entry {int(np.argmax(total < before))})")
     if total is None:
         raise CurationError("no count vectors to sum")
     return total
 
 
-def load_counts(uri: str) -> np.ndarray:
-    """Read a count vector saved as ``.npy`` (any fsspec URI): one-dimensional, non-negative integers."""
-    with files.open_read(uri, "count file") as f:
+def load_counts(source: str | files.Stored) -> np.ndarray:
+    """Read a count vector saved as ``.npy`` (any fsspec URI, or an artifact's verified file):
+    one-dimensional, non-negative integers."""
+    uri = source.uri if isinstance(source, files.Stored) else source
+    with files.open_read(source, "count file") as f:
         try:
             counts = np.load(f, allow_pickle=False)
         except (ValueError, OSError, EOFError) as e:

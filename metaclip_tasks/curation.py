@@ -129,7 +129,7 @@ def pool_t(counts: Artifact, t: int | None, target_tail_ratio: float | None) -> 
     check_t_choice(t, target_tail_ratio)
     if t is None and target_tail_ratio in (None, counts.params["target_tail_ratio"]):
         return int(counts.stats["t"])  # chosen when the pool was counted
-    return resolve_t(load_counts(counts.path(COUNTS)), t, target_tail_ratio)
+    return resolve_t(load_counts(counts.stored(COUNTS)), t, target_tail_ratio)
 
 
 def counted_pool(store: ArtifactStore, pool_name: str, metadata_version: str = "") -> Artifact:

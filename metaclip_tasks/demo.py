@@ -49,7 +49,7 @@ def demo_source(store: ArtifactStore, captions: str = str(CAPTIONS)) -> tuple[st
     if not fs.isfile(path):
         from metaclip_tasks.metadata.store import load_metadata
 
-        entries = load_metadata(curation.metadata(store).path("entries.json"))
+        entries = load_metadata(curation.metadata(store).stored("entries.json"))
         with files.open_write(generated) as f:
             pq.write_table(generated_pool(entries), f)
     return generated, f"a generated pool ({captions} is absent)"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import IO, Any
 
 import fsspec
@@ -43,11 +44,15 @@ def unstrip(fs: AbstractFileSystem, path: str) -> str:
     return fs.unstrip_protocol(path) if not is_local(fs) else path
 
 
-def open_read(uri: str, what: str = "file") -> IO[bytes]:
-    """``uri`` opened for reading; a missing file is an error naming it."""
-    fs, path = filesystem(uri)
+def open_read(source: str | Stored, what: str = "file") -> IO[bytes]:
+    """A file opened for reading: a URI (a missing file is an error naming it), or an artifact's
+    file, verified against its manifest first."""
+    if isinstance(source, Stored):
+        verify(source)
+        source = source.uri
+    fs, path = filesystem(source)
     if not fs.isfile(path):
-        raise CurationError(f"{what} {uri} does not exist")
+        raise CurationError(f"{what} {source} does not exist")
     return fs.open(path, "rb")
 
 
@@ -151,3 +156,40 @@ class HashingWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A file an artifact's manifest lists: where it is and what it must be (size and sha256)."""
+
+    uri: str
+    bytes: int
+    sha256: str
+    what: str = ""  # e.g. "matched a9f0fa17b14e06f5", for messages
+
+    @property
+    def name(self) -> str:
+        return self.uri.rsplit("/", 1)[-1]
+
+
+_VERIFIED: set[tuple[str, int, str]] = set()  # files whose checksum this process has checked
+
+
+def verify(stored: Stored, checksum: bool = True) -> None:
+    """Check a stored file against its manifest entry: its size always, its sha256 (streamed) once per
+    process; a difference is an error naming the artifact and the file."""
+    fs, path = filesystem(stored.uri)
+    where = f"{stored.what}: file {stored.uri}" if stored.what else f"file {stored.uri}"
+    try:
+        size = int(fs.size(path))
+    except (FileNotFoundError, OSError):
+        raise CurationError(f"{where} is missing (the manifest lists it)") from None
+    if size != stored.bytes:
+        raise CurationError(f"{where} has {size:,} bytes, its manifest says {stored.bytes:,}: it changed after it was published")
+    key = (stored.uri, stored.bytes, stored.sha256)
+    if checksum and key not in _VERIFIED:
+        digest = describe(fs, path)[1]
+        if digest != stored.sha256:
+            raise CurationError(f"{where} has sha256 {digest[:16]}..., its manifest says {stored.sha256[:16]}...: "
+                                "it changed after it was published")  # fmt: skip
+        _VERIFIED.add(key)

@@ -2,24 +2,45 @@
 cluster and a local artifact root, all under the repository's ignored ``.state/`` folder.
 
     python -m metaclip_tasks.local_airflow demo        # the README's main job, through Airflow
-    python -m metaclip_tasks.local_airflow standalone  # scheduler, dag-processor, API server, UI
+    python -m metaclip_tasks.local_airflow standalone  # API server + UI, scheduler, dag-processor, triggerer
 
 SQLite is put in WAL mode with a long busy timeout, so the scheduler, the dag-processor, the
 API server and the command line can write to it at the same time.
+
+``standalone`` is our own supervisor, not ``airflow standalone`` (which leaves its scheduler, API
+server and triggerer running when it is stopped): it migrates the DB, starts ``airflow api-server``
+and waits until its health endpoint and the execution API answer, and only then starts the
+scheduler (so no task can start before the API it reports to is up), the dag-processor and the
+triggerer, each in its own process group with its log in ``<state>/logs/<service>.log``. SIGTERM,
+SIGINT (Ctrl-C) or SIGHUP stops them all: SIGTERM to every group, then to whatever they started
+that is left (task processes run in groups of their own), and SIGKILL to anything still alive
+after ``--stop-timeout`` seconds. A service that dies on its own stops the rest and the
+supervisor exits non-zero. The UI needs no login (simple auth manager, everyone admin) and is
+served on 127.0.0.1 only (``AIRFLOW__API__HOST`` to change it).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+
+import psutil
 
 from metaclip_tasks.settings import REPO
 
 STATE = REPO / ".state"
+SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")  # in start order
 
 
 def airflow_env(state: Path = STATE, root: str | None = None, **overrides: str) -> dict[str, str]:
@@ -37,10 +58,26 @@ def airflow_env(state: Path = STATE, root: str | None = None, **overrides: str) 
         "AIRFLOW__CORE__PARALLELISM": "4",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}?timeout=120",
         "METACLIP_ROOT": root or os.environ.get("METACLIP_ROOT") or str(Path(state) / "root"),
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",  # standalone runs `airflow ...`
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",  # services run `airflow ...`
     }
     env.update(overrides)
     return env
+
+
+def service_env(state: Path = STATE, port: int = 8080, root: str | None = None, **overrides: str) -> dict[str, str]:
+    """``airflow_env`` for the long-running services: the API server on ``port`` (127.0.0.1 unless
+    ``$AIRFLOW__API__HOST`` says otherwise), tasks told to reach its execution API there, and the
+    simple auth manager with everyone admin, so the UI and the REST API need no login."""
+    return airflow_env(
+        state,
+        root,
+        AIRFLOW__CORE__AUTH_MANAGER=SIMPLE_AUTH_MANAGER,
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True",
+        AIRFLOW__API__HOST=os.environ.get("AIRFLOW__API__HOST", "127.0.0.1"),
+        AIRFLOW__API__PORT=str(port),
+        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
+        **overrides,
+    )
 
 
 def migrate(env: dict[str, str]) -> None:
@@ -56,10 +93,10 @@ def run_airflow(env: dict[str, str], *args: str, log: Path | None = None) -> sub
     """Run ``airflow ARGS`` in ``env``; its output goes to ``log`` (or is captured)."""
     command = [str(Path(sys.executable).parent / "airflow"), *args]
     if log is None:
-        result = subprocess.run(command, env=env, capture_output=True, text=True)
+        result = subprocess.run(command, check=False, env=env, capture_output=True, text=True)
     else:
         with open(log, "w") as out:
-            result = subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+            result = subprocess.run(command, check=False, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
     if result.returncode:
         detail = (result.stderr or "")[-3000:] if log is None else f"see {log}"
         raise SystemExit(f"airflow {' '.join(args)} failed ({result.returncode}): {detail}")
@@ -80,17 +117,268 @@ def run_demo(state: Path = STATE) -> str:
     return f"{demo_report(store, curated, demo_source(store)[1])}\n  airflow log: {log}"
 
 
+def get_json(url: str, timeout: float = 5) -> dict | None:
+    """``url``'s JSON body when it answers 200, else None (refused, an error status, not JSON)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return json.loads(response.read()) if response.status == 200 else None
+    except (OSError, ValueError):  # URLError, HTTPError, timeouts and resets are OSErrors
+        return None
+
+
+def api_ready(port: int) -> bool:
+    """The API server answers: its health endpoint reaches the metadata DB, and the execution API
+    (what task processes talk to) is mounted."""
+    base = f"http://127.0.0.1:{port}"
+    health = get_json(f"{base}/api/v2/monitor/health")
+    return bool(health and health.get("metadatabase", {}).get("status") == "healthy"
+                and get_json(f"{base}/execution/health"))  # fmt: skip
+
+
+def all_healthy(port: int) -> bool:
+    """Scheduler, dag-processor and triggerer heartbeat, as the API server reports them."""
+    health = get_json(f"http://127.0.0.1:{port}/api/v2/monitor/health") or {}
+    return all(
+        (health.get(part) or {}).get("status") == "healthy" for part in ("scheduler", "dag_processor", "triggerer")
+    )
+
+
+def _become_subreaper() -> bool:
+    """Linux: orphaned descendants (a task's Dask workers whose task died) are re-parented to this
+    process rather than to init, so they stay findable and are stopped with the rest."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        PR_SET_CHILD_SUBREAPER = 36
+        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+class Supervisor:
+    """Starts the Airflow services in their own process groups and stops everything they started."""
+
+    def __init__(self, env: dict[str, str], port: int, log_dir: Path, stop_timeout: float = 30,
+                 ready_timeout: float = 600, say: Callable[[str], None] = print) -> None:  # fmt: skip
+        self.env, self.port, self.log_dir = env, port, Path(log_dir)
+        self.stop_timeout, self.ready_timeout, self.say = stop_timeout, ready_timeout, say
+        self.children: dict[str, subprocess.Popen] = {}
+        self.stop_signal: int | None = None
+        self.failure: str | None = None
+        self._seen: dict[int, psutil.Process] = {}  # pid -> psutil.Process: every descendant ever seen
+
+    # -- signals ------------------------------------------------------------------------------
+    def _on_signal(self, signum: int, frame) -> None:
+        if self.stop_signal is None:
+            self.stop_signal = signum
+
+    def install_signal_handlers(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+
+    # -- processes ----------------------------------------------------------------------------
+    def log_path(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def start(self, name: str, command: list[str] | None = None) -> None:
+        """Start ``airflow NAME`` (or ``command``) in a session and process group of its own."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        command = command or [str(Path(sys.executable).parent / "airflow"), name]
+        with open(self.log_path(name), "a") as log:
+            log.write(f"\n==== {name}: started {time.strftime('%Y-%m-%d %H:%M:%S')} ====\n")
+            log.flush()
+            self.children[name] = subprocess.Popen(
+                command, env=self.env, stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,  # its own session and group
+            )  # fmt: skip
+        self.say(f"started {name} (pid {self.children[name].pid}), log: {self.log_path(name)}")
+
+    def _descendants(self) -> list[psutil.Process]:
+        """Every live process started from here, directly or not, including orphans seen before."""
+        try:
+            for p in psutil.Process().children(recursive=True):
+                self._seen.setdefault(p.pid, p)
+        except psutil.Error:
+            pass
+        alive = []
+        for pid, p in list(self._seen.items()):
+            try:
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(p)
+                    continue
+            except psutil.Error:
+                pass
+            del self._seen[pid]
+        return alive
+
+    def _reap(self) -> None:
+        """Collect the exit status of orphans re-parented to this process (not of our services:
+        ``Popen`` waits for those)."""
+        ours = {c.pid for c in self.children.values()}
+        try:
+            children = psutil.Process().children()
+        except psutil.Error:
+            return
+        for p in children:
+            try:
+                if p.pid not in ours and p.status() == psutil.STATUS_ZOMBIE:
+                    os.waitpid(p.pid, os.WNOHANG)
+            except (psutil.Error, ChildProcessError):
+                pass
+
+    def _exited(self) -> str | None:
+        for name, child in self.children.items():
+            if child.poll() is not None:
+                return name
+        return None
+
+    def _tail(self, name: str, chars: int = 3000) -> str:
+        try:
+            return self.log_path(name).read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def _check(self) -> bool:
+        """False when a stop was asked for or a service died (``failure`` says which)."""
+        self._reap()
+        if self.stop_signal is not None:
+            return False
+        dead = self._exited()
+        if dead is not None:
+            self.failure = f"{dead} exited on its own ({self.children[dead].returncode})"
+            self.say(f"{self.failure}; last lines of {self.log_path(dead)}:\n{self._tail(dead)}")
+            return False
+        return True
+
+    # -- the run ------------------------------------------------------------------------------
+    def run(self) -> int:
+        """Start the services, supervise them until a signal or a death, stop everything; the exit status."""
+        _become_subreaper()
+        try:
+            if self._start_all():
+                shown_ready = False
+                while self._check():
+                    self._descendants()  # remember them, so that orphans are still found when stopping
+                    if not shown_ready and all_healthy(self.port):
+                        self.say(f"Airflow is ready: http://localhost:{self.port} (no login); Ctrl-C stops it")
+                        shown_ready = True
+                    time.sleep(1)
+        finally:
+            self.stop()
+        return 1 if self.failure else 0
+
+    def _start_all(self) -> bool:
+        self.start("api-server")
+        deadline = time.monotonic() + self.ready_timeout
+        while not api_ready(self.port):
+            if not self._check():
+                return False
+            if time.monotonic() > deadline:
+                self.failure = f"the API server did not answer on port {self.port} within {self.ready_timeout:.0f} s"
+                self.say(f"{self.failure}; last lines of {self.log_path('api-server')}:\n{self._tail('api-server')}")
+                return False
+            time.sleep(0.5)
+        self.say(f"the API server answers on http://127.0.0.1:{self.port}")
+        for name in SERVICES[1:]:
+            if not self._check():
+                return False
+            self.start(name)
+        return True
+
+    def stop(self) -> None:
+        """SIGTERM every service's group, then what they started that outlives them; SIGKILL what is
+        left after ``stop_timeout``; return once every process started from here is gone."""
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C does not cut the stop short
+        reason = signal.Signals(self.stop_signal).name if self.stop_signal else (self.failure or "exiting")
+        self.say(f"stopping ({reason}): SIGTERM to {', '.join(self.children) or 'nothing'}")
+        self._descendants()
+        for child in self.children.values():
+            _killpg(child.pid, signal.SIGTERM)
+        termed: set[int] = set()
+        deadline = time.monotonic() + self.stop_timeout
+        while time.monotonic() < deadline:
+            for child in self.children.values():
+                child.poll()
+            self._reap()
+            alive = self._descendants()
+            if not alive:
+                break
+            if all(c.returncode is not None for c in self.children.values()):
+                # the services are gone; what they started in groups of their own is still here
+                for p in alive:
+                    if p.pid not in termed:
+                        termed.add(p.pid)
+                        _signal(p, signal.SIGTERM)
+            time.sleep(0.2)
+        else:
+            alive = self._descendants()
+            self.say(f"still running after {self.stop_timeout:.0f} s, SIGKILL: "
+                     + ", ".join(f"{p.pid} {_name(p)}" for p in alive))  # fmt: skip
+            for child in self.children.values():
+                _killpg(child.pid, signal.SIGKILL)
+            for p in alive:
+                _signal(p, signal.SIGKILL)
+            ours = {c.pid for c in self.children.values()}  # Popen reaps those: their status stays right
+            psutil.wait_procs([p for p in alive if p.pid not in ours], timeout=10)
+        for child in self.children.values():
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        self._reap()
+        self.say("stopped")
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _signal(process: psutil.Process, sig: int) -> None:
+    try:
+        process.send_signal(sig)  # psutil checks the pid still names the same process
+    except psutil.Error:
+        pass
+
+
+def _name(process: psutil.Process) -> str:
+    try:
+        return " ".join(process.cmdline())[:80] or process.name()
+    except psutil.Error:
+        return "?"
+
+
+def standalone(state: Path = STATE, port: int = 8080, stop_timeout: float = 30, ready_timeout: float = 600) -> int:
+    """Migrate the DB, then run and supervise the services until a signal; the exit status."""
+    supervisor = Supervisor(service_env(state, port), port, Path(state) / "logs", stop_timeout, ready_timeout,
+                            say=lambda line: print(f"local_airflow | {line}", flush=True))  # fmt: skip
+    supervisor.install_signal_handlers()  # before the migration: a Ctrl-C during it is not lost
+    supervisor.say(f"migrating the metadata DB in {supervisor.env['AIRFLOW_HOME']}")
+    migrate(supervisor.env)
+    if supervisor.stop_signal is not None:
+        return 0
+    return supervisor.run()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["demo", "standalone"])
     parser.add_argument("--state-dir", type=Path, default=STATE, help="where Airflow and the artifacts live")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("AIRFLOW__API__PORT", "8080")),
+                        help="the API server's and UI's port (standalone)")  # fmt: skip
+    parser.add_argument("--stop-timeout", type=float, default=30,
+                        help="seconds between SIGTERM and SIGKILL when stopping (standalone)")  # fmt: skip
+    parser.add_argument("--ready-timeout", type=float, default=600,
+                        help="seconds the API server has to answer before giving up (standalone)")  # fmt: skip
     args = parser.parse_args()
     if args.command == "demo":
         print(run_demo(args.state_dir))
     else:
-        env = airflow_env(args.state_dir)
-        migrate(env)
-        os.execvpe(str(Path(sys.executable).parent / "airflow"), ["airflow", "standalone"], env)
+        sys.exit(standalone(args.state_dir, args.port, args.stop_timeout, args.ready_timeout))
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from metaclip_tasks.arrays import binary_parts, to_binary
+from metaclip_tasks.files import Stored
 from metaclip_tasks.hashing import ByteHasher, IntHashIndex
 from metaclip_tasks.shards import MATCHED_SCHEMA, ShardReader, ShardWriter, Written
 
@@ -327,12 +328,12 @@ class ShardMatch:
     written: Written  # the matched shard's URI, size and sha256
 
 
-def match_shard(input_uri: str, output_uri: str, matcher: Matcher, *, batch_rows: int = 65536) -> ShardMatch:
+def match_shard(source: str | Stored, output_uri: str, matcher: Matcher, *, batch_rows: int = 65536) -> ShardMatch:
     """Match one parquet shard of pairs (``uid``, ``url``, ``text``); write the pairs that matched
     with their sorted entry ids (``MATCHED_SCHEMA``), in input order, to ``output_uri``."""
     counts = np.zeros(matcher.num_entries, dtype=np.uint64)
     stats = {"pairs_in": 0, "pairs_matched": 0, "matches": 0}
-    with ShardReader(input_uri, ["uid", "url", "text"], string_columns=["uid", "url", "text"]) as reader:
+    with ShardReader(source, ["uid", "url", "text"], string_columns=["uid", "url", "text"]) as reader:
         writer = ShardWriter(output_uri, MATCHED_SCHEMA)
         for batch in reader.batches(batch_rows):
             result = matcher.match_batch(batch.column("text").to_pylist())

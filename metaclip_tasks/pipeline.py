@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from tqdm import tqdm
 
 from metaclip_tasks import files
 from metaclip_tasks.artifacts import DATA, Artifact
@@ -58,11 +60,24 @@ COUNTS = "counts.npy"
 _MATCHERS: dict[tuple[str, str], Matcher] = {}  # per Dask worker process: (metadata version, backend) -> matcher
 
 
-def _map(client: Any, fn: Callable, *iterables: Sequence, **kwargs: Any) -> list:
-    """``fn`` over the items on the Dask cluster (or in this process without a client), in order."""
+def _each_shard(client: Any, label: str, fn: Callable, *iterables: Sequence, **kwargs: Any) -> list:
+    """``fn`` over each shard: its results, in this process without a client, else its futures on
+    the Dask cluster; in order, with a progress bar on a terminal."""
     if client is None:
-        return [fn(*args, **kwargs) for args in zip(*iterables, strict=True)]
-    return client.gather(client.map(fn, *iterables, pure=False, **kwargs))
+        jobs = list(zip(*iterables, strict=True))
+        return [fn(*args, **kwargs) for args in tqdm(jobs, desc=label, unit="shard", disable=None)]
+    futures = client.map(fn, *iterables, pure=False, **kwargs)
+    if sys.stderr.isatty():
+        from dask.distributed import progress
+
+        progress(futures)
+    return futures
+
+
+def _map(client: Any, label: str, fn: Callable, *iterables: Sequence, **kwargs: Any) -> list:
+    """The results of ``fn`` over each shard (see :func:`_each_shard`)."""
+    results = _each_shard(client, label, fn, *iterables, **kwargs)
+    return results if client is None else client.gather(results)
 
 
 def _record(build: Build, written: Sequence[Written]) -> None:
@@ -112,6 +127,11 @@ def _import_part(source: str, start: int, stop: int, output_uri: str, params: Pa
                     break
                 continue
             part = batch.slice(lo, hi - lo)
+            for name in columns:
+                try:
+                    part.column(name).validate(full=True)
+                except pa.ArrowInvalid as e:
+                    raise CurationError(f"input shard {reader.uri}: column {name!r} is not valid UTF-8 text: {e}") from e
             urls = part.column(params.url_column)
             part = part.filter(pc.fill_null(pc.greater(pc.utf8_length(urls), 0), False))
             urls = part.column(params.url_column)
@@ -143,7 +163,7 @@ def build_pairs_import(build: Build) -> dict[str, Any]:
     if not jobs:
         raise CurationError(f"no pairs to import: the sources hold {sum(sizes)} rows, asked for rows {start}..{stop}")
     outputs = [build.output.uri_of(f"{DATA}/{part_name(i)}") for i in range(len(jobs))]
-    results = _map(build.client, _import_part, *zip(*jobs), outputs, params=params)
+    results = _map(build.client, "import", _import_part, *zip(*jobs), outputs, params=params)
     _record(build, [w for _, w in results])
     totals = {k: sum(s[k] for s, _ in results) for k in results[0][0]}
     return {"snapshot": params.snapshot, **totals, "shards": len(jobs)}
@@ -161,6 +181,8 @@ def _metadata_sources(params: MetadataParams) -> dict[str, list[dict[str, Any]]]
 
 def build_metadata_stage(build: Build) -> dict[str, Any]:
     result = build_metadata(build.params, build.client)
+    if not result.entries:
+        raise CurationError(f"the metadata from {', '.join(build.params.sources)} has no entries: check the source files")
     result.write(build.output)
     return {**result.stats(), **metadata_report(result.entries)}
 
@@ -201,30 +223,30 @@ class MatchParams:
                                                      "identity": False})  # fmt: skip
 
 
-def _worker_matcher(entries_uri: str, metadata_version: str, backend: str) -> Matcher:
+def _worker_matcher(entries: files.Stored, metadata_version: str, backend: str) -> Matcher:
     """The matcher for a metadata version, built once per worker process and then reused."""
     key = (metadata_version, backend)
     if key not in _MATCHERS:
         _MATCHERS.clear()  # one metadata at a time keeps workers' memory bounded
-        _MATCHERS[key] = Matcher(load_metadata(entries_uri), backend=backend)  # type: ignore[arg-type]
+        _MATCHERS[key] = Matcher(load_metadata(entries), backend=backend)  # type: ignore[arg-type]
     return _MATCHERS[key]
 
 
-def _match_task(shard: str, output: str, entries_uri: str, metadata_version: str, backend: str):
-    return match_shard(shard, output, _worker_matcher(entries_uri, metadata_version, backend))
+def _match_task(shard: files.Stored, output: str, entries: files.Stored, metadata_version: str, backend: str):
+    return match_shard(shard, output, _worker_matcher(entries, metadata_version, backend))
 
 
 def build_match(build: Build) -> dict[str, Any]:
     pairs, metadata = build["pairs"], build["metadata"]
     shards = pairs.data_files()
-    outputs = [build.output.uri_of(f"{DATA}/{uri.rsplit('/', 1)[-1]}") for uri in shards]
-    task = {"entries_uri": metadata.path(ENTRIES), "metadata_version": metadata.version, "backend": build.params.backend}
+    outputs = [build.output.uri_of(f"{DATA}/{shard.name}") for shard in shards]
+    task = {"entries": metadata.stored(ENTRIES), "metadata_version": metadata.version, "backend": build.params.backend}
+    results = _each_shard(build.client, "match", _match_task, shards, outputs, **task)
     if build.client is None:
-        results = [_match_task(s, o, **task) for s, o in zip(shards, outputs, strict=True)]
         counts = sum_counts([r.counts for r in results])
         summaries = [(r.stats, r.written) for r in results]
     else:
-        futures = build.client.map(_match_task, shards, outputs, pure=False, **task)
+        futures = results
         counts = tree_sum(build.client, build.client.map(attrgetter("counts"), futures))
         summaries = build.client.gather(build.client.map(attrgetter("stats", "written"), futures))
     _record(build, [w for _, w in summaries])
@@ -262,8 +284,10 @@ def build_pool_counts(build: Build) -> dict[str, Any]:
     if metadata_of(matched) != metadata.version:
         raise CurationError(f"the snapshots were matched against metadata {metadata_of(matched)}, not {metadata.version}")
     snapshots = [a.stats["snapshot"] for a in matched]
-    counts = sum_counts([load_counts(a.path(COUNTS)) for a in matched], names=snapshots)
-    entries = load_metadata(metadata.path(ENTRIES))
+    counts = sum_counts([load_counts(a.stored(COUNTS)) for a in matched], names=snapshots)
+    entries = load_metadata(metadata.stored(ENTRIES))
+    if len(entries) != len(counts):
+        raise CurationError(f"the counts have {len(counts):,} entries, metadata {metadata.version} has {len(entries):,}")
     t = t_for_tail_ratio(counts, params.target_tail_ratio)
     build.output.save_array(COUNTS, counts)
     table = pa.table({"entry_id": pa.array(np.arange(len(counts), dtype=np.int32)), "entry": entries, "count": counts})
@@ -300,7 +324,7 @@ class BalanceParams:
                                            "minimum": 0, "maximum": 2**64 - 1})  # fmt: skip
 
 
-def _balance_task(shard: str, output: str, probs: np.ndarray, seed: int) -> tuple[ShardBalance, Written]:
+def _balance_task(shard: files.Stored, output: str, probs: np.ndarray, seed: int) -> tuple[ShardBalance, Written]:
     return balance_shard(shard, output, probs, seed)
 
 
@@ -310,16 +334,19 @@ def build_balance(build: Build) -> dict[str, Any]:
     counted = [i["version"] for i in counts_artifact.manifest["inputs"] if i["stage"] == "matched"]
     if counted != [a.version for a in matched]:
         raise CurationError(f"the matched snapshots are not the ones pool_counts {counts_artifact.version} counted")
-    counts = load_counts(counts_artifact.path(COUNTS))
+    counts = load_counts(counts_artifact.stored(COUNTS))
+    if len(counts) != counts_artifact.stats["entries"]:
+        raise CurationError(f"pool_counts {counts_artifact.version}: counts.npy has {len(counts):,} entries, its stats say "
+                            f"{counts_artifact.stats['entries']:,}")  # fmt: skip
     probs = entry_probabilities(counts, params.t)
-    jobs = [(s, build.output.uri_of(f"{DATA}/{a.stats['snapshot']}/{s.rsplit('/', 1)[-1]}")) for a in matched for s in a.data_files()]
+    jobs = [(s, build.output.uri_of(f"{DATA}/{a.stats['snapshot']}/{s.name}")) for a in matched for s in a.data_files()]
+    shared_probs = probs if build.client is None else build.client.scatter(probs, broadcast=True)
+    results = _each_shard(build.client, "balance", _balance_task, *zip(*jobs), probs=shared_probs, seed=params.seed)
     if build.client is None:
-        results = [_balance_task(s, o, probs, params.seed) for s, o in jobs]
         total = sum((r for r, _ in results), ShardBalance.zero(len(counts)))
         written = [w for _, w in results]
     else:
-        probs_future = build.client.scatter(probs, broadcast=True)
-        futures = build.client.map(_balance_task, *zip(*jobs), probs=probs_future, seed=params.seed, pure=False)
+        futures = results
         total = tree_sum(build.client, build.client.map(lambda r: r[0], futures))
         written = build.client.gather(build.client.map(lambda r: r[1], futures))
     _record(build, written)
@@ -455,9 +482,9 @@ def _nested(smaller: Artifact, larger: Artifact) -> bool:
     return True
 
 
-def _uids(uri: str) -> pa.Array:
-    with files.open_read(uri) as f:
-        return pq.read_table(f, columns=["uid"])["uid"].combine_chunks()
+def _uids(shard: files.Stored) -> pa.Array:
+    with ShardReader(shard, ["uid"]) as reader:
+        return reader.file.read(columns=["uid"])["uid"].combine_chunks()
 
 
 ABLATION = Stage("t_ablation", 1, NoParams, build_ablation, {

@@ -23,10 +23,10 @@ _STRINGS = (pa.string(), pa.large_string())
 class ShardReader:
     """One parquet shard, opened and checked for the columns a stage needs (and their types)."""
 
-    def __init__(self, uri: str, columns: Sequence[str], string_columns: Sequence[str] = ()) -> None:
-        self.uri = uri
+    def __init__(self, source: str | files.Stored, columns: Sequence[str], string_columns: Sequence[str] = ()) -> None:
+        self.uri = uri = source.uri if isinstance(source, files.Stored) else source
         self.columns = list(columns)
-        self._handle = files.open_read(uri, "input shard")
+        self._handle = files.open_read(source, "input shard")  # an artifact's shard is verified first
         try:
             self.file = pq.ParquetFile(self._handle)
         except (pa.ArrowException, OSError) as e:
@@ -43,6 +43,13 @@ class ShardReader:
             if name and schema.field(name).type not in _STRINGS:
                 self.close()
                 raise CurationError(f"input shard {uri}: column {name!r} is {schema.field(name).type}, not string")
+
+    def require_int_lists(self, name: str) -> None:
+        """Column ``name`` must hold lists of integers (entry ids), else an error naming it and its type."""
+        kind = self.file.schema_arrow.field(name).type
+        if not (pa.types.is_list(kind) or pa.types.is_large_list(kind)) or not pa.types.is_integer(kind.value_type):
+            self.close()
+            raise CurationError(f"input shard {self.uri}: column {name!r} is {kind}, not a list of integer entry ids")
 
     @property
     def num_rows(self) -> int:

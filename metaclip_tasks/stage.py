@@ -126,6 +126,9 @@ def run(
         raise CurationError(f"stage {stage.name} takes {stage.params.__name__} params, got {type(params).__name__}")
     params = P.check(params)
     checked = stage.check_inputs(inputs or {})
+    for value in checked.values():  # every input file is there with its size; checksums as each is read
+        for artifact in value if isinstance(value, list) else [value] if value else []:
+            artifact.verify(checksums=False)
     key = stage.key(params, checked)
     version = version_for(key)
     header = {

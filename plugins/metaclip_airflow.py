@@ -8,9 +8,10 @@ import dataclasses
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import Asset, Param
+from airflow.sdk import DAG, Asset, Param
 from airflow.sdk.exceptions import AirflowFailException
 
 from metaclip_tasks import params as P
@@ -24,7 +25,22 @@ from metaclip_tasks.snapshots import SNAPSHOTS, load_pools
 MATCHED_ASSET = Asset("metaclip.matched")
 POOL_COUNTS_ASSET = Asset("metaclip.pool_counts")
 CURATED_ASSET = Asset("metaclip.curated")
-DASK_RETRIES = {"retries": 2}  # tasks that use Dask or storage; bad input fails at once (no retry)
+# Tasks that use Dask or storage retry what may be passing (a cluster, a store or the API server slow
+# to start, a lost worker) with exponential backoff: after ~30-60 s, then ~60-120 s (Airflow adds a
+# per-task jitter, at most 10 min). Bad input (AirflowFailException, see bad_input_fails) fails at once.
+# retry_exponential_backoff is a multiplier in Airflow 3.3 (0: constant; True would mean 1.0, constant too).
+RETRY_BACKOFF = {
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(minutes=10),
+}
+DASK_RETRIES = {"retries": 2, **RETRY_BACKOFF}
+
+
+def manual_dag(dag_id: str, description: str, params: dict[str, Param], tags: list[str], doc_md: str | None) -> DAG:
+    """A DAG run by hand or through the API (no schedule), with typed params and its docs."""
+    return DAG(dag_id=dag_id, description=description, schedule=None, start_date=datetime(2024, 1, 1), catchup=False,
+               params=params, tags=["metaclip", *tags], doc_md=doc_md)  # fmt: skip
 
 
 def store() -> ArtifactStore:

@@ -90,3 +90,61 @@ def s3_bucket():
 
     with local_s3("metaclip-test") as url:
         yield url
+
+
+TINY_TEXTS = ["a red car", "black dog, photo", "nothing here", "red car and black dog", "dog", "a car"] * 50
+
+
+@pytest.fixture
+def small_chain(tmp_path: Path):
+    """A small chain on a local root, in this process: raw pairs (2 files) -> pairs -> metadata ->
+    matched -> pool_counts -> curated; returns a namespace of the store, the artifacts and the inputs."""
+    from types import SimpleNamespace
+
+    from metaclip_tasks import curation
+    from metaclip_tasks.artifacts import ArtifactStore
+    from metaclip_tasks.pipeline import METADATA_IMPORT, PAIRS_IMPORT, MetadataImport, PairsImport
+    from metaclip_tasks.snapshots import Pool
+    from metaclip_tasks.stage import run
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for i in range(2):
+        texts = TINY_TEXTS[i::2]
+        pq.write_table(pa.table({"url": [f"https://x/{i}/{k}.jpg" for k in range(len(texts))], "text": texts}),
+                       raw / f"part-{i}.parquet")  # fmt: skip
+    (tmp_path / "metadata.json").write_text(json.dumps(["red", "car", "red car", "dog", "black dog", "photo"]))
+    store = ArtifactStore(tmp_path / "root")
+    pairs = run(store, PAIRS_IMPORT, PairsImport("CC-MAIN-2023-06", (str(raw),)))
+    meta = run(store, METADATA_IMPORT, MetadataImport(str(tmp_path / "metadata.json")))
+    matched = curation.match(store, pairs, meta)
+    pool = Pool("small", ("CC-MAIN-2023-06",), 0.3)
+    counts = curation.count_pool(store, pool, meta, [matched])
+    curated = curation.balance(store, counts, 20, 0)
+    return SimpleNamespace(store=store, root=tmp_path / "root", raw=raw, pairs=pairs, meta=meta, matched=matched,
+                           pool=pool, counts=counts, curated=curated)  # fmt: skip
+
+
+@pytest.fixture
+def cli(monkeypatch):
+    """``metaclip`` run in this process (argparse exits included): ``cli(*args, pools=None)`` returns
+    (status, stdout, stderr).  The subprocess tests cover the installed script itself."""
+    import contextlib
+    import io
+
+    from metaclip_tasks.cli import main
+
+    def run(*args, pools: Path | None = None) -> tuple[int, str, str]:
+        for name in ("METACLIP_ROOT", "DASK_SCHEDULER_ADDRESS"):
+            monkeypatch.delenv(name, raising=False)
+        if pools is not None:
+            monkeypatch.setenv("METACLIP_POOLS", str(pools))
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                status = main([str(a) for a in args])
+            except SystemExit as e:
+                status = e.code if isinstance(e.code, int) else 1
+        return status, out.getvalue(), err.getvalue()
+
+    return run

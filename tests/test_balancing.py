@@ -201,10 +201,11 @@ def test_balance_shard_is_the_keep_mask(tmp_path: Path) -> None:
     )
     pq.write_table(table, tmp_path / "m.parquet")
     probs = entry_probabilities(counts, 10)
-    result = balance_shard(tmp_path / "m.parquet", tmp_path / "out.parquet", probs, 5, batch_rows=700)
+    result, written = balance_shard(str(tmp_path / "m.parquet"), str(tmp_path / "out.parquet"), probs, 5, batch_rows=700)
     mask = keep_mask(uids, lists, probs, 5)
     out = pq.read_table(tmp_path / "out.parquet")
     assert out.schema == MATCHED_SCHEMA
     assert out.column("uid").to_pylist() == [u for u, k in zip(uids, mask) if k]
     assert result.kept == mask.sum() and result.pairs_in == 5_000
     assert result.expected_kept == pytest.approx(keep_probabilities(lists, probs).sum())
+    assert written.bytes == (tmp_path / "out.parquet").stat().st_size

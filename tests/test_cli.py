@@ -68,13 +68,13 @@ HELP = [("pairs", "--rows-per-shard"), ("match", "--metadata-version"), ("count"
 
 
 @pytest.mark.parametrize(("command", "flag"), HELP, ids=[c for c, _ in HELP])
-def test_every_command_explains_itself(command: str, flag: str) -> None:
-    out = ok(metaclip(*command.split(), "--help"))
-    assert out.startswith(f"usage: metaclip {command}") and flag in out and len(out) > 140, out
+def test_every_command_explains_itself(cli, command: str, flag: str) -> None:
+    status, out, _ = cli(*command.split(), "--help")
+    assert status == 0 and out.startswith(f"usage: metaclip {command}") and flag in out and len(out) > 140, out
 
 
 def test_the_top_level_help_lists_every_command() -> None:
-    out = ok(metaclip("--help"))
+    out = ok(metaclip("--help"))  # the installed script
     for command in ("pairs", "match", "count", "choose-t", "balance", "download", "metadata", "artifacts", "stages",
                     "results", "demo"):  # fmt: skip
         assert any(line.split()[:1] == [command] for line in out.splitlines()), command
@@ -271,14 +271,15 @@ def _written(root: Path) -> set[str]:
             if p.is_file() or len(p.relative_to(root).parts) >= 3 or p.name.startswith(".")}  # fmt: skip
 
 
-def _fails(result: subprocess.CompletedProcess, message: str) -> None:
-    assert result.returncode == 1, result
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("metaclip: error: ") and message in lines[0], result.stderr
-    assert "->" not in result.stdout, result.stdout  # no artifact reported as made
+def _fails(result: tuple[int, str, str], message: str) -> None:
+    status, out, err = result
+    assert status == 1, result
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("metaclip: error: ") and message in lines[0], err
+    assert "->" not in out, out  # no artifact reported as made
 
 
-def test_bad_input_is_one_line_status_1_and_writes_nothing(tmp_path: Path, chain: dict) -> None:
+def test_bad_input_is_one_line_status_1_and_writes_nothing(tmp_path: Path, chain: dict, cli) -> None:
     pools = chain["pools"]
     populated = tmp_path / "populated"  # the chain's root: metadata, pairs and matches already there
     shutil.copytree(chain["root"], populated)
@@ -330,10 +331,12 @@ def test_bad_input_is_one_line_status_1_and_writes_nothing(tmp_path: Path, chain
         for args, message in todo:
             before = _written(root)
             verb = 2 if args[0] == "metadata" else 1  # --root follows the (sub-)command that takes it
-            _fails(metaclip(*args[:verb], "--root", root, *args[verb:], pools=pools), message)
+            _fails(cli(*args[:verb], "--root", root, *args[verb:], pools=pools), message)
             assert _written(root) == before, (args, _written(root) - before)
     assert _written(empty) == set()
     assert not [p for p in populated.rglob(".*")]  # no hidden temporary folder left behind
 
-    usage = metaclip("choose-t", "--root", empty, "--pool", "three", "--t", "many", pools=pools)
+    usage = metaclip("choose-t", "--root", empty, "--pool", "three", "--t", "many", pools=pools)  # the real script
     assert usage.returncode == 2 and "invalid int value: 'many'" in usage.stderr and _written(empty) == set()
+    script = metaclip("balance", "--root", empty, "--pool", "nope", pools=pools)
+    _fails((script.returncode, script.stdout, script.stderr), "unknown pool 'nope'")

@@ -125,52 +125,43 @@ def _write(path: Path, table: pa.Table) -> Path:
     return path
 
 
+def _pairs(**columns) -> pa.Table:
+    """A pairs shard as the pairs stage writes it (uid, url, text)."""
+    return pa.table({"uid": [url_uid(u) for u in columns["url"]], **columns})
+
+
 def test_match_shard_output_counts_and_stats(tmp_path: Path) -> None:
-    table = pa.table(
-        {
-            "url": ["http://a/1.jpg", "http://a/2.jpg", None, "http://a/4.jpg", "http://a/5.jpg"],
-            "text": ["a red car", "nothing here", "red", None, "Red car, red."],
-        }
-    )
+    table = _pairs(url=["http://a/1.jpg", "http://a/2.jpg", "http://a/3.jpg", "http://a/4.jpg", "http://a/5.jpg"],
+                   text=["a red car", "nothing here", "red", None, "Red car, red."])  # fmt: skip
     entries = ["red", "car", "red car", "Red"]
-    result = match_shard(_write(tmp_path / "in.parquet", table), tmp_path / "out.parquet", Matcher(entries))
+    result = match_shard(str(_write(tmp_path / "in.parquet", table)), str(tmp_path / "out.parquet"), Matcher(entries))
     out = pq.read_table(tmp_path / "out.parquet")
     assert out.schema.names == ["uid", "url", "text", "matched_entry_ids"]
     assert out.schema.field("matched_entry_ids").type == pa.list_(pa.int32())
-    assert out.column("url").to_pylist() == ["http://a/1.jpg", "http://a/5.jpg"]
-    assert out.column("uid").to_pylist() == [url_uid("http://a/1.jpg"), url_uid("http://a/5.jpg")]
-    assert out.column("matched_entry_ids").to_pylist() == [[0, 1, 2], [0, 1, 3]]
+    assert out.column("url").to_pylist() == ["http://a/1.jpg", "http://a/3.jpg", "http://a/5.jpg"]
+    assert out.column("uid").to_pylist() == [url_uid("http://a/1.jpg"), url_uid("http://a/3.jpg"), url_uid("http://a/5.jpg")]
+    assert out.column("matched_entry_ids").to_pylist() == [[0, 1, 2], [0], [0, 1, 3]]
     assert result.counts.dtype == np.uint64
-    assert result.counts.tolist() == [2, 2, 1, 1]
-    assert result.stats == {"pairs_in": 5, "pairs_matched": 2, "matches": 6, "pairs_without_url": 1}
-
-
-def test_match_shard_column_names_and_uid_column(tmp_path: Path) -> None:
-    table = pa.table({"URL": ["u1", "u2"], "TEXT": ["cat", "dog"], "key": ["k1", "k2"]})
-    src = _write(tmp_path / "in.parquet", table)
-    match_shard(src, tmp_path / "out.parquet", Matcher(["dog"]), url_column="URL", text_column="TEXT", uid_column="key")
-    assert pq.read_table(tmp_path / "out.parquet").to_pylist() == [
-        {"uid": "k2", "url": "u2", "text": "dog", "matched_entry_ids": [0]}
-    ]
-
-
-def test_match_shard_non_string_text_column_is_unmatched(tmp_path: Path) -> None:
-    src = _write(tmp_path / "in.parquet", pa.table({"url": ["u1"], "text": [7]}))
-    result = match_shard(src, tmp_path / "out.parquet", Matcher(["7"]))
-    assert result.stats["pairs_matched"] == 0 and pq.read_table(tmp_path / "out.parquet").num_rows == 0
+    assert result.counts.tolist() == [3, 2, 1, 1]
+    assert result.stats == {"pairs_in": 5, "pairs_matched": 3, "matches": 7}
+    written = (tmp_path / "out.parquet").read_bytes()
+    assert result.written.bytes == len(written) and result.written.sha256 == hashlib.sha256(written).hexdigest()
 
 
 def test_match_shard_bad_input_names_the_problem_and_writes_nothing(tmp_path: Path) -> None:
     matcher = Matcher(["a"])
-    out = tmp_path / "out.parquet"
+    out = str(tmp_path / "out.parquet")
     with pytest.raises(CurationError, match=r"missing\.parquet does not exist"):
-        match_shard(tmp_path / "missing.parquet", out, matcher)
+        match_shard(str(tmp_path / "missing.parquet"), out, matcher)
     src = _write(tmp_path / "in.parquet", pa.table({"URL": ["u"], "TEXT": ["a"]}))
-    with pytest.raises(CurationError, match=r"has no column 'url', 'text' \(its columns: URL, TEXT\)"):
-        match_shard(src, out, matcher)
+    with pytest.raises(CurationError, match=r"has no column 'uid', 'url', 'text' \(its columns: URL, TEXT\)"):
+        match_shard(str(src), out, matcher)
+    ints = _write(tmp_path / "ints.parquet", pa.table({"uid": ["k"], "url": ["u"], "text": [7]}))
+    with pytest.raises(CurationError, match="column 'text' is int64, not string"):  # matched 0 pairs with exit 0 before
+        match_shard(str(ints), out, matcher)
     corrupt = tmp_path / "corrupt.parquet"
     corrupt.write_bytes(b"PAR1 not really parquet")
     with pytest.raises(CurationError, match="corrupt.parquet is not a readable parquet file"):
-        match_shard(corrupt, out, matcher)
-    assert list(tmp_path.iterdir()) and not out.exists()
+        match_shard(str(corrupt), out, matcher)
+    assert not (tmp_path / "out.parquet").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

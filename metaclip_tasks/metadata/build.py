@@ -110,8 +110,12 @@ class MetadataParams:
             raise CurationError("the unigram and bigram sources need wikipedia_dumps (paths or URLs)")
         if "title" in self.sources and not self.pageview_files:
             raise CurationError("the title source needs pageview_files (paths or URLs)")
+        wordnet = [f"{self.wordnet_dir}/data.{pos}" for pos in POS_FILES] if "wordnet" in self.sources else []
+        missing = next((path for path in wordnet if not Path(path).is_file()), None)
+        if missing:
+            raise CurationError(f"WordNet data file {missing} not found: install Debian's wordnet-base or give --wordnet-dir")
         return {
-            "wordnet": [f"{self.wordnet_dir}/data.{pos}" for pos in POS_FILES] if "wordnet" in self.sources else [],
+            "wordnet": wordnet,
             "dumps": list(self.wikipedia_dumps) if {"unigram", "bigram"} & set(self.sources) else [],
             "pageviews": list(self.pageview_files) if "title" in self.sources else [],
         }
@@ -136,5 +140,7 @@ def build_metadata(params: MetadataParams, client: object | None = None) -> Meta
             build.add("bigram", (b for b, _ in chosen))
     if "title" in params.sources:
         views = titles.count_pageviews(inputs["pageviews"])
+        if views.malformed:
+            build.dropped["malformed_pageview_lines"] += views.malformed
         build.add("title", (t for t, _ in titles.select_titles(views, params.min_title_views)))
     return build

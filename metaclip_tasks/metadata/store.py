@@ -10,9 +10,11 @@ from metaclip_tasks import files
 from metaclip_tasks.errors import CurationError
 
 
-def load_metadata(uri: str) -> list[str]:
-    """Read and check a metadata file: a non-empty JSON list of non-blank strings."""
-    with files.open_read(uri, "metadata file") as f:
+def load_metadata(source: str | files.Stored) -> list[str]:
+    """Read and check a metadata file (any fsspec URI, or an artifact's verified file): a non-empty
+    JSON list of non-blank strings."""
+    uri = source.uri if isinstance(source, files.Stored) else source
+    with files.open_read(source, "metadata file") as f:
         raw = f.read()
     try:
         entries = json.loads(raw.decode("utf-8"))
@@ -32,6 +34,10 @@ def check_entries(entries: object, what: str) -> list[str]:
             raise CurationError(f"{what}: entry {i} is {json.dumps(entry)[:60]}, not a string")
         if not entry.strip():
             raise CurationError(f"{what}: entry {i} is blank ({entry!r}); a blank entry would match every text")
+        try:
+            entry.encode("utf-8")
+        except UnicodeEncodeError:
+            raise CurationError(f"{what}: entry {i} ({entry!r}) holds a lone surrogate, not text") from None
     return entries
 
 

@@ -29,35 +29,47 @@ def pageview_file_name(day: datetime.date, hour: int) -> str:
     return f"pageviews-{day:%Y%m%d}-{hour:02d}0000.gz"
 
 
-def count_pageviews(
-    paths: Iterable[str | os.PathLike], projects: Collection[str] = DEFAULT_PROJECTS
-) -> Counter[str]:
-    """Views per title summed over page-view files (``.gz`` or plain), streamed line by line.
+class PageViews(Counter):
+    """Views per title, with how many lines were malformed (reported, never silently dropped)."""
+
+    malformed: int = 0
+
+
+def count_pageviews(paths: Iterable[str | os.PathLike], projects: Collection[str] = DEFAULT_PROJECTS) -> PageViews:
+    """Views per title summed over page-view files (``.gz`` or plain, any fsspec URI), streamed line by line.
 
     Only lines of the given domain codes count; titles with a ``:`` (namespaces such as
-    ``Special:`` or ``File:``) and empty ones are dropped, and malformed lines (not four
-    space-separated fields, views not a non-negative integer, title not UTF-8) are skipped.
+    ``Special:`` or ``File:``) and empty ones are dropped.  Malformed lines (not four
+    space-separated fields, views not a non-negative integer, title not UTF-8) are counted in
+    ``malformed``; a file with lines and none well formed is an error naming it.
     """
     wanted = {p.encode() for p in projects}
-    views: Counter[str] = Counter()
+    views = PageViews()
     for uri in map(os.fspath, paths):
+        lines_read = bad = 0
         try:
             with files.open_read(uri, "page-view file") as raw, (gzip.open(raw) if uri.endswith(".gz") else raw) as lines:
                 for line in lines:
-                    fields = line.split(b" ")
-                    if len(fields) != 4 or fields[0] not in wanted or not fields[2].isdigit():
+                    lines_read += 1
+                    fields = line.rstrip(b"\n").split(b" ")
+                    if len(fields) != 4 or not fields[2].isdigit():
+                        bad += 1
                         continue
                     try:
                         title = fields[1].decode()
                     except UnicodeDecodeError:
+                        bad += 1
                         continue
-                    if ":" in title:
+                    if fields[0] not in wanted or ":" in title:
                         continue
                     title = title.replace("_", " ").strip()
                     if title:
                         views[title] += int(fields[2])
         except (OSError, EOFError, zlib.error) as e:
             raise CurationError(f"page-view file {uri} cannot be read: {e}") from e
+        if lines_read and bad == lines_read:
+            raise CurationError(f"page-view file {uri}: none of its {lines_read:,} lines is 'project title views bytes'")
+        views.malformed += bad
     return views
 
 

@@ -26,12 +26,18 @@ def synset_names(wordnet_dir: Path = DEFAULT_WORDNET_DIR) -> Iterator[str]:
         path = Path(wordnet_dir) / f"data.{pos}"
         if not path.is_file():
             raise CurationError(f"WordNet data file {path} not found: install Debian's wordnet-base or give the folder of data.noun")
-        with path.open(encoding="utf-8") as lines:
-            for line in lines:
-                if line.startswith("  "):  # the licence header
-                    continue
-                lemma = _ADJ_MARKER.sub("", line.split(" ", 5)[4]).lower()
-                yield lemma.split(".")[0].replace("_", " ")
+        with path.open(encoding="utf-8", errors="strict") as lines:
+            try:
+                for number, line in enumerate(lines, 1):
+                    if line.startswith("  "):  # the licence header
+                        continue
+                    fields = line.split(" ", 5)
+                    if len(fields) < 6 or not fields[0].isdigit():
+                        raise CurationError(f"WordNet data file {path}, line {number}, is not a WordNet 3.0 synset line")
+                    lemma = _ADJ_MARKER.sub("", fields[4]).lower()
+                    yield lemma.split(".")[0].replace("_", " ")
+            except UnicodeDecodeError as e:
+                raise CurationError(f"WordNet data file {path} is not UTF-8 text: {e}") from e
 
 
 def is_punctuation_only(entry: str) -> bool:

@@ -1,6 +1,8 @@
-"""A real backfill: the scheduler, dag-processor and API server (``airflow standalone``, LocalExecutor,
-SQLite) run metaclip_match_snapshot for all 91 crawls of 2013-01-01 .. 2023-04-30, each on a
-process-based Dask LocalCluster; then the 91 count vectors and their pool sum are checked.
+"""A real backfill: the scheduler, dag-processor and API server (``local_airflow standalone``, which
+starts the scheduler only once the API server answers; LocalExecutor, SQLite) run
+metaclip_match_snapshot for all 91 crawls of 2013-01-01 .. 2023-04-30, each on a process-based
+Dask LocalCluster; then the 91 count vectors and their pool sum are checked, and SIGTERM stops
+every process the supervisor started.
 
 A backfill passes no conf, so each crawl's pairs are imported as a ``pairs`` artifact first and
 each run matches its crawl's newest pairs artifact."""
@@ -8,7 +10,6 @@ each run matches its crawl's newest pairs artifact."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -26,6 +28,7 @@ from metaclip_tasks.counting import load_counts, sum_counts
 from metaclip_tasks.local_airflow import airflow_env, migrate, run_airflow
 from metaclip_tasks.matching import Matcher
 from metaclip_tasks.pipeline import PAIRS_IMPORT, PairsImport
+from metaclip_tasks.settings import REPO
 from metaclip_tasks.snapshots import PAPER_POOL2_RANGE, snapshots_between
 from metaclip_tasks.stage import run
 
@@ -49,15 +52,44 @@ def _airflow(env: dict, *args: str, timeout: int = 120) -> subprocess.CompletedP
     return subprocess.run([AIRFLOW, *args], check=False, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def _wait(condition, timeout: float, what: str, log: Path, server: subprocess.Popen) -> None:
+def _logs(state: Path, chars: int = 3000) -> str:
+    """The supervisor's output and the last lines of each service's log."""
+    parts = [(state / "supervisor.out").read_text(errors="replace")[-chars:]]
+    for log in sorted((state / "logs").glob("*.log")):
+        parts.append(f"--- {log.name}\n" + log.read_text(errors="replace")[-chars:])
+    return "\n".join(parts)
+
+
+def _wait(condition, timeout: float, what: str, state: Path, server: subprocess.Popen) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            pytest.fail(f"airflow standalone exited ({server.returncode}); last log lines:\n" + log.read_text()[-4000:])
+            pytest.fail(f"local_airflow standalone exited ({server.returncode}):\n" + _logs(state))
         if condition():
             return
         time.sleep(3)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}; last log lines:\n" + log.read_text()[-4000:])
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}:\n" + _logs(state))
+
+
+def _stop(server: subprocess.Popen) -> tuple[list[psutil.Process], bool]:
+    """SIGTERM the supervisor; SIGKILL it and everything under it if it is not gone within 90 s.
+    Returns the processes it had started and whether it stopped in time."""
+    if server.poll() is not None:
+        return [], True
+    started = psutil.Process(server.pid).children(recursive=True)
+    server.send_signal(signal.SIGTERM)
+    try:
+        server.wait(timeout=90)
+        return started, True
+    except subprocess.TimeoutExpired:
+        server.kill()
+        for p in started:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        server.wait()
+        return started, False
 
 
 def test_backfill_of_the_91_crawls_under_the_real_scheduler(tmp_path: Path, wordnet: list[str]) -> None:
@@ -74,10 +106,9 @@ def test_backfill_of_the_91_crawls_under_the_real_scheduler(tmp_path: Path, word
     port = _free_port()
     env = airflow_env(
         tmp_path, root=str(root),
-        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True",
-        AIRFLOW__API__PORT=str(port),
-        AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://localhost:{port}/execution/",
         AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
+        AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(_free_port()),
+        AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(_free_port()),
     )  # fmt: skip
     env.pop("METACLIP_POOLS", None)
     migrate(env)
@@ -87,10 +118,14 @@ def test_backfill_of_the_91_crawls_under_the_real_scheduler(tmp_path: Path, word
     run_airflow(env, "dags", "unpause", "metaclip_match_snapshot")
     run_airflow(env, "backfill", "create", "--dag-id", "metaclip_match_snapshot",
                 "--from-date", "2013-01-01", "--to-date", "2023-04-30")  # fmt: skip
-    log = tmp_path / "standalone.log"
-    with open(log, "w") as out:
-        server = subprocess.Popen([AIRFLOW, "standalone"], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                  start_new_session=True)  # fmt: skip
+    # The supervisor migrates (a no-op here), starts the API server and waits until it answers, and
+    # only then starts the scheduler: no task can start before the API it reports to is up.
+    with open(tmp_path / "supervisor.out", "w") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "metaclip_tasks.local_airflow", "standalone", "--state-dir", str(tmp_path),
+             "--port", str(port)],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
     try:
 
         def runs() -> list[dict]:
@@ -101,17 +136,17 @@ def test_backfill_of_the_91_crawls_under_the_real_scheduler(tmp_path: Path, word
         def finished() -> bool:
             states = [r["state"] for r in runs()]
             if "failed" in states:
-                pytest.fail(f"a backfill run failed: {states.count('failed')} failed\n" + log.read_text()[-6000:])
+                pytest.fail(f"a backfill run failed: {states.count('failed')} failed\n" + _logs(tmp_path))
             return len(states) == 91 and all(s == "success" for s in states)
 
-        _wait(finished, 2400, "91 successful runs", log, server)
+        _wait(finished, 2400, "91 successful runs", tmp_path, server)
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        started, stopped = _stop(server)
+    assert stopped, "local_airflow standalone did not stop within 90 s of SIGTERM:\n" + _logs(tmp_path)
+    output = (tmp_path / "supervisor.out").read_text()
+    assert output.index("the API server answers") < output.index("started scheduler"), output
+    assert server.returncode == 0, _logs(tmp_path)
+    assert not psutil.wait_procs(started, timeout=10)[1], "processes left after the supervisor stopped"
 
     matched = {a.stats["snapshot"]: a for a in store.list("matched")}
     assert sorted(matched) == sorted(SNAPSHOTS)

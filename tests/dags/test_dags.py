@@ -55,9 +55,26 @@ def test_every_dag_imports_with_its_id_and_no_cycle(dagbag) -> None:
 
 
 def test_tasks_on_dask_retry(dagbag) -> None:
+    """Tasks on Dask, storage or the network retry after at least 30 s, with exponential backoff unless
+    the delay is already 5 min (training), long enough to ride out a slow start."""
     for dag_id, task_ids in DASK_TASKS.items():
         for task_id in task_ids:
-            assert dagbag.get_dag(dag_id).get_task(task_id).retries >= 1, (dag_id, task_id)
+            task = dagbag.get_dag(dag_id).get_task(task_id)
+            assert task.retries >= 1, (dag_id, task_id)
+            assert task.retry_delay.total_seconds() >= 30, (dag_id, task_id, task.retry_delay)
+            backoff = task.retry_exponential_backoff >= 2 or task.retry_delay.total_seconds() >= 300
+            assert backoff, (dag_id, task_id, task.retry_exponential_backoff)
+
+
+def test_the_scheduler_sees_the_backoff(dagbag) -> None:
+    """The serialized tasks (what the scheduler runs) keep the backoff multiplier."""
+    from airflow.serialization.serialized_objects import OperatorSerialization
+
+    dag = dagbag.get_dag("metaclip_match_snapshot")
+    for task_id in ("pairs", "match"):
+        encoded = OperatorSerialization.serialize_operator(dag.get_task(task_id))
+        assert encoded["retry_exponential_backoff"] == 2.0, encoded
+        assert encoded["retry_delay"] >= 30, encoded
 
 
 def test_params_are_typed_and_described(dagbag) -> None:

@@ -63,7 +63,8 @@ def test_malformed_lines_are_skipped(tmp_path: Path) -> None:
         b"\n"
         b"en Good 4 0"  # no final newline
     )
-    assert count_pageviews([hour]) == {"Good": 7, "Word\tTab": 3}
+    views = count_pageviews([hour])
+    assert views == {"Good": 7, "Word\tTab": 3} and views.malformed == 8  # counted, never silently dropped
 
 
 def test_missing_and_corrupt_files_are_named(tmp_path: Path) -> None:
