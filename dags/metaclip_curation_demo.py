@@ -49,7 +49,8 @@ with manual_dag(
 
     @task
     def report(curated: dict) -> str:
-        text = demo_report(store(), artifact(curated), demo_source(store())[1])
+        with bad_input_fails():
+            text = demo_report(store(), artifact(curated), demo_source(store())[1])
         print(text)
         return text
 

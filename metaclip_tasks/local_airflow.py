@@ -196,12 +196,16 @@ class Supervisor:
         self.say(f"started {name} (pid {self.children[name].pid}), log: {self.log_path(name)}")
 
     def _descendants(self) -> list[psutil.Process]:
-        """Every live process started from here, directly or not, including orphans seen before."""
-        try:
-            for p in psutil.Process().children(recursive=True):
-                self._seen.setdefault(p.pid, p)
-        except psutil.Error:
-            pass
+        """Every live process started from the services, directly or not, including orphans seen
+        before (re-parented to this subreaper); never another child of this process."""
+        roots = [c.pid for c in self.children.values()] + list(self._seen)
+        for pid in roots:
+            try:
+                root = psutil.Process(pid)
+                for p in [root, *root.children(recursive=True)]:
+                    self._seen.setdefault(p.pid, p)
+            except psutil.Error:
+                pass
         alive = []
         for pid, p in list(self._seen.items()):
             try:
@@ -215,16 +219,12 @@ class Supervisor:
 
     def _reap(self) -> None:
         """Collect the exit status of orphans re-parented to this process (not of our services:
-        ``Popen`` waits for those)."""
+        ``Popen`` waits for those; nor of any other child of this process)."""
         ours = {c.pid for c in self.children.values()}
-        try:
-            children = psutil.Process().children()
-        except psutil.Error:
-            return
-        for p in children:
+        for pid, p in list(self._seen.items()):
             try:
-                if p.pid not in ours and p.status() == psutil.STATUS_ZOMBIE:
-                    os.waitpid(p.pid, os.WNOHANG)
+                if pid not in ours and p.ppid() == os.getpid() and p.status() == psutil.STATUS_ZOMBIE:
+                    os.waitpid(pid, os.WNOHANG)
             except (psutil.Error, ChildProcessError):
                 pass
 

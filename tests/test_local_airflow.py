@@ -141,7 +141,7 @@ def test_a_signal_stops_every_process_it_started(request, tmp_path: Path, sig: s
             _request("POST", f"{dag}/dagRuns", {"logical_date": None})
             _wait_until(lambda: _running_dask_workers(supervisor), supervisor, tmp_path, 600, "a task's Dask workers")
         started = psutil.Process(supervisor.pid).children(recursive=True)
-        names = " ".join(" ".join(p.cmdline()) for p in started)
+        names = " ".join(_cmdlines(started))
         services = ["api_server", "scheduler", "dag-processor", "triggerer", "serve-logs", "LocalExecutor"]
         for service in services + (["airflow worker -- 0", "dask worker"] if busy else []):
             assert service in names, (service, names)
@@ -158,7 +158,7 @@ def test_a_signal_stops_every_process_it_started(request, tmp_path: Path, sig: s
         returncode = None
     took = time.monotonic() - began
     if alive or returncode is None:
-        left = [f"{p.pid} {' '.join(p.cmdline())[:80]}" for p in alive if p.is_running()]
+        left = [line[:80] for line in _cmdlines(alive)]
         _kill_all(supervisor)
         for p in alive:
             try:
@@ -192,6 +192,17 @@ def test_a_service_that_dies_stops_the_rest_and_fails(tmp_path: Path) -> None:
     assert "api-server exited on its own" in output
     assert "started scheduler" not in output
     assert _processes_of(tmp_path) == []
+
+
+def _cmdlines(processes: list[psutil.Process]) -> list[str]:
+    """The command lines of those still running (short-lived task helpers come and go meanwhile)."""
+    lines = []
+    for p in processes:
+        try:
+            lines.append(" ".join(p.cmdline()))
+        except psutil.Error:
+            pass
+    return lines
 
 
 def _processes_of(state: Path) -> list[str]:
@@ -230,3 +241,22 @@ def test_what_ignores_sigterm_is_killed_orphans_included(tmp_path: Path) -> None
     assert any("SIGKILL" in line for line in lines), lines
     assert supervisor.children["polite"].returncode == 0
     assert supervisor.children["stubborn"].returncode == -signal.SIGKILL
+
+
+def test_stopping_never_touches_other_children_of_the_process(tmp_path: Path) -> None:
+    """A supervisor inside a bigger process (a test session with its own servers) stops only what
+    its services started: a sibling child of the same process keeps running."""
+    from metaclip_tasks.local_airflow import Supervisor
+
+    sibling = subprocess.Popen(["sh", "-c", "while :; do sleep 0.2; done"])
+    try:
+        supervisor = Supervisor(dict(os.environ), 0, tmp_path, stop_timeout=3, say=lambda _: None)
+        supervisor.start("polite", ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.2; done"])
+        time.sleep(0.5)
+        supervisor._descendants()
+        supervisor.stop()
+        assert supervisor.children["polite"].returncode == 0
+        assert sibling.poll() is None  # untouched
+    finally:
+        sibling.kill()
+        sibling.wait()

@@ -66,6 +66,17 @@ def test_tasks_on_dask_retry(dagbag) -> None:
             assert backoff, (dag_id, task_id, task.retry_exponential_backoff)
 
 
+def test_every_task_maps_bad_input_to_an_immediate_failure(dagbag) -> None:
+    """Each task body runs its library calls inside ``bad_input_fails()``: bad input fails at once with
+    the message (no retry), anything else retries (download_once once lacked it)."""
+    import inspect
+
+    for dag_id in DAG_IDS:
+        for task in dagbag.get_dag(dag_id).tasks:
+            source = inspect.getsource(task.python_callable)
+            assert "bad_input_fails()" in source, (dag_id, task.task_id)
+
+
 def test_the_scheduler_sees_the_backoff(dagbag) -> None:
     """The serialized tasks (what the scheduler runs) keep the backoff multiplier."""
     from airflow.serialization.serialized_objects import OperatorSerialization
