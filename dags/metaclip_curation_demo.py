@@ -2,7 +2,7 @@
 
 The same steps ``metaclip demo`` runs, as tasks: the shared real captions (or a generated
 pool) as ``pairs`` artifacts of the ``demo`` pool's three snapshots, MetaCLIP's WordNet
-metadata, each snapshot matched on Dask, the pool counted and balanced for its 6% tail; the
+metadata, each snapshot matched on Dask, the pool counted and balanced for its tail ratio (30%); the
 last task prints the report read back from the artifacts.
 """
 

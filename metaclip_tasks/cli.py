@@ -111,10 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
             "Every metrics artifact as a row: the model, what it trained on, zero-shot accuracy and retrieval recall.")  # fmt: skip
     demo = command("demo", "run the whole curation on embedded defaults and print a report",
                    "Curate the shared real captions (or a generated pool) against WordNet metadata: pairs of the demo "
-                   "pool's three snapshots, match, count, choose t for a 6%% tail, balance; print where everything went.",
+                   "pool's three snapshots, match, count, choose t for the demo pool's 30%% tail, balance; print where everything went.",
                    dask)  # fmt: skip
     demo.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
-    demo.add_argument("--target-tail-ratio", type=float, help="target tail ratio (default: the demo pool's, 0.06)")
+    demo.add_argument("--target-tail-ratio", type=float, help="target tail ratio (default: the demo pool's, 0.3)")
     return parser
 
 

@@ -3,7 +3,7 @@
 The steps are the ones ``metaclip demo`` runs in order and the ``metaclip_curation_demo`` DAG
 runs as tasks: the captions split over the ``demo`` pool's snapshots as ``pairs`` artifacts,
 MetaCLIP's WordNet metadata, each snapshot matched on Dask, the pool counted, balanced for its
-6% tail, and a report read back from the artifacts.
+30% tail (a 10,000-caption pool has no meaningful 6% tail), and a report read back from the artifacts.
 """
 
 from __future__ import annotations

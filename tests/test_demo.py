@@ -26,7 +26,7 @@ def test_demo_on_real_captions_is_idempotent(tmp_path: Path, captions_table: pa.
     assert all(len(a.data_files()) == 2 for a in pairs)  # two shards per snapshot
     (curated,) = store.list("curated")
     counts = curated.input("pool_counts")
-    assert counts.params == {"pool": POOL, "target_tail_ratio": 0.06} and curated.params["t"] == counts.stats["t"]
+    assert counts.params == {"pool": POOL, "target_tail_ratio": 0.3} and curated.params["t"] == counts.stats["t"]
     assert [m.stats["snapshot"] for m in counts.inputs("matched")] == list(snapshots)
     assert counts.input("metadata").stats["entries"] == len(wordnet)
     assert curated.uri in report and f"{curated.stats['kept']:,} of" in report
