@@ -176,21 +176,13 @@ class Output:
     def uri_of(self, name: str) -> str:
         return files.join(self.uri, name)
 
-    def record(self, writer_uri: str, size: int, sha256: str) -> None:
-        """Remember a file's description (from a worker's :class:`files.HashingWriter`)."""
-        self._described[writer_uri[len(self.uri) + 1 :]] = (size, sha256)
+    def record(self, written: files.Stored) -> None:
+        """Remember a file's description (from a :class:`files.HashingWriter`, here or on a worker)."""
+        self._described[written.uri[len(self.uri) + 1 :]] = (written.bytes, written.sha256)
 
     def writer(self, name: str) -> files.HashingWriter:
         """A file of the output opened for writing; its size and sha256 are recorded on close."""
-        out = files.HashingWriter(self.uri_of(name))
-        close = out.close
-
-        def close_and_record() -> None:
-            close()
-            self.record(out.uri, out.size, out.sha256)
-
-        out.close = close_and_record  # type: ignore[method-assign]
-        return out
+        return files.HashingWriter(self.uri_of(name), on_close=self.record)
 
     def write_bytes(self, name: str, data: bytes) -> None:
         with self.writer(name) as f:

@@ -20,7 +20,7 @@ from metaclip_tasks.arrays import binary_parts, list_parts, to_binary
 from metaclip_tasks.errors import CurationError
 from metaclip_tasks.files import Stored
 from metaclip_tasks.hashing import GOLDEN, splitmix64
-from metaclip_tasks.shards import MATCHED_SCHEMA, ShardReader, ShardWriter, Written
+from metaclip_tasks.shards import MATCHED_SCHEMA, ShardReader, ShardWriter
 
 _CHUNK_PAIRS = 1 << 17  # pairs per vectorised step: temporaries stay small and cache-resident
 _U64 = np.uint64
@@ -248,7 +248,7 @@ def balance_summary(counts: np.ndarray, t: int, seed: int, total: ShardBalance) 
     }
 
 
-def balance_shard(source: str | Stored, output_uri: str, probs: np.ndarray, seed: int, *, batch_rows: int = 262144) -> tuple[ShardBalance, Written]:
+def balance_shard(source: str | Stored, output_uri: str, probs: np.ndarray, seed: int, *, batch_rows: int = 262144) -> tuple[ShardBalance, Stored]:
     """Keep the balanced subset of one matched shard (uid, url, text, matched_entry_ids) in ``output_uri``."""
     pairs_in = kept = 0
     expected = variance = 0.0

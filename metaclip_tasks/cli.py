@@ -264,8 +264,9 @@ def _metadata(args: argparse.Namespace, store) -> None:
 def _verify(store, stage: str | None, version: str | None) -> None:
     """Every file of the chosen artifacts against its manifest; a line per artifact, an error if any failed."""
     chosen = [store.require(stage, version)] if version else store.list(stage)
-    failed = list(store.problems) if not version else []
-    for problem in failed:
+    broken = [] if version else list(store.problems)
+    failed = list(broken)
+    for problem in broken:
         print(f"BROKEN  {problem}")
     for a in chosen:
         try:
@@ -275,8 +276,7 @@ def _verify(store, stage: str | None, version: str | None) -> None:
             failed.append(str(e))
             print(f"FAILED  {e}")
     if failed:
-        raise CurationError(f"{len(failed)} of {len(chosen) + len(store.problems if not version else [])} artifacts failed "
-                            "verification (see above)")  # fmt: skip
+        raise CurationError(f"{len(failed)} of {len(chosen) + len(broken)} artifacts failed verification (see above)")
     if not chosen:
         raise CurationError(f"no {stage or ''} artifacts under {store.root}".replace("  ", " "))
 

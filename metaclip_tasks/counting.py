@@ -37,10 +37,11 @@ def sum_counts(vectors: Iterable[np.ndarray], names: Sequence[str] | None = None
                 "(counted against different metadata?)"
             )
         else:
-            before = total.copy()
-            total += vector.astype(COUNTS_DTYPE, copy=False)
-            if (total < before).any():  # uint64 wrapped around
-                raise CurationError(f"the sum of the counts overflows 64 bits at {name} (entry {int(np.argmax(total < before))})")
+            vector = vector.astype(COUNTS_DTYPE, copy=False)
+            total += vector
+            wrapped = total < vector  # an unsigned sum wrapped around exactly when it is below an addend
+            if wrapped.any():
+                raise CurationError(f"the sum of the counts overflows 64 bits at {name} (entry {int(np.argmax(wrapped))})")
     if total is None:
         raise CurationError("no count vectors to sum")
     return total
@@ -49,7 +50,7 @@ def sum_counts(vectors: Iterable[np.ndarray], names: Sequence[str] | None = None
 def load_counts(source: str | files.Stored) -> np.ndarray:
     """Read a count vector saved as ``.npy`` (any fsspec URI, or an artifact's verified file):
     one-dimensional, non-negative integers."""
-    uri = source.uri if isinstance(source, files.Stored) else source
+    uri = files.location(source)
     with files.open_read(source, "count file") as f:
         try:
             counts = np.load(f, allow_pickle=False)

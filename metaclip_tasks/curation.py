@@ -47,15 +47,9 @@ def metadata(store: ArtifactStore, version: str = "") -> Artifact:
     return store.require("metadata", version) if version else run(store, METADATA_BUILD, WORDNET_ONLY)
 
 
-def existing_metadata(store: ArtifactStore, version: str, pool: Pool) -> Artifact:
-    """The metadata a pool was matched against, never built here: without it nothing of the pool is matched."""
-    if version:
-        return store.require("metadata", version)
-    found = find(store, METADATA_BUILD, WORDNET_ONLY)
-    if found is None:
-        raise CurationError(f"pool {pool.name}: {len(pool.snapshots)} snapshots are not matched yet: "
-                            f"{', '.join(pool.snapshots[:5])}")  # fmt: skip
-    return found
+def existing_metadata(store: ArtifactStore, version: str = "") -> Artifact | None:
+    """The metadata artifact ``version`` (empty: the WordNet metadata) if it exists; never builds it."""
+    return store.require("metadata", version) if version else find(store, METADATA_BUILD, WORDNET_ONLY)
 
 
 def latest_pairs(store: ArtifactStore, snapshot: str) -> Artifact:
@@ -77,11 +71,11 @@ def match_snapshot(store: ArtifactStore, snapshot: str, meta: Artifact, client: 
     return match(store, latest_pairs(store, snapshot), meta, client, backend)
 
 
-def pool_matched(store: ArtifactStore, pool: Pool, meta: Artifact, *, required: bool = True) -> list[Artifact] | None:
+def pool_matched(store: ArtifactStore, pool: Pool, meta: Artifact | None, *, required: bool = True) -> list[Artifact] | None:
     """The newest matched artifact of each of the pool's snapshots made from ``meta``, in pool order;
-    None (or an error, if required) while some snapshot is not matched yet."""
+    None (or an error, if required) while some snapshot is not matched yet (all of them without ``meta``)."""
     found: dict[str, Artifact] = {}
-    for artifact in store.list("matched"):  # oldest first: the newest wins
+    for artifact in store.list("matched") if meta else []:  # oldest first: the newest wins
         made_from = {(i["stage"], i["version"]) for i in artifact.manifest["inputs"]}
         if artifact.stats.get("snapshot") in pool.snapshots and ("metadata", meta.version) in made_from:
             found[artifact.stats["snapshot"]] = artifact
@@ -120,7 +114,7 @@ def check_subset(store: ArtifactStore, subset: Subset) -> Pool:
     subset = P.check(subset)
     check_t_choice(subset.t, subset.target_tail_ratio)
     pool = get_pool(subset.pool)
-    pool_matched(store, pool, existing_metadata(store, subset.metadata_version, pool))
+    pool_matched(store, pool, existing_metadata(store, subset.metadata_version))
     return pool
 
 
@@ -135,7 +129,9 @@ def pool_t(counts: Artifact, t: int | None, target_tail_ratio: float | None) -> 
 def counted_pool(store: ArtifactStore, pool_name: str, metadata_version: str = "") -> Artifact:
     """A pool's counts artifact (a cache hit once counted)."""
     pool = get_pool(pool_name)
-    return count_pool(store, pool, existing_metadata(store, metadata_version, pool))
+    meta = existing_metadata(store, metadata_version)
+    matched = pool_matched(store, pool, meta)
+    return count_pool(store, pool, meta, matched)
 
 
 def balance(store: ArtifactStore, counts: Artifact, t: int, seed: int, client: Any = None) -> Artifact:

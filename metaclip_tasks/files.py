@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -49,11 +49,15 @@ def open_read(source: str | Stored, what: str = "file") -> IO[bytes]:
     file, verified against its manifest first."""
     if isinstance(source, Stored):
         verify(source)
-        source = source.uri
-    fs, path = filesystem(source)
+    fs, path = filesystem(location(source))
     if not fs.isfile(path):
-        raise CurationError(f"{what} {source} does not exist")
+        raise CurationError(f"{what} {location(source)} does not exist")
     return fs.open(path, "rb")
+
+
+def location(source: str | Stored) -> str:
+    """The URI of a file given by URI or as an artifact's stored file."""
+    return source.uri if isinstance(source, Stored) else source
 
 
 def open_write(uri: str) -> IO[bytes]:
@@ -119,10 +123,11 @@ class HashingWriter:
     """A file opened for writing that counts and hashes what goes through it, so a file written
     on a Dask worker is described (bytes, sha256) without reading it back from the store."""
 
-    def __init__(self, uri: str) -> None:
+    def __init__(self, uri: str, on_close: Callable[[Stored], object] | None = None) -> None:
         self.uri = uri
         self._file = open_write(uri)
         self._digest = hashlib.sha256()
+        self._on_close = on_close
         self.size = 0
 
     def write(self, data: bytes) -> int:
@@ -145,11 +150,15 @@ class HashingWriter:
         return True
 
     def close(self) -> None:
-        self._file.close()
+        if not self._file.closed:
+            self._file.close()
+            if self._on_close is not None:
+                self._on_close(self.stored)
 
     @property
-    def sha256(self) -> str:
-        return self._digest.hexdigest()
+    def stored(self) -> Stored:
+        """What was written: its URI, size and sha256."""
+        return Stored(self.uri, self.size, self._digest.hexdigest())
 
     def __enter__(self) -> HashingWriter:
         return self
@@ -160,7 +169,8 @@ class HashingWriter:
 
 @dataclass(frozen=True)
 class Stored:
-    """A file an artifact's manifest lists: where it is and what it must be (size and sha256)."""
+    """A file as a manifest describes it: where it is and what it is (size and sha256); written on
+    a worker and recorded, or listed by an artifact and verified before it is read."""
 
     uri: str
     bytes: int

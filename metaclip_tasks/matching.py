@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 from metaclip_tasks.arrays import binary_parts, to_binary
 from metaclip_tasks.files import Stored
 from metaclip_tasks.hashing import ByteHasher, IntHashIndex
-from metaclip_tasks.shards import MATCHED_SCHEMA, ShardReader, ShardWriter, Written
+from metaclip_tasks.shards import MATCHED_SCHEMA, ShardReader, ShardWriter
 
 PUNCTS_TO_WRAP = (",", ".", ";", ":", "?", "!", "`")
 CHARS_TO_SPACE = ("\t", "\n", "\r")
@@ -325,7 +325,7 @@ class ShardMatch:
 
     counts: np.ndarray  # uint64[num entries]: pairs of the shard that matched each entry
     stats: dict[str, int]  # pairs_in, pairs_matched, matches
-    written: Written  # the matched shard's URI, size and sha256
+    written: Stored  # the matched shard's URI, size and sha256
 
 
 def match_shard(source: str | Stored, output_uri: str, matcher: Matcher, *, batch_rows: int = 65536) -> ShardMatch:

@@ -51,7 +51,7 @@ from metaclip_tasks.matching import Matcher, match_shard, url_uid
 from metaclip_tasks.metadata.build import ENTRIES, MetadataParams, build_metadata
 from metaclip_tasks.metadata.store import load_metadata, metadata_report
 from metaclip_tasks.report import STANDARD_TS, plot_ablation, plot_entry_counts, tail_ratios
-from metaclip_tasks.shards import PAIRS_SCHEMA, ShardReader, ShardWriter, Written, part_name
+from metaclip_tasks.shards import PAIRS_SCHEMA, ShardReader, ShardWriter, part_name
 from metaclip_tasks.snapshots import check_snapshot
 from metaclip_tasks.stage import Build, Input, Stage
 from metaclip_tasks.train import TrainConfig, check_device, run_training
@@ -80,9 +80,9 @@ def _map(client: Any, label: str, fn: Callable, *iterables: Sequence, **kwargs: 
     return results if client is None else client.gather(results)
 
 
-def _record(build: Build, written: Sequence[Written]) -> None:
+def _record(build: Build, written: Sequence[files.Stored]) -> None:
     for w in written:
-        build.output.record(w.uri, w.bytes, w.sha256)
+        build.output.record(w)
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ def _pairs_sources(params: PairsImport) -> list[dict[str, Any]]:
     return [files.fingerprint(uri) for uri in files.expand(params.sources)]
 
 
-def _import_part(source: str, start: int, stop: int, output_uri: str, params: PairsImport) -> tuple[dict[str, int], Written]:
+def _import_part(source: str, start: int, stop: int, output_uri: str, params: PairsImport) -> tuple[dict[str, int], files.Stored]:
     """Rows [start, stop) of one source file as a pairs shard; rows without a URL are dropped, counted."""
     columns = [c for c in (params.url_column, params.text_column, params.uid_column) if c]
     stats = {"pairs_in": 0, "pairs": 0, "pairs_without_url": 0}
@@ -252,7 +252,7 @@ def build_match(build: Build) -> dict[str, Any]:
     _record(build, [w for _, w in summaries])
     build.output.save_array(COUNTS, np.asarray(counts, dtype=COUNTS_DTYPE))
     totals = {k: sum(s[k] for s, _ in summaries) for k in summaries[0][0]}
-    per_shard = {w.uri.rsplit("/", 1)[-1]: s for s, w in summaries}
+    per_shard = {w.name: s for s, w in summaries}
     return {"snapshot": pairs.stats["snapshot"], **totals, "entries": len(counts), "shards": per_shard}
 
 
@@ -324,7 +324,7 @@ class BalanceParams:
                                            "minimum": 0, "maximum": 2**64 - 1})  # fmt: skip
 
 
-def _balance_task(shard: files.Stored, output: str, probs: np.ndarray, seed: int) -> tuple[ShardBalance, Written]:
+def _balance_task(shard: files.Stored, output: str, probs: np.ndarray, seed: int) -> tuple[ShardBalance, files.Stored]:
     return balance_shard(shard, output, probs, seed)
 
 
@@ -335,9 +335,6 @@ def build_balance(build: Build) -> dict[str, Any]:
     if counted != [a.version for a in matched]:
         raise CurationError(f"the matched snapshots are not the ones pool_counts {counts_artifact.version} counted")
     counts = load_counts(counts_artifact.stored(COUNTS))
-    if len(counts) != counts_artifact.stats["entries"]:
-        raise CurationError(f"pool_counts {counts_artifact.version}: counts.npy has {len(counts):,} entries, its stats say "
-                            f"{counts_artifact.stats['entries']:,}")  # fmt: skip
     probs = entry_probabilities(counts, params.t)
     jobs = [(s, build.output.uri_of(f"{DATA}/{a.stats['snapshot']}/{s.name}")) for a in matched for s in a.data_files()]
     shared_probs = probs if build.client is None else build.client.scatter(probs, broadcast=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -24,7 +23,7 @@ class ShardReader:
     """One parquet shard, opened and checked for the columns a stage needs (and their types)."""
 
     def __init__(self, source: str | files.Stored, columns: Sequence[str], string_columns: Sequence[str] = ()) -> None:
-        self.uri = uri = source.uri if isinstance(source, files.Stored) else source
+        self.uri = uri = files.location(source)
         self.columns = list(columns)
         self._handle = files.open_read(source, "input shard")  # an artifact's shard is verified first
         try:
@@ -72,15 +71,6 @@ class ShardReader:
         self.close()
 
 
-@dataclass(frozen=True)
-class Written:
-    """A file written on a worker: its URI, size and sha256 (for the manifest)."""
-
-    uri: str
-    bytes: int
-    sha256: str
-
-
 class ShardWriter:
     """A parquet shard written to ``uri`` (zstd), described as it is written."""
 
@@ -94,10 +84,10 @@ class ShardWriter:
             table = pa.Table.from_batches([table])
         self._writer.write_table(table.cast(self.schema))
 
-    def close(self) -> Written:
+    def close(self) -> files.Stored:
         self._writer.close()
         self._out.close()
-        return Written(self._out.uri, self._out.size, self._out.sha256)
+        return self._out.stored
 
 
 def part_name(index: int) -> str:

@@ -13,7 +13,7 @@ from metaclip_tasks.errors import CurationError
 def load_metadata(source: str | files.Stored) -> list[str]:
     """Read and check a metadata file (any fsspec URI, or an artifact's verified file): a non-empty
     JSON list of non-blank strings."""
-    uri = source.uri if isinstance(source, files.Stored) else source
+    uri = files.location(source)
     with files.open_read(source, "metadata file") as f:
         raw = f.read()
     try:
