@@ -206,24 +206,35 @@ class OnlineBalancer:
 
 @dataclass(frozen=True)
 class ShardBalance:
-    """Figures of balancing some pairs; adding two gives the figures of both (a tree sum on Dask)."""
+    """Figures of balancing some pairs; adding two gives the figures of both (a tree sum on Dask).
+
+    The float figures are kept as one partial sum per shard and totalled with ``math.fsum`` (exactly
+    rounded), so the totals do not depend on the order in which workers add shards up."""
 
     pairs_in: int
     kept: int
-    expected_kept: float
-    variance: float
+    expected_parts: tuple[float, ...]
+    variance_parts: tuple[float, ...]
     kept_counts: np.ndarray  # uint64[num entries]: kept pairs per entry
 
     @classmethod
     def zero(cls, num_entries: int) -> ShardBalance:
-        return cls(0, 0, 0.0, 0.0, np.zeros(num_entries, dtype=_U64))
+        return cls(0, 0, (), (), np.zeros(num_entries, dtype=_U64))
+
+    @property
+    def expected_kept(self) -> float:
+        return math.fsum(self.expected_parts)
+
+    @property
+    def variance(self) -> float:
+        return math.fsum(self.variance_parts)
 
     def __add__(self, other: ShardBalance) -> ShardBalance:
         return ShardBalance(
             self.pairs_in + other.pairs_in,
             self.kept + other.kept,
-            self.expected_kept + other.expected_kept,
-            self.variance + other.variance,
+            self.expected_parts + other.expected_parts,
+            self.variance_parts + other.variance_parts,
             self.kept_counts + other.kept_counts,
         )
 
@@ -272,7 +283,7 @@ def balance_shard(source: str | Stored, output_uri: str, probs: np.ndarray, seed
             variance += float((q * (1 - q)).sum())
             kept_counts += np.bincount(list_parts(chosen.column("matched_entry_ids"))[1], minlength=len(probs)).astype(_U64)
         written = writer.close()
-    return ShardBalance(pairs_in, kept, expected, variance, kept_counts), written
+    return ShardBalance(pairs_in, kept, (expected,), (variance,), kept_counts), written
 
 
 def expected_kept_bounds(expected: float, variance: float, sigmas: float = 4.0) -> tuple[float, float]:

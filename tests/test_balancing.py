@@ -209,3 +209,14 @@ def test_balance_shard_is_the_keep_mask(tmp_path: Path) -> None:
     assert result.kept == mask.sum() and result.pairs_in == 5_000
     assert result.expected_kept == pytest.approx(keep_probabilities(lists, probs).sum())
     assert written.bytes == (tmp_path / "out.parquet").stat().st_size
+
+
+def test_balance_totals_do_not_depend_on_the_order_shards_are_added() -> None:
+    """Dask adds shards in a tree whose shape depends on the workers: the stats must not."""
+    from metaclip_tasks.balancing import ShardBalance
+
+    parts = [ShardBalance(1, 1, (x,), (x / 3,), np.zeros(2, np.uint64)) for x in (0.1, 1e16, 0.3, -1e16, 0.7, 1 / 3)]
+    left = ((parts[0] + parts[1]) + (parts[2] + parts[3])) + (parts[4] + parts[5])
+    right = parts[5] + (parts[4] + (parts[3] + (parts[2] + (parts[1] + parts[0]))))
+    assert left.expected_kept == right.expected_kept and left.variance == right.variance
+    assert left.expected_kept == math.fsum([0.1, 1e16, 0.3, -1e16, 0.7, 1 / 3])
