@@ -137,7 +137,8 @@ def _import_part(source: str, start: int, stop: int, output_uri: str, params: Pa
             urls = part.column(params.url_column)
             uids = part.column(params.uid_column) if params.uid_column else pa.array([url_uid(u) for u in urls.to_pylist()], pa.string())
             nulls = pa.nulls(len(part), pa.string())
-            writer.write(pa.Table.from_arrays([uids, urls, part.column(params.text_column), nulls, nulls], schema=PAIRS_SCHEMA))
+            writer.write(pa.Table.from_arrays([uids, urls, part.column(params.text_column), nulls, nulls, nulls],
+                                                schema=PAIRS_SCHEMA))
             stats["pairs_in"] += hi - lo
             stats["pairs"] += len(part)
             stats["pairs_without_url"] += hi - lo - len(part)
@@ -169,7 +170,7 @@ def build_pairs_import(build: Build) -> dict[str, Any]:
     return {"snapshot": params.snapshot, **totals, "shards": len(jobs)}
 
 
-PAIRS_IMPORT = Stage("pairs_import", 1, PairsImport, build_pairs_import, produces="pairs", external=_pairs_sources)
+PAIRS_IMPORT = Stage("pairs_import", 2, PairsImport, build_pairs_import, produces="pairs", external=_pairs_sources)
 
 
 # -- metadata ---------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ from metaclip_tasks import files
 from metaclip_tasks.errors import CurationError
 
 PAIRS_SCHEMA = pa.schema(
-    [("uid", pa.string()), ("url", pa.string()), ("text", pa.string()), ("page_url", pa.string()), ("lang", pa.string())]
+    [("uid", pa.string()), ("url", pa.string()), ("text", pa.string()), ("page_url", pa.string()), ("lang", pa.string()),
+     ("title", pa.string())]
 )
 MATCHED_SCHEMA = pa.schema(
     [("uid", pa.string()), ("url", pa.string()), ("text", pa.string()), ("matched_entry_ids", pa.list_(pa.int32()))]

@@ -10,3 +10,4 @@ SHARED_DATA = Path(os.environ.get("METACLIP_SHARED_DATA", Path(__file__).resolve
 CAPTIONS = SHARED_DATA / "captions" / "img2dataset_test_10000.parquet"
 WIKIPEDIA_SAMPLE = SHARED_DATA / "wikipedia" / "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 COCO = SHARED_DATA / "coco_mini"
+WARC = SHARED_DATA / "warc"
