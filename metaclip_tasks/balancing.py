@@ -259,15 +259,22 @@ def balance_summary(counts: np.ndarray, t: int, seed: int, total: ShardBalance) 
     }
 
 
-def balance_shard(source: str | Stored, output_uri: str, probs: np.ndarray, seed: int, *, batch_rows: int = 262144) -> tuple[ShardBalance, Stored]:
-    """Keep the balanced subset of one matched shard (uid, url, text, matched_entry_ids) in ``output_uri``."""
-    pairs_in = kept = 0
+def balance_shard(source: str | Stored, output_uri: str, probs: np.ndarray, seed: int, *, drop: np.ndarray | None = None,
+                  batch_rows: int = 262144) -> tuple[ShardBalance, Stored]:  # fmt: skip
+    """Keep the balanced subset of one matched shard (uid, url, text, matched_entry_ids) in ``output_uri``;
+    the rows ``drop`` (duplicates of earlier pairs of the pool) are neither kept nor counted."""
+    pairs_in = kept = position = 0
     expected = variance = 0.0
     kept_counts = np.zeros(len(probs), dtype=_U64)
     with ShardReader(source, MATCHED_SCHEMA.names, string_columns=["uid"]) as reader:
         reader.require_int_lists("matched_entry_ids")
         writer = ShardWriter(output_uri, MATCHED_SCHEMA)
         for batch in reader.batches(batch_rows):
+            if drop is not None and len(drop):
+                rows = np.ones(len(batch), dtype=bool)
+                rows[drop[(drop >= position) & (drop < position + len(batch))] - position] = False
+                position += len(batch)
+                batch = batch.filter(pa.array(rows))
             matched = batch.column("matched_entry_ids")
             ids = list_parts(matched)[1]
             if len(ids) and (ids.min() < 0 or ids.max() >= len(probs)):

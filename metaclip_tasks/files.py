@@ -96,7 +96,7 @@ def fingerprint(uri: str, tail_bytes: int = 65536) -> dict[str, Any]:
     return {"bytes": size, "tail_sha256": hashlib.sha256(tail).hexdigest()}
 
 
-def expand(sources: Sequence[str], suffix: str = ".parquet") -> list[str]:
+def expand(sources: Sequence[str], suffix: str | tuple[str, ...] = ".parquet") -> list[str]:
     """Input URIs: each source a file, a directory (its ``*suffix`` files) or a glob; sorted per
     source, hidden files skipped.  Nothing found for a source is an error naming it."""
     if isinstance(sources, str) or not sources:
@@ -112,7 +112,8 @@ def expand(sources: Sequence[str], suffix: str = ".parquet") -> list[str]:
             matches = [path] if fs.isfile(path) else []
         matches = sorted(p for p in matches if not p.rsplit("/", 1)[-1].startswith((".", "_")))
         if not matches:
-            raise CurationError(f"input {source} holds no {suffix} file" if fs.isdir(path) else f"input {source} does not exist")
+            kinds = " or ".join(suffix) if isinstance(suffix, tuple) else suffix
+            raise CurationError(f"input {source} holds no {kinds} file" if fs.isdir(path) else f"input {source} does not exist")
         found.extend(unstrip(fs, p) for p in matches)
     if len(set(found)) != len(found):
         raise CurationError("an input file is given twice")

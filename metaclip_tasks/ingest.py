@@ -25,6 +25,7 @@ from fastwarc.warc import ArchiveIterator, WarcRecordType
 from selectolax.lexbor import LexborHTMLParser
 
 from metaclip_tasks import files
+from metaclip_tasks.commoncrawl import open_stream, transient
 from metaclip_tasks.errors import CurationError
 from metaclip_tasks.language import LanguageFilter
 from metaclip_tasks.matching import url_uid
@@ -52,12 +53,13 @@ class ImageLink:
 
 def file_format(uri: str) -> str:
     """``warc`` or ``wat``, from the file's name (Common Crawl's ``.warc.gz`` / ``.warc.wat.gz``)."""
-    name = uri.rsplit("/", 1)[-1].lower()
-    if ".wat" in name:
+    name = uri.rsplit("/", 1)[-1].lower().removesuffix(".gz")
+    if name.endswith(".wat"):
         return "wat"
-    if ".warc" in name:
+    if name.endswith(".warc"):
         return "warc"
-    raise CurationError(f"input {uri} is neither a WARC (.warc[.gz]) nor a WAT (.wat[.gz]) file")
+    kind = "a WET file (extracted text: no images)" if name.endswith(".wet") else "neither a WARC (.warc[.gz]) nor a WAT (.wat[.gz]) file"
+    raise CurationError(f"input {uri} is {kind}")
 
 
 def normalize(text: str | None) -> str:
@@ -150,7 +152,9 @@ def _records(stream: IO[bytes], record_types: int, counts: Counter, uri: str) ->
             record = next(iterator)
         except StopIteration:
             return
-        except OSError:  # a truncated or corrupt gzip member: nothing after it can be trusted
+        except OSError as e:  # a truncated or corrupt gzip member: nothing after it can be trusted
+            if transient(e):
+                raise  # a network error: the whole file is retried
             counts["bad_records"] += 1
             return
         counts["records"] += 1
@@ -269,7 +273,7 @@ def extract_file(uri: str, output_uri: str, language: LanguageFilter, fmt: str |
         writer.write(_table([x for x, _ in kept], [lang for _, lang in kept]))
         batch.clear()
 
-    with files.open_read(uri, "input") as stream:
+    with open_stream(uri) as stream:
         for link in READERS[fmt](stream, counts, uri):
             batch.append(link)
             if len(batch) >= BATCH_ROWS:

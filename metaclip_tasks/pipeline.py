@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from metaclip_tasks import files
-from metaclip_tasks.artifacts import DATA, Artifact
+from metaclip_tasks.artifacts import DATA, Artifact, version_for
 from metaclip_tasks.balancing import (
     ShardBalance,
     balance_shard,
@@ -35,6 +35,7 @@ from metaclip_tasks.balancing import (
     tail_ratio,
 )
 from metaclip_tasks.cluster import tree_sum
+from metaclip_tasks.commoncrawl import CC_BASE, LISTINGS, crawl_files, with_retries
 from metaclip_tasks.counting import COUNTS_DTYPE, load_counts, sum_counts, top_entries
 from metaclip_tasks.download import (
     DownloadOptions,
@@ -45,14 +46,18 @@ from metaclip_tasks.download import (
     subset_index,
     write_url_list,
 )
+from metaclip_tasks.dedup import KEY_DTYPE, first_occurrences, pair_keys
 from metaclip_tasks.errors import CurationError
 from metaclip_tasks.evaluate import evaluate_checkpoint, load_coco
+from metaclip_tasks.ingest import COUNTERS as INGEST_COUNTERS
+from metaclip_tasks.ingest import extract_file, file_format
+from metaclip_tasks.language import LanguageFilter, check_languages
 from metaclip_tasks.matching import Matcher, match_shard, url_uid
 from metaclip_tasks.metadata.build import ENTRIES, MetadataParams, build_metadata
 from metaclip_tasks.metadata.store import load_metadata, metadata_report
 from metaclip_tasks.report import STANDARD_TS, plot_ablation, plot_entry_counts, tail_ratios
-from metaclip_tasks.shards import PAIRS_SCHEMA, ShardReader, ShardWriter, part_name
-from metaclip_tasks.snapshots import check_snapshot
+from metaclip_tasks.shards import MATCHED_SCHEMA, PAIRS_SCHEMA, ShardReader, ShardWriter, part_name
+from metaclip_tasks.snapshots import check_snapshot, is_crawl_id, snapshot_date
 from metaclip_tasks.stage import Build, Input, Stage
 from metaclip_tasks.train import TrainConfig, check_device, run_training
 
@@ -173,6 +178,125 @@ def build_pairs_import(build: Build) -> dict[str, Any]:
 PAIRS_IMPORT = Stage("pairs_import", 2, PairsImport, build_pairs_import, produces="pairs", external=_pairs_sources)
 
 
+# -- ingest: a snapshot's pairs from Common Crawl's WARC or WAT files (paper A.2) ---------------
+
+
+@dataclass(frozen=True)
+class Ingest:
+    """Pairs of one snapshot extracted from WARC or WAT files: image links with their alt-texts in
+    the languages kept, de-duplicated by (url, text) within the snapshot."""
+
+    snapshot: str = field(metadata={"help": "the Common Crawl id the pairs belong to, e.g. CC-MAIN-2023-06"})
+    sources: tuple[str, ...] = field(metadata={
+        "help": "WARC/WAT files, directories or globs (local, s3://, https://...), or a crawl id for Common Crawl's own files",
+        "minItems": 1, "identity": False})  # fmt: skip
+    format: str = field(default="wat", metadata={"help": "which files of a crawl id to read (files are told by their names)",
+                                                 "enum": list(LISTINGS)})  # fmt: skip
+    languages: tuple[str, ...] = field(default=("en",), metadata={
+        "help": "alt-text languages kept (ISO 639-1 codes), or any", "minItems": 1})  # fmt: skip
+    max_files: int | None = field(default=None, metadata={
+        "help": "only the first N files of a crawl id's list (a sample); empty: all of them", "minimum": 1})  # fmt: skip
+    cc_base: str = field(default=CC_BASE, metadata={
+        "help": "where crawl ids are read from: https://data.commoncrawl.org/, s3://commoncrawl/ or a mirror",
+        "identity": False})  # fmt: skip
+
+
+RAW_SUFFIXES = (".warc.gz", ".warc", ".wat.gz", ".wat")
+
+
+def ingest_inputs(params: Ingest) -> list[tuple[str, str, dict[str, Any]]]:
+    """Each input file as (URI, format, identity): a crawl's files by their immutable paths, others by content."""
+    check_snapshot(params.snapshot)
+    check_languages(params.languages)
+    found: list[tuple[str, str, dict[str, Any]]] = []
+    for source in params.sources:
+        if is_crawl_id(source):
+            for uri in crawl_files(source, params.format, params.cc_base, params.max_files):
+                found.append((uri, params.format, {"commoncrawl": uri[len(params.cc_base.rstrip("/")) + 1 :]}))
+        else:
+            found += [(uri, file_format(uri), files.fingerprint(uri)) for uri in files.expand([source], RAW_SUFFIXES)]
+    if len({uri for uri, _, _ in found}) != len(found):
+        raise CurationError("an input file is given twice")
+    return found
+
+
+def _ingest_identity(params: Ingest) -> list[dict[str, Any]]:
+    return [identity for _, _, identity in ingest_inputs(params)]
+
+
+def _ingest_part(source: str, fmt: str, part: str, marker: str, languages: tuple[str, ...]) -> tuple[dict[str, int], files.Stored]:
+    """One input file's pairs as a part (retried on network errors); the marker written last says it is complete."""
+    stats, written = with_retries(lambda: extract_file(source, part, LanguageFilter(languages), fmt), f"input {source}")
+    with files.open_write(marker) as f:
+        f.write(json.dumps({"source": source, "stats": stats, "bytes": written.bytes, "sha256": written.sha256}).encode())
+    return stats, written
+
+
+def _done_part(part: str, marker: str) -> tuple[dict[str, int], files.Stored] | None:
+    """A part a previous run completed, or None."""
+    fs, path = files.filesystem(marker)
+    if not fs.isfile(path):
+        return None
+    with fs.open(path, "rb") as f:
+        done = json.load(f)
+    return done["stats"], files.Stored(part, done["bytes"], done["sha256"], "ingested part")
+
+
+def _shard_keys(part: files.Stored) -> np.ndarray:
+    """The (url, text) key of each row of a pairs or matched shard."""
+    with ShardReader(part, ["url", "text"]) as reader:
+        keys = [pair_keys(b.column("url"), b.column("text")) for b in reader.batches()]
+    return np.concatenate(keys) if keys else np.empty(0, dtype=KEY_DTYPE)
+
+
+def _write_unique(part: files.Stored, keep: np.ndarray, output_uri: str) -> files.Stored:
+    """The part's rows that are the first of their (url, text) in the snapshot."""
+    with ShardReader(part, PAIRS_SCHEMA.names) as reader:
+        writer, position = ShardWriter(output_uri, PAIRS_SCHEMA), 0
+        for batch in reader.batches():
+            writer.write(batch.filter(pa.array(keep[position : position + len(batch)])))
+            position += len(batch)
+        return writer.close()
+
+
+def build_ingest(build: Build) -> dict[str, Any]:
+    params: Ingest = build.params
+    inputs = ingest_inputs(params)
+    parts_dir = build.store.uri("ingest-parts", params.snapshot)
+    key = {"stage_version": INGEST.version, "languages": list(check_languages(params.languages))}
+    jobs, results = [], {}
+    for i, (uri, fmt, identity) in enumerate(inputs):
+        name = version_for({**key, "input": identity})
+        part, marker = files.join(parts_dir, f"{name}.parquet"), files.join(parts_dir, f"{name}.json")
+        done = _done_part(part, marker)
+        if done is None:
+            jobs.append((i, uri, fmt, part, marker))
+        else:
+            results[i] = done
+    if results:
+        build.log(f"ingest {params.snapshot}: {len(results)} of {len(inputs)} files already ingested, {len(jobs)} to go")
+    if jobs:
+        index, *args = zip(*jobs)
+        for i, result in zip(index, _map(build.client, "ingest", _ingest_part, *args, languages=params.languages), strict=True):
+            results[i] = result
+    parts = [results[i][1] for i in range(len(inputs))]
+    keep = first_occurrences(_map(build.client, "keys", _shard_keys, parts))
+    shards = [(p, k) for p, k in zip(parts, keep, strict=True) if k.any()]
+    if not shards:
+        raise CurationError(f"the {len(inputs)} input files of {params.snapshot} hold no image with an alt-text "
+                            f"in {', '.join(params.languages)}")  # fmt: skip
+    outputs = [build.output.uri_of(f"{DATA}/{part_name(i)}") for i in range(len(shards))]
+    _record(build, _map(build.client, "deduplicate", _write_unique, *zip(*shards), outputs))
+    totals = {k: sum(stats[k] for stats, _ in results.values()) for k in INGEST_COUNTERS}
+    unique = int(sum(k.sum() for k in keep))
+    return {"snapshot": params.snapshot, "files": len(inputs), **totals,
+            "duplicates_in_snapshot": totals["pairs"] - unique, "pairs": unique, "shards": len(shards)}  # fmt: skip
+
+
+INGEST = Stage("ingest", 1, Ingest, build_ingest, produces="pairs", libraries=("fastwarc", "selectolax", "py3langid"),
+               external=_ingest_identity)  # fmt: skip
+
+
 # -- metadata ---------------------------------------------------------------------------------
 
 
@@ -279,6 +403,34 @@ def metadata_of(matched: Sequence[Artifact]) -> str:
     return versions.pop()
 
 
+DUPLICATES = "duplicates"  # pool_counts: per matched shard, the rows whose pair an earlier row already has
+
+
+def _rows_counts(shard: files.Stored, rows: np.ndarray, num_entries: int) -> np.ndarray:
+    """The per-entry counts of some rows of a matched shard."""
+    with ShardReader(shard, ["matched_entry_ids"]) as reader:
+        reader.require_int_lists("matched_entry_ids")
+        ids = pa.chunked_array([b.column(0) for b in reader.batches()], MATCHED_SCHEMA.field("matched_entry_ids").type)
+    chosen = pc.take(ids, pa.array(rows)).combine_chunks() if len(rows) else pa.array([], ids.type)
+    return np.bincount(chosen.flatten().to_numpy(zero_copy_only=False), minlength=num_entries).astype(COUNTS_DTYPE)
+
+
+def pool_duplicates(build: Build, matched: Sequence[Artifact]) -> dict[str, np.ndarray]:
+    """The matched rows whose (url, text) an earlier row of the pool already has, by shard name
+    (``<snapshot>/<part>``): snapshots in crawl order, so the earliest crawl keeps a pair whatever
+    order they were ingested and matched in."""
+    chronological = sorted(matched, key=lambda a: snapshot_date(a.stats["snapshot"]))
+    shards = [(f"{a.stats['snapshot']}/{s.name}", s) for a in chronological for s in a.data_files()]
+    firsts = first_occurrences(_map(build.client, "pool keys", _shard_keys, [s for _, s in shards]))
+    return {name: np.flatnonzero(~first) for (name, _), first in zip(shards, firsts, strict=True) if not first.all()}
+
+
+def duplicate_rows(counts_artifact: Artifact, snapshot: str, shard: files.Stored) -> np.ndarray | None:
+    """The rows of one matched shard that a pool's counts left out as duplicates, or None."""
+    name = f"{DUPLICATES}/{snapshot}/{shard.name.removesuffix('.parquet')}.npy"
+    return counts_artifact.read_array(name) if name in counts_artifact.files(".npy", under=DUPLICATES) else None
+
+
 def build_pool_counts(build: Build) -> dict[str, Any]:
     params: PoolCountsParams = build.params
     matched, metadata = build["matched"], build["metadata"]
@@ -289,6 +441,14 @@ def build_pool_counts(build: Build) -> dict[str, Any]:
     entries = load_metadata(metadata.stored(ENTRIES))
     if len(entries) != len(counts):
         raise CurationError(f"the counts have {len(counts):,} entries, metadata {metadata.version} has {len(entries):,}")
+    matches_with_duplicates = int(counts.sum())
+    duplicates = pool_duplicates(build, matched)
+    shard_of = {f"{a.stats['snapshot']}/{s.name}": s for a in matched for s in a.data_files()}
+    names = sorted(duplicates)
+    for name, rows in zip(names, _map(build.client, "duplicates", _rows_counts, [shard_of[n] for n in names],
+                                      [duplicates[n] for n in names], num_entries=len(counts)), strict=True):  # fmt: skip
+        counts -= rows
+        build.output.save_array(f"{DUPLICATES}/{name.removesuffix('.parquet')}.npy", duplicates[name].astype(np.int64))
     t = t_for_tail_ratio(counts, params.target_tail_ratio)
     build.output.save_array(COUNTS, counts)
     table = pa.table({"entry_id": pa.array(np.arange(len(counts), dtype=np.int32)), "entry": entries, "count": counts})
@@ -298,9 +458,12 @@ def build_pool_counts(build: Build) -> dict[str, Any]:
     build.output.write_json("top_entries.json", [{"entry": e, "count": n} for e, n in top])
     with build.output.writer("entry_counts.png") as f:
         plot_entry_counts(counts, t, f, f"{params.pool}: cumulative counts, tail to head")
+    per_snapshot = {s: sum(len(rows) for n, rows in duplicates.items() if n.startswith(f"{s}/")) for s in snapshots}
     return {
         "snapshots": snapshots,
         "matches": int(counts.sum()),
+        "matches_with_duplicates": matches_with_duplicates,
+        "duplicate_pairs": per_snapshot,
         "entries": len(counts),
         "entries_never_matched": int((counts == 0).sum()),
         "t": t,
@@ -311,7 +474,7 @@ def build_pool_counts(build: Build) -> dict[str, Any]:
     }
 
 
-POOL_COUNTS = Stage("pool_counts", 1, PoolCountsParams, build_pool_counts,
+POOL_COUNTS = Stage("pool_counts", 2, PoolCountsParams, build_pool_counts,
                     {"matched": Input("matched", many=True), "metadata": Input("metadata")})  # fmt: skip
 
 
@@ -325,8 +488,8 @@ class BalanceParams:
                                            "minimum": 0, "maximum": 2**64 - 1})  # fmt: skip
 
 
-def _balance_task(shard: files.Stored, output: str, probs: np.ndarray, seed: int) -> tuple[ShardBalance, files.Stored]:
-    return balance_shard(shard, output, probs, seed)
+def _balance_task(shard: files.Stored, output: str, drop: np.ndarray | None, probs: np.ndarray, seed: int) -> tuple[ShardBalance, files.Stored]:
+    return balance_shard(shard, output, probs, seed, drop=drop)
 
 
 def build_balance(build: Build) -> dict[str, Any]:
@@ -337,7 +500,8 @@ def build_balance(build: Build) -> dict[str, Any]:
         raise CurationError(f"the matched snapshots are not the ones pool_counts {counts_artifact.version} counted")
     counts = load_counts(counts_artifact.stored(COUNTS))
     probs = entry_probabilities(counts, params.t)
-    jobs = [(s, build.output.uri_of(f"{DATA}/{a.stats['snapshot']}/{s.name}")) for a in matched for s in a.data_files()]
+    jobs = [(s, build.output.uri_of(f"{DATA}/{a.stats['snapshot']}/{s.name}"), duplicate_rows(counts_artifact, a.stats["snapshot"], s))
+            for a in matched for s in a.data_files()]  # fmt: skip
     shared_probs = probs if build.client is None else build.client.scatter(probs, broadcast=True)
     results = _each_shard(build.client, "balance", _balance_task, *zip(*jobs), probs=shared_probs, seed=params.seed)
     if build.client is None:
@@ -352,7 +516,7 @@ def build_balance(build: Build) -> dict[str, Any]:
     return {"pool": counts_artifact.params["pool"], **balance_summary(counts, params.t, params.seed, total)}
 
 
-BALANCE = Stage("balance", 1, BalanceParams, build_balance,
+BALANCE = Stage("balance", 2, BalanceParams, build_balance,
                 {"pool_counts": Input("pool_counts"), "matched": Input("matched", many=True)}, produces="curated")  # fmt: skip
 
 
@@ -490,5 +654,5 @@ ABLATION = Stage("t_ablation", 1, NoParams, build_ablation, {
     "downloaded": Input("downloaded", many=True, optional=True), "views": Input("download_view", many=True, optional=True),
     "metrics": Input("metrics", many=True, optional=True)})  # fmt: skip
 
-STAGES: dict[str, Stage] = {s.name: s for s in (PAIRS_IMPORT, METADATA_BUILD, METADATA_IMPORT, MATCH, POOL_COUNTS, BALANCE,
+STAGES: dict[str, Stage] = {s.name: s for s in (PAIRS_IMPORT, INGEST, METADATA_BUILD, METADATA_IMPORT, MATCH, POOL_COUNTS, BALANCE,
                                                 DOWNLOAD, DOWNLOAD_VIEW, TRAIN, EVALUATE, ABLATION)}  # fmt: skip

@@ -67,6 +67,11 @@ def check_snapshot(snapshot: str) -> str:
     return snapshot
 
 
+def is_crawl_id(text: str) -> bool:
+    """Whether ``text`` has the form of a crawl id (a source naming Common Crawl itself, not a file)."""
+    return bool(_ID.fullmatch(text))
+
+
 def snapshots_between(first: str, last: str) -> tuple[str, ...]:
     """The known crawls from ``first`` to ``last``, both included, in order."""
     a, b = SNAPSHOTS.index(check_snapshot(first)), SNAPSHOTS.index(check_snapshot(last))

@@ -33,13 +33,14 @@ class Input:
 @dataclass
 class Build:
     """What a stage's ``build`` gets: checked params, resolved inputs, the output folder, a Dask
-    client (or None: run in this process) and a log."""
+    client (or None: run in this process), a log and the store (for work kept across runs)."""
 
     params: Any
     inputs: dict[str, Any]
     output: Output
     client: Any = None
     log: Callable[[str], object] = print
+    store: ArtifactStore | None = None
 
     def __getitem__(self, role: str) -> Any:
         return self.inputs[role]
@@ -139,6 +140,6 @@ def run(
     }
 
     def build(output: Output) -> dict[str, Any] | None:
-        return stage.build(Build(params, checked, output, client, log))
+        return stage.build(Build(params, checked, output, client, log, store))
 
     return store.publish(stage.artifact, version, header, build)

@@ -148,3 +148,48 @@ def cli(monkeypatch):
         return status, out.getvalue(), err.getvalue()
 
     return run
+
+
+CRAWL = "CC-MAIN-2024-22"  # the crawl of the whirlwind files
+
+
+class _FlakyHandler(_QuietHandler):
+    """Serves a directory; each path in ``fail_once`` answers 503 to its first GET (a transient error)."""
+
+    fail_once: set[str] = set()
+
+    def do_GET(self) -> None:
+        if self.path in self.fail_once:
+            self.fail_once.discard(self.path)
+            self.send_error(503, "try again")
+            return
+        super().do_GET()
+
+
+@pytest.fixture
+def commoncrawl_mirror(tmp_path: Path):
+    """A Common Crawl mirror on 127.0.0.1: ``crawl-data/CC-MAIN-2024-22/warc.paths.gz`` listing the
+    shared WARC files (linked, not copied) under ``segments/``; yields (base URL, mirror folder, served
+    paths, the handler class whose ``fail_once`` injects 503s)."""
+    import gzip
+
+    from metaclip_tasks.shared_data import WARC
+
+    if not (WARC / "warc_sample-0000.warc.gz").is_file():
+        pytest.skip(f"shared WARC samples not found at {WARC} (../shared/data is absent)")
+    mirror = tmp_path / "mirror"
+    segment = mirror / "crawl-data" / CRAWL / "segments" / "1716000000000.0" / "warc"
+    segment.mkdir(parents=True)
+    paths = []
+    for name in ("warc_sample-0000.warc.gz", "warc_sample-0001.warc.gz", "resiliparse_warcfile.warc.gz"):
+        (segment / name).symlink_to(WARC / name)
+        paths.append(str((segment / name).relative_to(mirror)))
+    with gzip.open(mirror / "crawl-data" / CRAWL / "warc.paths.gz", "wt") as f:
+        f.write("".join(p + "\n" for p in paths))
+    handler = type("Handler", (_FlakyHandler,), {"fail_once": set()})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(mirror)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/", mirror, paths, handler
+    server.shutdown()
+    server.server_close()
