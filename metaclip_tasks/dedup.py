@@ -22,13 +22,17 @@ def pair_keys(urls: pa.Array | pa.ChunkedArray | Sequence[str], texts: pa.Array 
     texts = texts.to_pylist() if hasattr(texts, "to_pylist") else texts
     out = np.empty(len(urls), dtype=KEY_DTYPE)
     for i, (url, text) in enumerate(zip(urls, texts, strict=True)):
-        out[i] = hashlib.blake2b(f"{url}\x00{text}".encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        head = url.encode("utf-8", "surrogatepass")  # length-prefixed: no two (url, text) give the same bytes
+        data = len(head).to_bytes(8, "little") + head + text.encode("utf-8", "surrogatepass")
+        out[i] = hashlib.blake2b(data, digest_size=16).digest()
     return out
 
 
 def first_occurrences(keys: Sequence[np.ndarray]) -> list[np.ndarray]:
     """For parts taken in order, a mask per part of the rows whose key no earlier row has."""
-    joined = np.concatenate(keys) if len(keys) else np.empty(0, dtype=KEY_DTYPE)
+    if not len(keys):
+        return []
+    joined = np.concatenate(keys)
     first = np.zeros(len(joined), dtype=bool)
     first[np.unique(joined, return_index=True)[1]] = True
     return np.split(first, np.cumsum([len(k) for k in keys])[:-1])
