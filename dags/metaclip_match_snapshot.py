@@ -1,9 +1,11 @@
 """metaclip_match_snapshot: one run = one Common Crawl snapshot, matched on Dask.
 
 Scheduled by the Common Crawl timetable (one run per crawl), so a backfill over a date range
-creates one run per crawl in it.  With ``pairs_source`` the snapshot's raw parquet files are
-imported first as a ``pairs`` artifact; without it the snapshot's newest ``pairs`` artifact is
-matched.  Writes the matched shards and count vector as a ``matched`` artifact and emits a
+creates one run per crawl in it.  The snapshot's pairs come from its raw sources when it has them:
+``raw_source`` = ``commoncrawl`` ingests the crawl's own WAT (or WARC) files from ``cc_base``, a
+path or glob of WARC/WAT files (``{snapshot}`` replaced) ingests those, so a backfill goes from
+Common Crawl to matched counts; else ``pairs_source`` imports parquet files; else the snapshot's
+newest ``pairs`` artifact is matched.  Writes the matched shards and count vector as a ``matched`` artifact and emits a
 ``metaclip.matched`` asset event carrying its version and URI.
 """
 
@@ -30,7 +32,7 @@ from metaclip_timetable import CommonCrawlTimetable
 
 from metaclip_tasks import curation
 from metaclip_tasks.errors import CurationError
-from metaclip_tasks.pipeline import PAIRS_IMPORT, MatchParams, PairsImport
+from metaclip_tasks.pipeline import INGEST, PAIRS_IMPORT, Ingest, MatchParams, PairsImport, ingest_inputs
 from metaclip_tasks.snapshots import check_snapshot, snapshot_for_date
 from metaclip_tasks.stage import run
 
@@ -45,6 +47,14 @@ with DAG(
     params={
         "snapshot": snapshot_param(),
         "metadata_version": metadata_param(),
+        "raw_source": Param(
+            "",
+            type="string",
+            title="Raw source",
+            description="commoncrawl: the crawl's own files (format, cc_base, max_files); or WARC/WAT files, a "
+            "directory or glob (any fsspec URL; {snapshot} is replaced); empty: no ingestion",
+        ),
+        **dataclass_params(Ingest, skip=("snapshot", "sources")),
         "pairs_source": Param(
             "",
             type="string",
@@ -61,8 +71,8 @@ with DAG(
 
     @task(**DASK_RETRIES)
     def pairs() -> dict:
-        """The run's snapshot (param, else its logical date), its pairs (imported when a source is
-        given) and the metadata, all checked before any matching."""
+        """The run's snapshot (param, else its logical date), its pairs (ingested or imported when a
+        source is given) and the metadata, all checked before any matching."""
         context = get_current_context()
         params = context["params"]
         with bad_input_fails():
@@ -73,7 +83,12 @@ with DAG(
             else:
                 raise CurationError("a manual run needs the snapshot parameter")
             meta = curation.metadata(store(), params["metadata_version"])
-            if params["pairs_source"]:
+            if params["raw_source"]:
+                source = snapshot if params["raw_source"] == "commoncrawl" else params["raw_source"].replace("{snapshot}", snapshot)
+                ingest = from_params(Ingest, params, snapshot=snapshot, sources=[source])
+                with cluster(len(ingest_inputs(ingest))) as client:
+                    imported = run(store(), INGEST, ingest, client=client)
+            elif params["pairs_source"]:
                 source = params["pairs_source"].replace("{snapshot}", snapshot)
                 imported = run(
                     store(), PAIRS_IMPORT, from_params(PairsImport, params, snapshot=snapshot, sources=[source])

@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     from metaclip_tasks.curation import Subset
     from metaclip_tasks.download import DownloadOptions
     from metaclip_tasks.metadata.build import MetadataParams
-    from metaclip_tasks.pipeline import MatchParams, PairsImport
+    from metaclip_tasks.pipeline import Ingest, MatchParams, PairsImport
 
     parser = argparse.ArgumentParser(
         prog="metaclip",
@@ -48,6 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
                     "A pairs artifact (uid, url, text) for one snapshot from parquet files, directories or globs on any "
                     "fsspec storage; rows without a URL are dropped and counted.", dask)  # fmt: skip
     P.add_arguments(pairs, PairsImport)
+
+    ingest = command("ingest", "extract a snapshot's image-alt-text pairs from Common Crawl WARC or WAT files",
+                     "A pairs artifact (uid, url, text, page_url, lang, title) from WARC/WAT files or a crawl id (its file "
+                     "list read from --cc-base): <img> links with a non-empty alt-text, resolved against <base href> or "
+                     "the page URL, http(s) only, alt-texts in --languages, de-duplicated by (url, text) within the "
+                     "snapshot. Files already ingested by an interrupted run are not read again. With -o the pairs are "
+                     "also written under OUT as a parquet dataset.", dask)  # fmt: skip
+    ingest.add_argument("sources", nargs="+", metavar="FILE_OR_CRAWL", help="WARC/WAT files, directories, globs (any fsspec URL) or a crawl id")
+    ingest.add_argument("-o", "--output", metavar="OUT", help="also write the pairs as parquet files under OUT (a new directory)")
+    ingest.add_argument("--snapshot", help="the crawl the pairs belong to (default: the crawl id given as a source)")
+    ingest.add_argument("--languages", help="alt-text languages kept: en (default), any, or a comma-separated list such as en,de")
+    P.add_arguments(ingest, Ingest, skip=("snapshot", "sources", "languages"))
 
     match = command("match", "sub-string match snapshots' pairs against metadata",
                     "Match each pair's text of the snapshots' newest pairs against every metadata entry (MetaCLIP's "
@@ -162,6 +174,8 @@ def _run(args: argparse.Namespace) -> None:
             a = run(store, PAIRS_IMPORT, params, client=client)
         _done(a, f"{a.stats['pairs']:,} pairs of {a.params['snapshot']} in {a.stats['shards']} shards "
                  f"({a.stats['pairs_without_url']:,} without a URL dropped)")  # fmt: skip
+    elif args.command == "ingest":
+        _ingest(args, store)
     elif args.command == "match":
         from metaclip_tasks.pipeline import MatchParams
 
@@ -236,6 +250,31 @@ def _run(args: argparse.Namespace) -> None:
 
         with _client(args, 2) as client:
             print(run_demo(store, client, seed=args.seed, target_tail_ratio=args.target_tail_ratio))
+
+
+def _ingest(args: argparse.Namespace, store) -> None:
+    from metaclip_tasks.export import check_export, export_pairs
+    from metaclip_tasks.pipeline import INGEST, Ingest, ingest_inputs
+    from metaclip_tasks.snapshots import is_crawl_id
+    from metaclip_tasks.stage import run
+
+    crawls = [s for s in args.sources if is_crawl_id(s)]
+    snapshot = args.snapshot or (crawls[0] if len(set(crawls)) == 1 else None)
+    if snapshot is None:
+        raise CurationError("give --snapshot: the crawl the files belong to (e.g. CC-MAIN-2023-06)")
+    languages = [c for c in (args.languages or "en").split(",") if c.strip()]
+    params = P.from_arguments(Ingest, args, snapshot=snapshot, sources=args.sources, languages=languages)
+    inputs = ingest_inputs(params)  # every input there, before any work
+    if args.output:
+        check_export(args.output, [uri for uri, _, _ in inputs], store.root)
+    with _client(args, len(inputs)) as client:
+        a = run(store, INGEST, params, client=client)
+    s = a.stats
+    _done(a, f"{s['pairs']:,} pairs of {snapshot} from {s['files']} files: {s['pages']:,} pages, {s['images']:,} images, "
+             f"{s['with_alt']:,} with alt-text, {s['other_language']:,} in other languages, {s['duplicates_in_snapshot']:,} "
+             f"duplicates, {s['bad_records']:,} bad records")  # fmt: skip
+    if args.output:
+        print(f"pairs written to {export_pairs(a, args.output)}")
 
 
 def _metadata(args: argparse.Namespace, store) -> None:

@@ -1,7 +1,8 @@
 """The main job on embedded defaults: real captions (or a generated pool) curated end to end.
 
 The steps are the ones ``metaclip demo`` runs in order and the ``metaclip_curation_demo`` DAG
-runs as tasks: the captions split over the ``demo`` pool's snapshots as ``pairs`` artifacts,
+runs as tasks: the pool's last snapshot ingested from the shared Common Crawl WARC files (English
+alt-texts), the captions split over its other snapshots, each as a ``pairs`` artifact,
 MetaCLIP's WordNet metadata, each snapshot matched on Dask, the pool counted, balanced for its
 30% tail (a 10,000-caption pool has no meaningful 6% tail), and a report read back from the artifacts.
 """
@@ -14,8 +15,8 @@ import pyarrow.parquet as pq
 
 from metaclip_tasks import curation, files
 from metaclip_tasks.artifacts import Artifact, ArtifactStore
-from metaclip_tasks.pipeline import PAIRS_IMPORT, PairsImport
-from metaclip_tasks.shared_data import CAPTIONS
+from metaclip_tasks.pipeline import INGEST, PAIRS_IMPORT, Ingest, PairsImport, RAW_SUFFIXES
+from metaclip_tasks.shared_data import CAPTIONS, WARC
 from metaclip_tasks.snapshots import get_pool
 from metaclip_tasks.stage import run
 
@@ -55,14 +56,25 @@ def demo_source(store: ArtifactStore, captions: str = str(CAPTIONS)) -> tuple[st
     return generated, f"a generated pool ({captions} is absent)"
 
 
-def demo_pairs(store: ArtifactStore, snapshot: str, captions: str = str(CAPTIONS), client=None) -> Artifact:
-    """One demo snapshot's pairs: its equal share of the source rows, in two shards."""
+def warc_snapshot(warc: str = str(WARC)) -> str | None:
+    """The demo snapshot made from Common Crawl WARC files (the pool's last), or None without them."""
+    fs, path = files.filesystem(warc)
+    found = fs.isdir(path) and any(p.endswith(RAW_SUFFIXES) and ".wat" not in p for p in fs.ls(path))
+    return get_pool(POOL).snapshots[-1] if found else None
+
+
+def demo_pairs(store: ArtifactStore, snapshot: str, captions: str = str(CAPTIONS), client=None, warc: str = str(WARC)) -> Artifact:
+    """One demo snapshot's pairs: ingested from the shared WARC files, or its equal share of the
+    captions' rows, in two shards."""
+    if snapshot == warc_snapshot(warc):
+        return run(store, INGEST, Ingest(snapshot, (f"{warc}/*.warc.gz",), languages=("en",)), client=client)
     pool = get_pool(POOL)
+    from_captions = [s for s in pool.snapshots if s != warc_snapshot(warc)]
     source, _ = demo_source(store, captions)
     with files.open_read(source) as f:
         rows = pq.ParquetFile(f).metadata.num_rows
-    bounds = [len(part) for part in np.array_split(np.arange(rows), len(pool.snapshots))]
-    i = pool.snapshots.index(snapshot)
+    bounds = [len(part) for part in np.array_split(np.arange(rows), len(from_captions))]
+    i = from_captions.index(snapshot)
     start, stop = sum(bounds[:i]), sum(bounds[: i + 1])
     params = PairsImport(snapshot, (source,), url_column="URL", text_column="TEXT", rows=(start, stop),
                          rows_per_shard=-(-(stop - start) // SHARDS_PER_SNAPSHOT))  # fmt: skip
@@ -77,9 +89,16 @@ def demo_report(store: ArtifactStore, curated: Artifact, source: str = "") -> st
     pairs_in = sum(a.stats["pairs_in"] for a in matched)
     pairs_matched = sum(a.stats["pairs_matched"] for a in matched)
     top = ", ".join(f"{e!r} {n}" for e, n in c["top_entries"])
+    ingested = [p for p in (a.input("pairs") for a in matched) if p.manifest["code"]["stage"] == "ingest"]
+    lines = [
+        f"  ingested:    {p.stats['snapshot']} from {p.stats['files']} Common Crawl WARC files: {p.stats['pages']:,} pages, "
+        f"{p.stats['images']:,} images, {p.stats['with_alt']:,} with alt-text, {p.stats['pairs']:,} English pairs -> {p.uri}"
+        for p in ingested
+    ]
     return "\n".join(
         [
             f"MetaCLIP curation demo on {source or 'the demo pool'}: pool {counts.params['pool']} ({len(matched)} snapshots)",
+            *lines,
             f"  metadata:    {counts.input('metadata').stats['entries']:,} entries (WordNet)",
             f"  matched:     {pairs_matched:,} of {pairs_in:,} pairs ({pairs_matched / max(pairs_in, 1):.1%}), "
             f"{c['matches']:,} matches over {c['entries']:,} entries",

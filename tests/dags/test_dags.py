@@ -22,7 +22,7 @@ from metaclip_tasks.curation import Subset
 from metaclip_tasks.download import DownloadOptions
 from metaclip_tasks.matching import Matcher
 from metaclip_tasks.metadata.build import MetadataParams
-from metaclip_tasks.pipeline import PAIRS_IMPORT, MatchParams, PairsImport
+from metaclip_tasks.pipeline import PAIRS_IMPORT, Ingest, MatchParams, PairsImport
 from metaclip_tasks.snapshots import PAPER_POOL2_RANGE, snapshot_date, snapshots_between
 from metaclip_tasks.stage import run
 
@@ -40,7 +40,7 @@ DASK_TASKS = {
     "metaclip_curation_demo": ["match", "count_and_balance"], "metaclip_metadata": ["fetch_sources", "build"],
     "metaclip_download": ["download"], "metaclip_train": ["download", "train"],
 }  # fmt: skip
-PARAM_CLASSES = (Subset, DownloadOptions, MetadataParams, MatchParams, PairsImport)
+PARAM_CLASSES = (Subset, DownloadOptions, MetadataParams, MatchParams, PairsImport, Ingest)
 
 
 def test_every_dag_imports_with_its_id_and_no_cycle(dagbag) -> None:
@@ -282,6 +282,27 @@ def test_corrupt_shard_fails_naming_it_and_leaves_nothing(dagbag, airflow_db, ca
     assert not [a for a in _store().list("matched") if a.stats["snapshot"] == "CC-MAIN-2023-40"]
     hidden = [p for stage in (root / "artifacts").iterdir() for p in stage.iterdir() if p.name.startswith(".")]
     assert hidden == []
+
+
+def test_the_match_dag_ingests_a_crawl_from_common_crawl_first(dagbag, airflow_db, commoncrawl_mirror, wordnet) -> None:
+    from tests.conftest import CRAWL
+
+    base, mirror, paths, _ = commoncrawl_mirror
+    run_ = _run(dagbag, "metaclip_match_snapshot", snapshot=CRAWL, raw_source="commoncrawl", format="warc", cc_base=base,
+                languages=["en"], max_files=None, pairs_source="", metadata_version="")  # fmt: skip
+    assert run_.state == "success"
+    matched = [a for a in _store().list("matched") if a.stats["snapshot"] == CRAWL][-1]
+    pairs = matched.input("pairs")
+    assert pairs.manifest["code"]["stage"] == "ingest" and pairs.stats["files"] == len(paths)
+    assert pairs.manifest["external"] == [{"commoncrawl": p} for p in paths]
+    assert matched.stats["pairs_in"] == pairs.stats["pairs"] > 0
+    # the same files given as a path template are the same pairs (a crawl's files identify the artifact by content)
+    local = str(mirror / "crawl-data" / "{snapshot}" / "segments")
+    run_ = _run(dagbag, "metaclip_match_snapshot", snapshot=CRAWL, raw_source=local, format="warc", cc_base=base,
+                languages=["en"], max_files=None, pairs_source="", metadata_version="")  # fmt: skip
+    assert run_.state == "success"
+    again = [a for a in _store().list("matched") if a.stats["snapshot"] == CRAWL][-1]
+    assert again.input("pairs").dataset().to_table().equals(pairs.dataset().to_table())
 
 
 def test_metadata_dag_builds_an_artifact_the_match_dag_takes(dagbag, three_snapshots, tmp_path: Path) -> None:
