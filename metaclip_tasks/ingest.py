@@ -144,7 +144,7 @@ def html_links(body: bytes, page_url: str, charset: str | None, counts: Counter)
     return links
 
 
-def _records(stream: IO[bytes], record_types: int, counts: Counter, uri: str) -> Iterator[Any]:
+def _records(stream: IO[bytes], record_types: int, counts: Counter) -> Iterator[Any]:
     """The file's records of these types, read leniently; a record that breaks the stream ends it, counted."""
     iterator = iter(ArchiveIterator(stream, record_types=record_types, parse_http=False, quirks_mode=True))
     while True:
@@ -193,9 +193,9 @@ def dechunk(data: bytes) -> bytes:
         pos += 2 if data.startswith(b"\r\n", pos) else 1 if data.startswith(b"\n", pos) else 0
 
 
-def warc_links(stream: IO[bytes], counts: Counter, uri: str = "") -> Iterator[ImageLink]:
+def warc_links(stream: IO[bytes], counts: Counter) -> Iterator[ImageLink]:
     """Image links of every HTML ``response`` record of a WARC stream."""
-    for record in _records(stream, WarcRecordType.response, counts, uri):
+    for record in _records(stream, WarcRecordType.response, counts):
         try:
             record.parse_http(auto_decode="none", quirks_mode=True)
         except (OSError, ValueError):
@@ -214,9 +214,9 @@ def warc_links(stream: IO[bytes], counts: Counter, uri: str = "") -> Iterator[Im
         yield from html_links(body, page_url, record.http_charset, counts)
 
 
-def wat_links(stream: IO[bytes], counts: Counter, uri: str = "") -> Iterator[ImageLink]:
+def wat_links(stream: IO[bytes], counts: Counter) -> Iterator[ImageLink]:
     """Image links of every page in a WAT stream, from its ``HTML-Metadata``."""
-    for record in _records(stream, WarcRecordType.metadata, counts, uri):
+    for record in _records(stream, WarcRecordType.metadata, counts):
         data = _read_all(record, counts)
         if data is None or b'"HTML-Metadata"' not in data:
             continue  # request and metadata records, non-HTML responses: no JSON parse
@@ -246,7 +246,7 @@ def wat_links(stream: IO[bytes], counts: Counter, uri: str = "") -> Iterator[Ima
                     yield found
 
 
-READERS: dict[str, Callable[[IO[bytes], Counter, str], Iterator[ImageLink]]] = {"warc": warc_links, "wat": wat_links}
+READERS: dict[str, Callable[[IO[bytes], Counter], Iterator[ImageLink]]] = {"warc": warc_links, "wat": wat_links}
 
 
 def _table(links: list[ImageLink], languages: list[str]) -> pa.Table:
@@ -274,7 +274,7 @@ def extract_file(uri: str, output_uri: str, language: LanguageFilter, fmt: str |
         batch.clear()
 
     with open_stream(uri) as stream:
-        for link in READERS[fmt](stream, counts, uri):
+        for link in READERS[fmt](stream, counts):
             batch.append(link)
             if len(batch) >= BATCH_ROWS:
                 flush()
