@@ -13,12 +13,14 @@ normalised; the alt-text's language is identified offline (:mod:`metaclip_tasks.
 from __future__ import annotations
 
 import re
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 from urllib.parse import urljoin
 
+import brotli
 import orjson
 import pyarrow as pa
 from fastwarc.warc import ArchiveIterator, WarcRecordType
@@ -144,21 +146,35 @@ def html_links(body: bytes, page_url: str, charset: str | None, counts: Counter)
     return links
 
 
-def _records(stream: IO[bytes], record_types: int, counts: Counter) -> Iterator[Any]:
-    """The file's records of these types, read leniently; a record that breaks the stream ends it, counted."""
-    iterator = iter(ArchiveIterator(stream, record_types=record_types, parse_http=False, quirks_mode=True))
+def _records(stream: IO[bytes], record_type: Any, counts: Counter) -> Iterator[Any]:
+    """The file's records of one type, read leniently; a record that breaks the stream ends it, and a
+    file with bytes but no WARC record at all (FastWARC skips what is not a record), are counted."""
+    iterator = iter(ArchiveIterator(stream, parse_http=False, quirks_mode=True))
+    any_record = False
     while True:
         try:
             record = next(iterator)
         except StopIteration:
-            return
+            break
         except OSError as e:  # a truncated or corrupt gzip member: nothing after it can be trusted
             if transient(e):
                 raise  # a network error: the whole file is retried
             counts["bad_records"] += 1
             return
-        counts["records"] += 1
-        yield record
+        any_record = True
+        if record.record_type == record_type:
+            counts["records"] += 1
+            yield record
+    if not any_record and _consumed(stream):
+        counts["bad_records"] += 1
+
+
+def _consumed(stream: IO[bytes]) -> bool:
+    """Whether anything was read from the stream (an empty file is not a bad one)."""
+    try:
+        return stream.tell() > 0
+    except (OSError, AttributeError, ValueError):
+        return True
 
 
 def _read_all(record: Any, counts: Counter) -> bytes | None:
@@ -193,6 +209,20 @@ def dechunk(data: bytes) -> bytes:
         pos += 2 if data.startswith(b"\r\n", pos) else 1 if data.startswith(b"\n", pos) else 0
 
 
+def decode_content(body: bytes, encoding: str | None) -> bytes:
+    """A payload stored with its ``Content-Encoding`` (gzip, deflate, br), decoded; Common Crawl stores
+    decoded payloads but keeps the header, so what does not decode is taken as it is."""
+    encoding = (encoding or "").strip().lower()
+    decoders = {"gzip": (lambda b: zlib.decompress(b, 47),), "x-gzip": (lambda b: zlib.decompress(b, 47),),
+                "deflate": (zlib.decompress, lambda b: zlib.decompress(b, -15)), "br": (brotli.decompress,)}  # fmt: skip
+    for decode in decoders.get(encoding, ()):
+        try:
+            return decode(body)
+        except (zlib.error, brotli.error):
+            continue
+    return body
+
+
 def warc_links(stream: IO[bytes], counts: Counter) -> Iterator[ImageLink]:
     """Image links of every HTML ``response`` record of a WARC stream."""
     for record in _records(stream, WarcRecordType.response, counts):
@@ -209,6 +239,7 @@ def warc_links(stream: IO[bytes], counts: Counter) -> Iterator[ImageLink]:
             continue
         if "chunked" in (record.http_headers.get("Transfer-Encoding") or "").lower():
             body = dechunk(body)
+        body = decode_content(body, record.http_headers.get("Content-Encoding"))
         page_url = record.headers.get("WARC-Target-URI") or ""
         counts["pages"] += 1
         yield from html_links(body, page_url, record.http_charset, counts)
