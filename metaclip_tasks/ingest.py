@@ -15,10 +15,9 @@ from __future__ import annotations
 import re
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import IO, Any
-from urllib.parse import urljoin
+from collections.abc import Callable, Iterator, Sequence
+from typing import IO, Any, NamedTuple
+from urllib.parse import urljoin, urlsplit
 
 import brotli
 import orjson
@@ -37,14 +36,16 @@ FORMATS = ("warc", "wat")
 COUNTERS = ("records", "pages", "images", "with_alt", "relative_resolved", "non_http_dropped", "other_language",
             "bad_records", "pairs")  # fmt: skip
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
-_ABSOLUTE = re.compile(r"https?://", re.IGNORECASE)
+_ABSOLUTE = re.compile(r"https?://[^/?#]", re.IGNORECASE)  # an http(s) URL with a host
 _SCHEME = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*:")
+_TAB_NEWLINE = str.maketrans("", "", "\t\n\r")
+_NOT_PLAIN = re.compile(r"/\.\.?(?:[/?#]|$)|[\\?#;]")  # dot segments, a query, fragment or params: urljoin's
+_IMG_LINK = re.compile(rb'\{"path":"IMG@/src"[^}]*\}')
 _CHARSET = re.compile(rb"<meta[^>]+charset\s*=\s*[\"']?\s*([A-Za-z0-9_.:-]+)", re.IGNORECASE)
 BATCH_ROWS = 65536
 
 
-@dataclass(frozen=True)
-class ImageLink:
+class ImageLink(NamedTuple):
     """One ``<img>`` of a page with a non-empty alt-text, its URL absolute."""
 
     page_url: str
@@ -76,37 +77,60 @@ def _one(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def absolute_url(base: str, src: str, counts: Counter) -> str | None:
-    """``src`` resolved against ``base``; None (counted) unless it is an http(s) URL."""
-    src = src.strip()
-    if not src:
-        return None
-    if not _ABSOLUTE.match(src):
-        if _SCHEME.match(src):  # data:, javascript:, ftp:...
-            counts["non_http_dropped"] += 1
-            return None
-        try:
-            src = urljoin(base, src)
-        except ValueError:  # e.g. an invalid IPv6 host
-            counts["non_http_dropped"] += 1
-            return None
+def page_links(page_url: str, base: str, srcs: Sequence[Any], alts: Sequence[Any], titles: Sequence[Any],
+               counts: Counter) -> list[ImageLink]:  # fmt: skip
+    """One page's images as links: those with a ``src`` and a non-empty alt-text (whitespace
+    normalised); an http(s) ``src`` is kept as written (tabs and newlines removed), any other is
+    ``urljoin(base, src)``; only http(s) URLs with a host are kept; counted (the per-image work of both
+    readers, in one loop with local counters: it is what ingestion spends most of its time on)."""
+    links: list[ImageLink] = []
+    with_alt = relative = dropped = 0
+    origin = _origin(base)
+    for src, alt, title in zip(srcs, alts, titles, strict=True):
+        if type(src) is not str or type(alt) is not str or (title is not None and type(title) is not str):
+            src, alt, title = _one(src), _one(alt), _one(title)  # a list (CC-MAIN-2024-51 on) or junk
+        alt = " ".join(alt.split()) if alt else ""
+        if not alt or not src:
+            continue
+        with_alt += 1
+        src = src.strip()
+        if "\t" in src or "\n" in src or "\r" in src:
+            src = src.translate(_TAB_NEWLINE)  # as browsers (and urljoin) read a URL
         if not _ABSOLUTE.match(src):
-            counts["non_http_dropped"] += 1
-            return None
-        counts["relative_resolved"] += 1
-    return src
+            if not src:
+                continue
+            scheme = _SCHEME.match(src)
+            if scheme and scheme.group(0).lower() not in ("http:", "https:"):  # data:, javascript:, ftp:...
+                dropped += 1
+                continue
+            if origin and src[0] == "/" and src[1:2] != "/" and not _NOT_PLAIN.search(src):
+                links.append(ImageLink(page_url, origin + src, alt, " ".join(title.split()) or None if title else None))
+                relative += 1  # what urljoin gives for a plain root-relative path, 5x faster
+                continue
+            try:
+                src = urljoin(base, src)
+            except ValueError:  # e.g. an invalid IPv6 host
+                dropped += 1
+                continue
+            if not _ABSOLUTE.match(src):
+                dropped += 1
+                continue
+            relative += 1
+        links.append(ImageLink(page_url, src, alt, " ".join(title.split()) or None if title else None))
+    counts["images"] += len(srcs)
+    counts["with_alt"] += with_alt
+    counts["relative_resolved"] += relative
+    counts["non_http_dropped"] += dropped
+    return links
 
 
-def _link(page_url: str, base: str, src: str | None, alt: str | None, title: str | None, counts: Counter) -> ImageLink | None:
-    counts["images"] += 1
-    alt = normalize(alt)
-    if not alt or not src:
+def _origin(base: str) -> str | None:
+    """``scheme://host[:port]`` of an http(s) base URL, or None."""
+    try:
+        parts = urlsplit(base)
+    except ValueError:
         return None
-    counts["with_alt"] += 1
-    url = absolute_url(base, src, counts)
-    if url is None:
-        return None
-    return ImageLink(page_url, url, alt, normalize(title) or None)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme in ("http", "https") and parts.netloc else None
 
 
 def _decode(body: bytes, charset: str | None) -> str:
@@ -128,22 +152,11 @@ def _decode(body: bytes, charset: str | None) -> str:
 def html_links(body: bytes, page_url: str, charset: str | None, counts: Counter) -> list[ImageLink]:
     """The ``<img>`` elements of one HTML page (``src``, ``alt``, ``title``), resolved against ``<base href>``."""
     tree = LexborHTMLParser(_decode(body, charset))
-    base = page_url
     node = tree.css_first("base[href]")
-    if node is not None:
-        href = (node.attributes.get("href") or "").strip()
-        if href:
-            try:
-                base = urljoin(page_url, href)
-            except ValueError:
-                pass
-    links = []
-    for img in tree.css("img"):
-        attrs = img.attributes
-        link = _link(page_url, base, attrs.get("src"), attrs.get("alt"), attrs.get("title"), counts)
-        if link is not None:
-            links.append(link)
-    return links
+    base = _resolve_base(page_url, node.attributes.get("href") if node is not None else None)
+    images = [img.attributes for img in tree.css("img")]
+    return page_links(page_url, base, [a.get("src") for a in images], [a.get("alt") for a in images],
+                      [a.get("title") for a in images], counts)  # fmt: skip
 
 
 def _records(stream: IO[bytes], record_type: Any, counts: Counter) -> Iterator[Any]:
@@ -245,36 +258,73 @@ def warc_links(stream: IO[bytes], counts: Counter) -> Iterator[ImageLink]:
         yield from html_links(body, page_url, record.http_charset, counts)
 
 
+def _wat_html(data: bytes, counts: Counter) -> tuple[str | None, dict[str, Any]] | None:
+    """A WAT record's page URL and ``HTML-Metadata``, its whole JSON parsed; None (counted) if broken."""
+    try:
+        envelope = orjson.loads(data)["Envelope"]
+        page_url = _one(envelope["WARC-Header-Metadata"].get("WARC-Target-URI"))
+        return page_url, envelope["Payload-Metadata"]["HTTP-Response-Metadata"]["HTML-Metadata"]
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        counts["bad_records"] += 1
+        return None
+
+
+def _img_links(data: bytes) -> list[dict[str, Any]] | None:
+    """The ``IMG@/src`` link objects of a WAT record read straight from its bytes, or None when that is
+    not certain, and the whole record is parsed instead.  Common Crawl writes each link as a flat
+    object that starts with its path, so one runs from ``{"path":"IMG@/src"`` to the first ``}``:
+    a ``}`` inside one of its strings would end the slice inside a string, which does not parse."""
+    slices = _IMG_LINK.findall(data)
+    if len(slices) != data.count(b'"IMG@/src"'):
+        return None
+    try:
+        links = orjson.loads(b"[" + b",".join(slices) + b"]")
+    except orjson.JSONDecodeError:
+        return None
+    return links if len(links) == len(slices) else None
+
+
 def wat_links(stream: IO[bytes], counts: Counter) -> Iterator[ImageLink]:
-    """Image links of every page in a WAT stream, from its ``HTML-Metadata``."""
+    """Image links of every page in a WAT stream, from its ``HTML-Metadata``.
+
+    Only records holding ``"HTML-Metadata"`` (HTML responses) are pages, and only those holding
+    ``"IMG@/src"`` are read further: their image links are taken from the bytes unless the page has
+    a ``<base>`` or the links are not plainly written, where the whole JSON is parsed (the same result,
+    ~3x the time)."""
     for record in _records(stream, WarcRecordType.metadata, counts):
         data = _read_all(record, counts)
         if data is None or b'"HTML-Metadata"' not in data:
             continue  # request and metadata records, non-HTML responses: no JSON parse
-        try:
-            envelope = orjson.loads(data)["Envelope"]
-            warc = envelope["WARC-Header-Metadata"]
-            html = envelope["Payload-Metadata"]["HTTP-Response-Metadata"]["HTML-Metadata"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            counts["bad_records"] += 1
+        if not data.rstrip().endswith(b"}"):
+            counts["bad_records"] += 1  # not a whole JSON object
             continue
-        page_url = _one(warc.get("WARC-Target-URI")) or ""
         counts["pages"] += 1
         if b'"IMG@/src"' not in data:
             continue
-        base = page_url
-        head = html.get("Head")
-        given = _one(head.get("Base")) if isinstance(head, dict) else None
-        if given and given.strip():
-            try:
-                base = urljoin(page_url, given.strip())
-            except ValueError:
-                pass
-        for link in html.get("Links") or ():
-            if isinstance(link, dict) and link.get("path") == "IMG@/src":
-                found = _link(page_url, base, _one(link.get("url")), _one(link.get("alt")), _one(link.get("title")), counts)
-                if found is not None:
-                    yield found
+        links = _img_links(data) if b'"Base"' not in data else None
+        page_url, base = record.headers.get("WARC-Target-URI") or "", None
+        if links is None:
+            parsed = _wat_html(data, counts)
+            if parsed is None:
+                counts["pages"] -= 1
+                continue
+            page_url, html = parsed[0] or page_url, parsed[1]
+            head = html.get("Head")
+            base = _one(head.get("Base")) if isinstance(head, dict) else None
+            links = [x for x in html.get("Links") or () if isinstance(x, dict) and x.get("path") == "IMG@/src"]
+        yield from page_links(page_url, _resolve_base(page_url, base), [x.get("url") for x in links],
+                              [x.get("alt") for x in links], [x.get("title") for x in links], counts)  # fmt: skip
+
+
+def _resolve_base(page_url: str, given: str | None) -> str:
+    """The URL relative links resolve against: ``<base href>`` resolved against the page, else the page."""
+    given = (given or "").strip()
+    if given:
+        try:
+            return urljoin(page_url, given)
+        except ValueError:
+            pass
+    return page_url
 
 
 READERS: dict[str, Callable[[IO[bytes], Counter], Iterator[ImageLink]]] = {"warc": warc_links, "wat": wat_links}

@@ -1,0 +1,217 @@
+"""Ingestion speed on one core: the project's WAT and WARC readers against a cc2dataset-style reference.
+
+Input: the readable shared WARCs (``../shared/data/warc``: 85 HTML pages of Common Crawl, dolma,
+ClueWeb and warcio files).  The WAT is built from them with ``tests.commoncrawl_files.write_wat``
+(Common Crawl's envelope, one metadata record per request, response and metadata record, the page
+links from an lxml parse), its records repeated ``--copies`` times; the WARC is the shared files'
+gzip members concatenated ``--warc-copies`` times.
+
+The reference is how rom1504/cc2dataset reads a WAT (``extract_documents_from_wat``): FastWARC over
+the metadata records, each record's whole JSON parsed, the ``HTML-Metadata.Links`` entries with
+``path == "IMG@/src"`` and a non-empty ``alt`` kept, ``urljoin(Head.Base or page URL, url)`` unless
+already absolute, http(s) only; once with ``json.loads`` and once with pysimdjson's ``loads`` (what
+cc2dataset calls).  Before timing, the reference pairs (alt-texts whitespace-normalised, the empty
+ones dropped) must equal the project's ``wat_links`` pairs.  The project's full ``extract_file``
+(uids, language identification, parquet) is timed too, with languages ["en"] and ["any"], and so is
+the floor: FastWARC reading the WAT's records without parsing them.  Rounds interleave the readers.
+
+    .venv/bin/python -m benchmarks.ingest [--copies 30] [--warc-copies 20] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urljoin
+
+import simdjson
+from fastwarc.warc import ArchiveIterator, WarcRecordType
+
+from metaclip_tasks.ingest import extract_file, normalize, warc_links, wat_links
+from metaclip_tasks.language import LanguageFilter
+from metaclip_tasks.shared_data import WARC
+from tests.commoncrawl_files import write_wat
+
+SOURCES = ("resiliparse_warcfile.warc.gz", "warc_sample-0000.warc.gz", "warc_sample-0001.warc.gz", "whirlwind.warc.gz",
+           "resiliparse_clueweb-quirk.warc.gz", "warcio_example.warc.gz", "warcio_example-iana.org-chunked.warc")  # fmt: skip
+Pair = tuple[str, str, str]
+MiB = 2**20
+
+
+def reference_pairs(path: Path, loads: Callable[[bytes], dict]) -> tuple[list[Pair], int]:
+    """cc2dataset's ``extract_documents_from_wat`` for images: (page URL, image URL, alt) and the records read."""
+    out: list[Pair] = []
+    records = 0
+    with open(path, "rb") as f:
+        for record in ArchiveIterator(f, record_types=WarcRecordType.metadata, parse_http=False):
+            records += 1
+            try:
+                data = loads(record.reader.read())
+            except ValueError:
+                continue
+            envelope = data["Envelope"]
+            payload = envelope["Payload-Metadata"]
+            if "HTTP-Response-Metadata" not in payload:
+                continue
+            http_resp = payload["HTTP-Response-Metadata"]
+            if "HTML-Metadata" not in http_resp:
+                continue
+            metadata = http_resp["HTML-Metadata"]
+            if "Links" not in metadata:
+                continue
+            page_url = envelope["WARC-Header-Metadata"]["WARC-Target-URI"]
+            base_url = page_url
+            if "Head" in metadata and "Base" in metadata["Head"]:
+                try:
+                    base_url = urljoin(base_url, metadata["Head"]["Base"])
+                except ValueError:
+                    pass
+            for link in metadata["Links"]:
+                if link.get("path", "") == "IMG@/src" and len(link.get("alt", "")) > 0:
+                    url = link["url"]
+                    if not (url.startswith("http://") or url.startswith("https://")):
+                        try:
+                            url = urljoin(base_url, url)
+                        except ValueError:
+                            pass
+                    if url.startswith("http://") or url.startswith("https://"):
+                        out.append((page_url, url, link["alt"]))
+    return out, records
+
+
+def project_wat_pairs(path: Path) -> tuple[list[Pair], Counter]:
+    """The project's ``wat_links``: (page URL, image URL, alt) and its counters."""
+    counts: Counter = Counter()
+    with open(path, "rb") as f:
+        return [(x.page_url, x.url, x.alt) for x in wat_links(f, counts)], counts
+
+
+def project_warc_pairs(path: Path) -> tuple[list[Pair], Counter]:
+    """The project's ``warc_links``: (page URL, image URL, alt) and its counters."""
+    counts: Counter = Counter()
+    with open(path, "rb") as f:
+        return [(x.page_url, x.url, x.alt) for x in warc_links(f, counts)], counts
+
+
+def _timed(runs: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """The median wall time of each run over ``rounds`` rounds (the runs interleaved), after one untimed round."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for i in range(rounds + 1):
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            if i:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def read_only(path: Path) -> int:
+    """The floor: FastWARC's iteration over the metadata records and their bytes read, nothing parsed."""
+    with open(path, "rb") as f:
+        return sum(len(record.reader.read()) for record in ArchiveIterator(f, record_types=WarcRecordType.metadata, parse_http=False))
+
+
+def _inflated_size(path: Path) -> int:
+    with gzip.open(path, "rb") as f:
+        return sum(len(chunk) for chunk in iter(lambda: f.read(1 << 20), b""))
+
+
+def build_inputs(tmp: Path, copies: int, warc_copies: int) -> tuple[Path, Path]:
+    """The benchmark's WAT (``copies`` times the shared WARCs' records) and WARC (``warc_copies`` times their members)."""
+    sources = [WARC / name for name in SOURCES]
+    missing = [str(p) for p in sources if not p.is_file()]
+    if missing:
+        raise SystemExit(f"shared WARC files not found: {', '.join(missing)} (../shared/data is absent)")
+    wat = write_wat(sources, tmp / "bench.warc.wat.gz", copies=copies).path
+    members = b"".join(p.read_bytes() if p.suffix == ".gz" else gzip.compress(p.read_bytes()) for p in sources)
+    warc = tmp / "bench.warc.gz"
+    warc.write_bytes(members * warc_copies)
+    return wat, warc
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--copies", type=int, default=30, help="times the WAT repeats the shared WARCs' records")
+    parser.add_argument("--warc-copies", type=int, default=20, help="times the WARC repeats the shared WARC files")
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds per reader (median reported)")
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    args = parser.parse_args()
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
+
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        wat, warc = build_inputs(tmp, args.copies, args.warc_copies)
+        wat_mib, wat_raw_mib = wat.stat().st_size / MiB, _inflated_size(wat) / MiB
+        warc_mib = warc.stat().st_size / MiB
+
+        ours, counts = project_wat_pairs(wat)
+        expected = [(p, u, normalize(a)) for p, u, a in reference_pairs(wat, json.loads)[0] if normalize(a)]
+        if reference_pairs(wat, simdjson.loads)[0] != reference_pairs(wat, json.loads)[0]:
+            raise SystemExit("the json and simdjson references disagree")
+        if ours != expected:
+            diff = Counter(ours) - Counter(expected), Counter(expected) - Counter(ours)
+            raise SystemExit(f"project and reference disagree: only project {list(diff[0])[:3]}, only reference {list(diff[1])[:3]}")
+        records, pages, pairs = counts["records"], counts["pages"], len(ours)
+        warc_pairs, warc_counts = project_warc_pairs(warc)
+        print(f"WAT: {wat_mib:.1f} MiB gzip ({wat_raw_mib:.1f} MiB of records), the shared WARCs' records x {args.copies}: "
+              f"{records:,} metadata records, {pages:,} pages, {counts['images']:,} IMG@/src links, {pairs:,} pairs")
+        print(f"WARC: {warc_mib:.1f} MiB gzip, the shared WARC files x {args.warc_copies}: {warc_counts['records']:,} response "
+              f"records, {warc_counts['pages']:,} pages, {len(warc_pairs):,} pairs")
+        print(f"project wat_links == reference pairs (alt normalised, empty dropped): {pairs:,} identical")
+        distinct = sorted({a for _, _, a in ours})
+        lang_s = _timed({"identify": lambda: LanguageFilter(["en"]).identify(distinct)}, 3)["identify"]
+        print(f"language identification (py3langid, fresh filter): {len(distinct) / lang_s:,.0f} texts/s on the "
+              f"{len(distinct):,} distinct alt-texts; extract_file identifies each distinct text once per file, and "
+              f"the copies repeat them")
+
+        out = tmp / "out.parquet"
+        wat_runs: dict[str, Callable[[], object]] = {
+            "floor: FastWARC read, no JSON": lambda: read_only(wat),
+            "reference, json.loads": lambda: reference_pairs(wat, json.loads),
+            "reference, simdjson (cc2dataset)": lambda: reference_pairs(wat, simdjson.loads),
+            "project wat_links": lambda: project_wat_pairs(wat),
+            "project extract_file ['en']": lambda: extract_file(str(wat), str(out), LanguageFilter(["en"])),
+            "project extract_file ['any']": lambda: extract_file(str(wat), str(out), LanguageFilter(["any"])),
+        }
+        warc_runs: dict[str, Callable[[], object]] = {
+            "project warc_links": lambda: project_warc_pairs(warc),
+            "project extract_file ['en']": lambda: extract_file(str(warc), str(out), LanguageFilter(["en"])),
+            "project extract_file ['any']": lambda: extract_file(str(warc), str(out), LanguageFilter(["any"])),
+        }
+        wat_times = _timed(wat_runs, args.rounds)
+        warc_times = _timed(warc_runs, args.rounds)
+
+    figures: dict[str, dict] = {"wat": {}, "warc": {}}
+    ref = wat_times["reference, json.loads"]
+    ref_simd = wat_times["reference, simdjson (cc2dataset)"]
+    print(f"\nWAT, one core, median of {args.rounds}")
+    print(f"{'reader':<34}{'records/s':>11}{'pages/s':>10}{'pairs/s':>11}{'MiB/s gz':>10}{'MiB/s raw':>10}{'vs json':>9}{'vs simdjson':>12}")
+    for name, s in wat_times.items():
+        row = {"records_per_s": records / s, "pages_per_s": pages / s, "pairs_per_s": pairs / s, "mib_per_s": wat_mib / s,
+               "raw_mib_per_s": wat_raw_mib / s, "ratio_json": ref / s, "ratio_simdjson": ref_simd / s}  # fmt: skip
+        figures["wat"][name] = row
+        print(f"{name:<34}{row['records_per_s']:>11,.0f}{row['pages_per_s']:>10,.0f}{row['pairs_per_s']:>11,.0f}"
+              f"{row['mib_per_s']:>10.1f}{row['raw_mib_per_s']:>10.1f}{row['ratio_json']:>8.2f}x{row['ratio_simdjson']:>11.2f}x")
+    print(f"\nWARC, one core, median of {args.rounds}")
+    print(f"{'reader':<34}{'records/s':>11}{'pages/s':>10}{'pairs/s':>11}{'MiB/s gz':>10}")
+    for name, s in warc_times.items():
+        row = {"records_per_s": warc_counts["records"] / s, "pages_per_s": warc_counts["pages"] / s,
+               "pairs_per_s": len(warc_pairs) / s, "mib_per_s": warc_mib / s}  # fmt: skip
+        figures["warc"][name] = row
+        print(f"{name:<34}{row['records_per_s']:>11,.0f}{row['pages_per_s']:>10,.0f}{row['pairs_per_s']:>11,.0f}{row['mib_per_s']:>10.1f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(figures, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
