@@ -331,11 +331,10 @@ READERS: dict[str, Callable[[IO[bytes], Counter], Iterator[ImageLink]]] = {"warc
 
 
 def _table(links: list[ImageLink], languages: list[str]) -> pa.Table:
-    return pa.Table.from_pylist(
-        [{"uid": url_uid(x.url), "url": x.url, "text": x.alt, "page_url": x.page_url, "lang": lang, "title": x.title}
-         for x, lang in zip(links, languages, strict=True)],
-        schema=PAIRS_SCHEMA,
-    )  # fmt: skip
+    urls = [x.url for x in links]
+    columns = [[url_uid(u) for u in urls], urls, [x.alt for x in links], [x.page_url for x in links], languages,
+               [x.title for x in links]]  # fmt: skip
+    return pa.Table.from_arrays([pa.array(c, pa.string()) for c in columns], schema=PAIRS_SCHEMA)
 
 
 def extract_file(uri: str, output_uri: str, language: LanguageFilter, fmt: str | None = None) -> tuple[dict[str, int], files.Stored]:
