@@ -35,7 +35,7 @@ from urllib.parse import urljoin
 import simdjson
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 
-from metaclip_tasks.ingest import extract_file, normalize, warc_links, wat_links
+from metaclip_tasks.ingest import extract_file, warc_links, wat_links
 from metaclip_tasks.language import LanguageFilter
 from metaclip_tasks.shared_data import WARC
 from tests.commoncrawl_files import write_wat
@@ -154,7 +154,7 @@ def main() -> None:
         warc_mib = warc.stat().st_size / MiB
 
         ours, counts = project_wat_pairs(wat)
-        expected = [(p, u, normalize(a)) for p, u, a in reference_pairs(wat, json.loads)[0] if normalize(a)]
+        expected = [(p, u, " ".join(a.split())) for p, u, a in reference_pairs(wat, json.loads)[0] if a.split()]
         if reference_pairs(wat, simdjson.loads)[0] != reference_pairs(wat, json.loads)[0]:
             raise SystemExit("the json and simdjson references disagree")
         if ours != expected:

@@ -65,11 +65,6 @@ def file_format(uri: str) -> str:
     raise CurationError(f"input {uri} is {kind}")
 
 
-def normalize(text: str | None) -> str:
-    """Runs of whitespace as one space, none at the ends."""
-    return " ".join(text.split()) if text else ""
-
-
 def _one(value: Any) -> str | None:
     """A header value given as a string or, from CC-MAIN-2024-51 on when repeated, as a list: the first."""
     if isinstance(value, list):
