@@ -121,7 +121,7 @@ def test_pairs_are_the_real_captions_split_over_three_snapshots(chain: dict, cap
         assert len(pairs.data_files()) == (2 if i == 1 else 1)
         rows = pairs.dataset().to_table()
         expected = captions_table.slice(BOUNDS[i], BOUNDS[i + 1] - BOUNDS[i])
-        assert rows.column_names == ["uid", "url", "text", "page_url", "lang"]
+        assert rows.column_names == ["uid", "url", "text", "page_url", "lang", "title"]
         assert rows["url"].to_pylist() == expected["url"].to_pylist()
         assert rows["text"].to_pylist() == expected["text"].to_pylist()
         assert rows["uid"].to_pylist() == [url_uid(u) for u in expected["url"].to_pylist()]
