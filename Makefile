@@ -35,3 +35,5 @@ bench: $(STAMP) system-packages
 	$(VENV)/bin/python -m benchmarks.balancing
 	$(VENV)/bin/python -m benchmarks.match_snapshot
 	$(VENV)/bin/python -m benchmarks.concurrent_clusters
+	$(VENV)/bin/python -m benchmarks.ingest
+	$(VENV)/bin/python -m benchmarks.language_id
