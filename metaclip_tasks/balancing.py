@@ -268,28 +268,28 @@ def balance_shard(source: str | Stored, output_uri: str, probs: np.ndarray, seed
     kept_counts = np.zeros(len(probs), dtype=_U64)
     with ShardReader(source, MATCHED_SCHEMA.names, string_columns=["uid"]) as reader:
         reader.require_int_lists("matched_entry_ids")
-        writer = ShardWriter(output_uri, MATCHED_SCHEMA)
-        for batch in reader.batches(batch_rows):
-            if drop is not None and len(drop):
-                rows = np.ones(len(batch), dtype=bool)
-                rows[drop[(drop >= position) & (drop < position + len(batch))] - position] = False
-                position += len(batch)
-                batch = batch.filter(pa.array(rows))
-            matched = batch.column("matched_entry_ids")
-            ids = list_parts(matched)[1]
-            if len(ids) and (ids.min() < 0 or ids.max() >= len(probs)):
-                raise CurationError(f"input shard {reader.uri}: entry ids {ids.min()}..{ids.max()} do not fit the "
-                                    f"{len(probs):,} entries of the counts (matched against other metadata?)")  # fmt: skip
-            mask = keep_mask(batch.column("uid"), matched, probs, seed)
-            chosen = batch.filter(pa.array(mask))
-            writer.write(chosen)
-            q = keep_probabilities(matched, probs)
-            pairs_in += len(batch)
-            kept += int(mask.sum())
-            expected += float(q.sum())
-            variance += float((q * (1 - q)).sum())
-            kept_counts += np.bincount(list_parts(chosen.column("matched_entry_ids"))[1], minlength=len(probs)).astype(_U64)
-        written = writer.close()
+        with ShardWriter(output_uri, MATCHED_SCHEMA) as writer:
+            for batch in reader.batches(batch_rows):
+                if drop is not None and len(drop):
+                    rows = np.ones(len(batch), dtype=bool)
+                    rows[drop[(drop >= position) & (drop < position + len(batch))] - position] = False
+                    position += len(batch)
+                    batch = batch.filter(pa.array(rows))
+                matched = batch.column("matched_entry_ids")
+                ids = list_parts(matched)[1]
+                if len(ids) and (ids.min() < 0 or ids.max() >= len(probs)):
+                    raise CurationError(f"input shard {reader.uri}: entry ids {ids.min()}..{ids.max()} do not fit the "
+                                        f"{len(probs):,} entries of the counts (matched against other metadata?)")  # fmt: skip
+                mask = keep_mask(batch.column("uid"), matched, probs, seed)
+                chosen = batch.filter(pa.array(mask))
+                writer.write(chosen)
+                q = keep_probabilities(matched, probs)
+                pairs_in += len(batch)
+                kept += int(mask.sum())
+                expected += float(q.sum())
+                variance += float((q * (1 - q)).sum())
+                kept_counts += np.bincount(list_parts(chosen.column("matched_entry_ids"))[1], minlength=len(probs)).astype(_U64)
+            written = writer.close()
     return ShardBalance(pairs_in, kept, (expected,), (variance,), kept_counts), written
 
 

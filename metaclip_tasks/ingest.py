@@ -337,21 +337,21 @@ def extract_file(uri: str, output_uri: str, language: LanguageFilter, fmt: str |
     ``output_uri`` (in file order, duplicates included); with the file's counters."""
     fmt = fmt or file_format(uri)
     counts: Counter = Counter()
-    writer = ShardWriter(output_uri, PAIRS_SCHEMA)
     batch: list[ImageLink] = []
+    with open_stream(uri) as stream, ShardWriter(output_uri, PAIRS_SCHEMA) as writer:
 
-    def flush() -> None:
-        langs = language.identify([x.alt for x in batch])
-        kept = [(x, lang) for x, lang in zip(batch, langs, strict=True) if language.keeps(lang)]
-        counts["other_language"] += len(batch) - len(kept)
-        counts["pairs"] += len(kept)
-        writer.write(_table([x for x, _ in kept], [lang for _, lang in kept]))
-        batch.clear()
+        def flush() -> None:
+            langs = language.identify([x.alt for x in batch])
+            kept = [(x, lang) for x, lang in zip(batch, langs, strict=True) if language.keeps(lang)]
+            counts["other_language"] += len(batch) - len(kept)
+            counts["pairs"] += len(kept)
+            writer.write(_table([x for x, _ in kept], [lang for _, lang in kept]))
+            batch.clear()
 
-    with open_stream(uri) as stream:
         for link in READERS[fmt](stream, counts):
             batch.append(link)
             if len(batch) >= BATCH_ROWS:
                 flush()
-    flush()
-    return {k: int(counts[k]) for k in COUNTERS}, writer.close()
+        flush()
+        written = writer.close()
+    return {k: int(counts[k]) for k in COUNTERS}, written

@@ -333,8 +333,8 @@ def match_shard(source: str | Stored, output_uri: str, matcher: Matcher, *, batc
     with their sorted entry ids (``MATCHED_SCHEMA``), in input order, to ``output_uri``."""
     counts = np.zeros(matcher.num_entries, dtype=np.uint64)
     stats = {"pairs_in": 0, "pairs_matched": 0, "matches": 0}
-    with ShardReader(source, ["uid", "url", "text"], string_columns=["uid", "url", "text"]) as reader:
-        writer = ShardWriter(output_uri, MATCHED_SCHEMA)
+    with (ShardReader(source, ["uid", "url", "text"], string_columns=["uid", "url", "text"]) as reader,
+          ShardWriter(output_uri, MATCHED_SCHEMA) as writer):  # fmt: skip
         for batch in reader.batches(batch_rows):
             result = matcher.match_batch(batch.column("text").to_pylist())
             keep = pa.array(np.diff(result.offsets) > 0)

@@ -12,6 +12,7 @@ import json
 import shutil
 import sys
 import tempfile
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
@@ -122,8 +123,8 @@ def _import_part(source: str, start: int, stop: int, output_uri: str, params: Pa
     """Rows [start, stop) of one source file as a pairs shard; rows without a URL are dropped, counted."""
     columns = [c for c in (params.url_column, params.text_column, params.uid_column) if c]
     stats = {"pairs_in": 0, "pairs": 0, "pairs_without_url": 0}
-    with ShardReader(source, columns, string_columns=columns) as reader:
-        writer, position = ShardWriter(output_uri, PAIRS_SCHEMA), 0
+    position = 0
+    with ShardReader(source, columns, string_columns=columns) as reader, ShardWriter(output_uri, PAIRS_SCHEMA) as writer:
         for batch in reader.batches():
             lo, hi = max(start - position, 0), min(stop - position, len(batch))
             position += len(batch)
@@ -225,11 +226,16 @@ def _ingest_identity(params: Ingest) -> list[dict[str, Any]]:
 
 
 def _ingest_part(source: str, fmt: str, part: str, marker: str, languages: tuple[str, ...]) -> tuple[dict[str, int], files.Stored]:
-    """One input file's pairs as a part (retried on network errors); the marker written last says it is complete."""
-    stats, written = with_retries(lambda: extract_file(source, part, LanguageFilter(languages), fmt), f"input {source}")
+    """One input file's pairs as a part (retried on network errors), written under a name of its own
+    and renamed, so two runs of one file never write into the same file; the marker written last
+    says the part is complete."""
+    temporary = f"{part}.{uuid.uuid4().hex}.tmp"
+    stats, written = with_retries(lambda: extract_file(source, temporary, LanguageFilter(languages), fmt), f"input {source}")
+    fs, path = files.filesystem(part)
+    fs.mv(files.filesystem(temporary)[1], path)
     with files.open_write(marker) as f:
         f.write(json.dumps({"source": source, "stats": stats, "bytes": written.bytes, "sha256": written.sha256}).encode())
-    return stats, written
+    return stats, files.Stored(part, written.bytes, written.sha256, "ingested part")
 
 
 def _done_part(part: str, marker: str) -> tuple[dict[str, int], files.Stored] | None:
@@ -251,8 +257,8 @@ def _shard_keys(part: files.Stored) -> np.ndarray:
 
 def _write_unique(part: files.Stored, keep: np.ndarray, output_uri: str) -> files.Stored:
     """The part's rows that are the first of their (url, text) in the snapshot."""
-    with ShardReader(part, PAIRS_SCHEMA.names) as reader:
-        writer, position = ShardWriter(output_uri, PAIRS_SCHEMA), 0
+    position = 0
+    with ShardReader(part, PAIRS_SCHEMA.names) as reader, ShardWriter(output_uri, PAIRS_SCHEMA) as writer:
         for batch in reader.batches():
             writer.write(batch.filter(pa.array(keep[position : position + len(batch)])))
             position += len(batch)

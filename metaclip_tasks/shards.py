@@ -73,7 +73,9 @@ class ShardReader:
 
 
 class ShardWriter:
-    """A parquet shard written to ``uri`` (zstd), described as it is written."""
+    """A parquet shard written to ``uri`` (zstd), described as it is written; as a context manager,
+    closed on success and removed on an error (no half-written shard is left, and no writer is left
+    to flush into the file later)."""
 
     def __init__(self, uri: str, schema: pa.Schema) -> None:
         self.schema = schema
@@ -89,6 +91,23 @@ class ShardWriter:
         self._writer.close()
         self._out.close()
         return self._out.stored
+
+    def abort(self) -> None:
+        """Stop writing and remove what was written."""
+        try:
+            self._writer.close()
+        finally:
+            self._out.close()
+            fs, path = files.filesystem(self._out.uri)
+            if fs.exists(path):
+                fs.rm(path)
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        if kind is not None:
+            self.abort()
 
 
 def part_name(index: int) -> str:

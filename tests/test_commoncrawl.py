@@ -48,6 +48,8 @@ def test_a_transient_error_is_retried_and_a_rerun_resumes(tmp_path, commoncrawl_
     assert paths[2] in str(e.value)
     assert not store.list("pairs")
     assert not handler.fail_once  # the 503 was met and retried
+    parts = sorted(p.name for p in (tmp_path / "root" / "ingest-parts" / CRAWL).iterdir())
+    assert len(parts) == 4 and all(p.endswith((".parquet", ".json")) for p in parts)  # two complete parts, no leftovers
     missing.symlink_to(target)
     log: list[str] = []
     pairs = run(store, INGEST, _ingest(base), log=log.append)

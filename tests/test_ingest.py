@@ -321,3 +321,20 @@ def test_wat_and_warc_paths_agree_on_the_shared_pages(shared_warc, tmp_path):
     for key in ("pages", "with_alt", "relative_resolved", "non_http_dropped", "pairs"):
         assert wat_stats[key] == warc_stats[key], key
     assert wat_stats["images"] == warc_stats["images"] - 2  # two <img> without src: no IMG@/src link in a WAT
+
+
+def test_a_file_failing_mid_read_leaves_no_part(tmp_path, monkeypatch):
+    """A network error in the middle of a file removes the half-written part (the retry writes it anew)."""
+    from metaclip_tasks import ingest
+
+    def broken(stream, counts):
+        yield ingest.ImageLink("https://example.com/", "https://example.com/a.jpg", "A picture of a dog", None)
+        raise ConnectionResetError("the server went away")
+
+    pages = [("https://example.com/", b'<html><img src="a.jpg" alt="A picture of a dog"></html>')]
+    source = write_warc(tmp_path / "one.warc.gz", pages)
+    monkeypatch.setitem(ingest.READERS, "warc", broken)
+    monkeypatch.setattr(ingest, "BATCH_ROWS", 1)  # the first row is written before the error
+    with pytest.raises(ConnectionResetError):
+        extract_file(str(source), str(tmp_path / "part.parquet"), LanguageFilter(["any"]))
+    assert not (tmp_path / "part.parquet").exists()
