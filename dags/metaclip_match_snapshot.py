@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from airflow.sdk import DAG, Param, get_current_context, task
+from airflow.sdk import DAG, get_current_context, task
 from metaclip_airflow import (
     DASK_RETRIES,
     MATCHED_ASSET,
@@ -24,6 +24,7 @@ from metaclip_airflow import (
     dataclass_params,
     from_params,
     metadata_param,
+    optional_text_param,
     snapshot_param,
     store,
     summary,
@@ -47,19 +48,15 @@ with DAG(
     params={
         "snapshot": snapshot_param(),
         "metadata_version": metadata_param(),
-        "raw_source": Param(
-            "",
-            type="string",
-            title="Raw source",
-            description="commoncrawl: the crawl's own files (format, cc_base, max_files); or WARC/WAT files, a "
+        "raw_source": optional_text_param(
+            "Raw source",
+            "commoncrawl: the crawl's own files (format, cc_base, max_files); or WARC/WAT files, a "
             "directory or glob (any fsspec URL; {snapshot} is replaced); empty: no ingestion",
         ),
         **dataclass_params(Ingest, skip=("snapshot", "sources")),
-        "pairs_source": Param(
-            "",
-            type="string",
-            title="Pairs source",
-            description="parquet files to import first (a directory, file or glob, any fsspec URL; "
+        "pairs_source": optional_text_param(
+            "Pairs source",
+            "parquet files to import first (a directory, file or glob, any fsspec URL; "
             "{snapshot} is replaced); empty: the snapshot's newest pairs artifact",
         ),
         **dataclass_params(PairsImport, skip=("snapshot", "sources", "rows")),

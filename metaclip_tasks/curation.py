@@ -42,13 +42,13 @@ from metaclip_tasks.train import TrainConfig
 WORDNET_ONLY = MetadataParams(sources=("wordnet",))  # MetaCLIP's WordNet entries: the default metadata
 
 
-def metadata(store: ArtifactStore, version: str = "") -> Artifact:
-    """The metadata artifact ``version``; empty: MetaCLIP's WordNet metadata (built once, then a cache hit)."""
+def metadata(store: ArtifactStore, version: str | None = None) -> Artifact:
+    """The metadata artifact ``version``; None (or empty): MetaCLIP's WordNet metadata (built once, then a cache hit)."""
     return store.require("metadata", version) if version else run(store, METADATA_BUILD, WORDNET_ONLY)
 
 
-def existing_metadata(store: ArtifactStore, version: str = "") -> Artifact | None:
-    """The metadata artifact ``version`` (empty: the WordNet metadata) if it exists; never builds it."""
+def existing_metadata(store: ArtifactStore, version: str | None = None) -> Artifact | None:
+    """The metadata artifact ``version`` (None or empty: the WordNet metadata) if it exists; never builds it."""
     return store.require("metadata", version) if version else find(store, METADATA_BUILD, WORDNET_ONLY)
 
 
@@ -101,7 +101,8 @@ class Subset:
         "help": "share of matches in tail entries (count < t); empty: the pool's (0.06)", "exclusiveMinimum": 0,
         "exclusiveMaximum": 1, "title": "Target tail ratio"})  # fmt: skip
     seed: int = field(default=0, metadata={"help": "sampling seed (one seed: nested subsets)", "minimum": 0})
-    metadata_version: str = field(default="", metadata={"help": "a metadata artifact version; empty: MetaCLIP's WordNet metadata"})
+    metadata_version: str | None = field(default=None, metadata={
+        "help": "a metadata artifact version; empty: MetaCLIP's WordNet metadata"})  # fmt: skip
 
 
 def check_t_choice(t: int | None, ratio: float | None) -> None:
@@ -126,7 +127,7 @@ def pool_t(counts: Artifact, t: int | None, target_tail_ratio: float | None) -> 
     return resolve_t(load_counts(counts.stored(COUNTS)), t, target_tail_ratio)
 
 
-def counted_pool(store: ArtifactStore, pool_name: str, metadata_version: str = "") -> Artifact:
+def counted_pool(store: ArtifactStore, pool_name: str, metadata_version: str | None = None) -> Artifact:
     """A pool's counts artifact (a cache hit once counted)."""
     pool = get_pool(pool_name)
     meta = existing_metadata(store, metadata_version)

@@ -123,9 +123,9 @@ def json_schema(cls: type, name: str) -> dict[str, Any]:
     else:
         schema = {"type": _JSON_TYPES[base], **bounds}
     if optional:
-        schema["type"] = [schema["type"], "null"]
+        schema["type"] = ["null", schema["type"]]  # not required in Airflow's trigger form
         if "enum" in schema:
-            schema["enum"] = [*schema["enum"], None]
+            schema["enum"] = [None, *schema["enum"]]
     schema["description"] = f.metadata.get("help", name)
     schema["title"] = f.metadata.get("title", name.replace("_", " ").capitalize())
     return schema

@@ -110,8 +110,15 @@ def subset_params() -> dict[str, Param]:
 
 
 def snapshot_param() -> Param:
-    return Param("", type="string", enum=["", *SNAPSHOTS], title="Snapshot",
+    """A Common Crawl id, or None (the form's "not set"): the crawl of the run's logical date."""
+    return Param(None, type=["null", "string"], enum=[None, *SNAPSHOTS], title="Snapshot",
+                 values_display={"null": "(the crawl of the run's logical date)"},
                  description="Common Crawl id; empty: the crawl of the run's logical date")  # fmt: skip
+
+
+def optional_text_param(title: str, description: str) -> Param:
+    """A string that may be left empty (None): optional in the trigger form, unlike ``type="string"``."""
+    return Param(None, type=["null", "string"], title=title, description=description)
 
 
 def metadata_param() -> Param:
