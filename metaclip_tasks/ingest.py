@@ -15,13 +15,14 @@ from __future__ import annotations
 import re
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from typing import IO, Any, NamedTuple
-from urllib.parse import urljoin, urlsplit
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+from urllib.parse import urljoin
 
 import brotli
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 from selectolax.lexbor import LexborHTMLParser
 
@@ -29,6 +30,7 @@ from metaclip_tasks import files
 from metaclip_tasks.commoncrawl import open_stream, transient
 from metaclip_tasks.errors import CurationError
 from metaclip_tasks.language import LanguageFilter
+from metaclip_tasks.links import PageLinks, first_string
 from metaclip_tasks.matching import url_uid
 from metaclip_tasks.shards import PAIRS_SCHEMA, ShardWriter
 
@@ -36,22 +38,9 @@ FORMATS = ("warc", "wat")
 COUNTERS = ("records", "pages", "images", "with_alt", "relative_resolved", "non_http_dropped", "other_language",
             "bad_records", "pairs")  # fmt: skip
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
-_ABSOLUTE = re.compile(r"https?://[^/?#]", re.IGNORECASE)  # an http(s) URL with a host
-_SCHEME = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*:")
-_TAB_NEWLINE = str.maketrans("", "", "\t\n\r")
-_NOT_PLAIN = re.compile(r"/\.\.?(?:[/?#]|$)|[\\?#;]")  # dot segments, a query, fragment or params: urljoin's
-_IMG_LINK = re.compile(rb'\{"path":"IMG@/src"[^}]*\}')
+_IMG_LINK = re.compile(rb'\{"path":"IMG@/src"[^}]*\}')  # a link object as Common Crawl writes it: flat, path first
 _CHARSET = re.compile(rb"<meta[^>]+charset\s*=\s*[\"']?\s*([A-Za-z0-9_.:-]+)", re.IGNORECASE)
-BATCH_ROWS = 65536
-
-
-class ImageLink(NamedTuple):
-    """One ``<img>`` of a page with a non-empty alt-text, its URL absolute."""
-
-    page_url: str
-    url: str
-    alt: str
-    title: str | None
+BATCH_LINKS = 32768  # image links resolved (and pairs written) at a time
 
 
 def file_format(uri: str) -> str:
@@ -65,67 +54,11 @@ def file_format(uri: str) -> str:
     raise CurationError(f"input {uri} is {kind}")
 
 
-def _one(value: Any) -> str | None:
-    """A header value given as a string or, from CC-MAIN-2024-51 on when repeated, as a list: the first."""
-    if isinstance(value, list):
-        value = next((v for v in value if isinstance(v, str)), None)
-    return value if isinstance(value, str) else None
-
-
-def page_links(page_url: str, base: str, srcs: Sequence[Any], alts: Sequence[Any], titles: Sequence[Any],
-               counts: Counter) -> list[ImageLink]:  # fmt: skip
-    """One page's images as links: those with a ``src`` and a non-empty alt-text (whitespace
-    normalised); an http(s) ``src`` is kept as written (tabs and newlines removed), any other is
-    ``urljoin(base, src)``; only http(s) URLs with a host are kept; counted (the per-image work of both
-    readers, in one loop with local counters: it is what ingestion spends most of its time on)."""
-    links: list[ImageLink] = []
-    with_alt = relative = dropped = 0
-    origin = _origin(base)
-    for src, alt, title in zip(srcs, alts, titles, strict=True):
-        if type(src) is not str or type(alt) is not str or (title is not None and type(title) is not str):
-            src, alt, title = _one(src), _one(alt), _one(title)  # a list (CC-MAIN-2024-51 on) or junk
-        alt = " ".join(alt.split()) if alt else ""
-        if not alt or not src:
-            continue
-        with_alt += 1
-        src = src.strip()
-        if "\t" in src or "\n" in src or "\r" in src:
-            src = src.translate(_TAB_NEWLINE)  # as browsers (and urljoin) read a URL
-        if not _ABSOLUTE.match(src):
-            if not src:
-                continue
-            scheme = _SCHEME.match(src)
-            if scheme and scheme.group(0).lower() not in ("http:", "https:"):  # data:, javascript:, ftp:...
-                dropped += 1
-                continue
-            if origin and src[0] == "/" and src[1:2] != "/" and not _NOT_PLAIN.search(src):
-                links.append(ImageLink(page_url, origin + src, alt, " ".join(title.split()) or None if title else None))
-                relative += 1  # what urljoin gives for a plain root-relative path, 5x faster
-                continue
-            try:
-                src = urljoin(base, src)
-            except ValueError:  # e.g. an invalid IPv6 host
-                dropped += 1
-                continue
-            if not _ABSOLUTE.match(src):
-                dropped += 1
-                continue
-            relative += 1
-        links.append(ImageLink(page_url, src, alt, " ".join(title.split()) or None if title else None))
-    counts["images"] += len(srcs)
-    counts["with_alt"] += with_alt
-    counts["relative_resolved"] += relative
-    counts["non_http_dropped"] += dropped
-    return links
-
-
-def _origin(base: str) -> str | None:
-    """``scheme://host[:port]`` of an http(s) base URL, or None."""
-    try:
-        parts = urlsplit(base)
-    except ValueError:
-        return None
-    return f"{parts.scheme}://{parts.netloc}" if parts.scheme in ("http", "https") and parts.netloc else None
+def target_uri(value: Any) -> str:
+    """A record's ``WARC-Target-URI``, without the angle brackets that the WARC 1.1 standard's examples
+    put around it and some crawlers (ClueWeb22's) copied: a ``<https://...>`` page URL resolves nothing."""
+    uri = (first_string(value) or "").strip()
+    return uri[1:-1].strip() if uri.startswith("<") and uri.endswith(">") else uri
 
 
 def _decode(body: bytes, charset: str | None) -> str:
@@ -144,14 +77,15 @@ def _decode(body: bytes, charset: str | None) -> str:
         return body.decode("cp1252", errors="replace")
 
 
-def html_links(body: bytes, page_url: str, charset: str | None, counts: Counter) -> list[ImageLink]:
-    """The ``<img>`` elements of one HTML page (``src``, ``alt``, ``title``), resolved against ``<base href>``."""
+def html_links(body: bytes, page_url: str, charset: str | None, links: PageLinks) -> None:
+    """The ``<img>`` elements of one HTML page (``src``, ``alt``, ``title``), to resolve against ``<base href>``."""
     tree = LexborHTMLParser(_decode(body, charset))
     node = tree.css_first("base[href]")
     base = _resolve_base(page_url, node.attributes.get("href") if node is not None else None)
     images = [img.attributes for img in tree.css("img")]
-    return page_links(page_url, base, [a.get("src") for a in images], [a.get("alt") for a in images],
-                      [a.get("title") for a in images], counts)  # fmt: skip
+    with_alt = [a for a in images if a.get("alt")]
+    links.add(page_url, base, [a.get("src") for a in with_alt], [a.get("alt") for a in with_alt],
+              [a.get("title") for a in with_alt], images=len(images))  # fmt: skip
 
 
 def _records(stream: IO[bytes], record_type: Any, counts: Counter) -> Iterator[Any]:
@@ -231,8 +165,9 @@ def decode_content(body: bytes, encoding: str | None) -> bytes:
     return body
 
 
-def warc_links(stream: IO[bytes], counts: Counter) -> Iterator[ImageLink]:
-    """Image links of every HTML ``response`` record of a WARC stream."""
+def warc_links(stream: IO[bytes], counts: Counter) -> Iterator[pa.Table]:
+    """Image links of every HTML ``response`` record of a WARC stream, in tables of about ``BATCH_LINKS``."""
+    links = PageLinks()
     for record in _records(stream, WarcRecordType.response, counts):
         try:
             record.parse_http(auto_decode="none", quirks_mode=True)
@@ -248,27 +183,31 @@ def warc_links(stream: IO[bytes], counts: Counter) -> Iterator[ImageLink]:
         if "chunked" in (record.http_headers.get("Transfer-Encoding") or "").lower():
             body = dechunk(body)
         body = decode_content(body, record.http_headers.get("Content-Encoding"))
-        page_url = record.headers.get("WARC-Target-URI") or ""
+        page_url = target_uri(record.headers.get("WARC-Target-URI"))
         counts["pages"] += 1
-        yield from html_links(body, page_url, record.http_charset, counts)
+        html_links(body, page_url, record.http_charset, links)
+        if len(links) >= BATCH_LINKS:
+            yield links.resolve(counts)
+    yield links.resolve(counts)
 
 
 def _wat_html(data: bytes, counts: Counter) -> tuple[str | None, dict[str, Any]] | None:
     """A WAT record's page URL and ``HTML-Metadata``, its whole JSON parsed; None (counted) if broken."""
     try:
         envelope = orjson.loads(data)["Envelope"]
-        page_url = _one(envelope["WARC-Header-Metadata"].get("WARC-Target-URI"))
+        page_url = target_uri(envelope["WARC-Header-Metadata"].get("WARC-Target-URI"))
         return page_url, envelope["Payload-Metadata"]["HTTP-Response-Metadata"]["HTML-Metadata"]
     except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
         counts["bad_records"] += 1
         return None
 
 
-def _img_links(data: bytes) -> list[dict[str, Any]] | None:
-    """The ``IMG@/src`` link objects of a WAT record read straight from its bytes, or None when that is
-    not certain, and the whole record is parsed instead.  Common Crawl writes each link as a flat
-    object that starts with its path, so one runs from ``{"path":"IMG@/src"`` to the first ``}``:
-    a ``}`` inside one of its strings would end the slice inside a string, which does not parse."""
+def _img_links(data: bytes) -> tuple[list[dict[str, Any]], int] | None:
+    """The ``IMG@/src`` link objects of a WAT record with an alt-text, read straight from its bytes,
+    and the number of image links; None when that is not certain, and the whole record is parsed
+    instead.  Common Crawl writes each link as a flat object that starts with its path, so one runs
+    from ``{"path":"IMG@/src"`` to the first ``}``: a ``}`` inside one of its strings would end the
+    slice inside a string, which does not parse."""
     slices = _IMG_LINK.findall(data)
     if len(slices) != data.count(b'"IMG@/src"'):
         return None
@@ -276,39 +215,45 @@ def _img_links(data: bytes) -> list[dict[str, Any]] | None:
         links = orjson.loads(b"[" + b",".join(slices) + b"]")
     except orjson.JSONDecodeError:
         return None
-    return links if len(links) == len(slices) else None
+    return ([x for x in links if x.get("alt")], len(slices)) if len(links) == len(slices) else None
 
 
-def wat_links(stream: IO[bytes], counts: Counter) -> Iterator[ImageLink]:
-    """Image links of every page in a WAT stream, from its ``HTML-Metadata``.
+def wat_links(stream: IO[bytes], counts: Counter) -> Iterator[pa.Table]:
+    """Image links of every page in a WAT stream, from its ``HTML-Metadata``, in tables of about ``BATCH_LINKS``.
 
     Only records holding ``"HTML-Metadata"`` (HTML responses) are pages, and only those holding
     ``"IMG@/src"`` are read further: their image links are taken from the bytes unless the page has
     a ``<base>`` or the links are not plainly written, where the whole JSON is parsed (the same result,
     ~3x the time)."""
+    links = PageLinks()
     for record in _records(stream, WarcRecordType.metadata, counts):
         data = _read_all(record, counts)
         if data is None or b'"HTML-Metadata"' not in data:
             continue  # request and metadata records, non-HTML responses: no JSON parse
-        if not data.rstrip().endswith(b"}"):
+        if not data[-16:].rstrip().endswith(b"}"):
             counts["bad_records"] += 1  # not a whole JSON object
             continue
         counts["pages"] += 1
         if b'"IMG@/src"' not in data:
             continue
-        links = _img_links(data) if b'"Base"' not in data else None
-        page_url, base = record.headers.get("WARC-Target-URI") or "", None
-        if links is None:
+        found = _img_links(data) if b'"Base"' not in data else None
+        page_url, base = target_uri(record.headers.get("WARC-Target-URI")), None
+        if found is None:
             parsed = _wat_html(data, counts)
             if parsed is None:
                 counts["pages"] -= 1
                 continue
             page_url, html = parsed[0] or page_url, parsed[1]
             head = html.get("Head")
-            base = _one(head.get("Base")) if isinstance(head, dict) else None
-            links = [x for x in html.get("Links") or () if isinstance(x, dict) and x.get("path") == "IMG@/src"]
-        yield from page_links(page_url, _resolve_base(page_url, base), [x.get("url") for x in links],
-                              [x.get("alt") for x in links], [x.get("title") for x in links], counts)  # fmt: skip
+            base = first_string(head.get("Base")) if isinstance(head, dict) else None
+            images = [x for x in html.get("Links") or () if isinstance(x, dict) and x.get("path") == "IMG@/src"]
+            found = images, len(images)
+        images, count = found
+        links.add(page_url, _resolve_base(page_url, base), [x.get("url") for x in images], [x.get("alt") for x in images],
+                  [x.get("title") for x in images], images=count)  # fmt: skip
+        if len(links) >= BATCH_LINKS:
+            yield links.resolve(counts)
+    yield links.resolve(counts)
 
 
 def _resolve_base(page_url: str, given: str | None) -> str:
@@ -322,14 +267,20 @@ def _resolve_base(page_url: str, given: str | None) -> str:
     return page_url
 
 
-READERS: dict[str, Callable[[IO[bytes], Counter], Iterator[ImageLink]]] = {"warc": warc_links, "wat": wat_links}
+READERS: dict[str, Callable[[IO[bytes], Counter], Iterator[pa.Table]]] = {"warc": warc_links, "wat": wat_links}
 
 
-def _table(links: list[ImageLink], languages: list[str]) -> pa.Table:
-    urls = [x.url for x in links]
-    columns = [[url_uid(u) for u in urls], urls, [x.alt for x in links], [x.page_url for x in links], languages,
-               [x.title for x in links]]  # fmt: skip
-    return pa.Table.from_arrays([pa.array(c, pa.string()) for c in columns], schema=PAIRS_SCHEMA)
+def _pairs(links: pa.Table, language: LanguageFilter, counts: Counter) -> pa.Table:
+    """Resolved links as pairs (``PAIRS_SCHEMA``), those in the languages kept; counted."""
+    langs, found = pa.array(language.identify(links.column("alt").to_pylist()), pa.string()), len(links)
+    if not language.keeps_all:
+        kept = pc.is_in(langs, pa.array(language.languages))
+        links, langs = links.filter(kept), langs.filter(kept)
+    counts["other_language"] += found - len(links)
+    counts["pairs"] += len(links)
+    uids = pa.array([url_uid(u) for u in links.column("url").to_pylist()], pa.string())
+    return pa.Table.from_arrays([uids, links.column("url"), links.column("alt"), links.column("page_url"), langs,
+                                 links.column("title")], schema=PAIRS_SCHEMA)  # fmt: skip
 
 
 def extract_file(uri: str, output_uri: str, language: LanguageFilter, fmt: str | None = None) -> tuple[dict[str, int], files.Stored]:
@@ -337,21 +288,8 @@ def extract_file(uri: str, output_uri: str, language: LanguageFilter, fmt: str |
     ``output_uri`` (in file order, duplicates included); with the file's counters."""
     fmt = fmt or file_format(uri)
     counts: Counter = Counter()
-    batch: list[ImageLink] = []
     with open_stream(uri) as stream, ShardWriter(output_uri, PAIRS_SCHEMA) as writer:
-
-        def flush() -> None:
-            langs = language.identify([x.alt for x in batch])
-            kept = [(x, lang) for x, lang in zip(batch, langs, strict=True) if language.keeps(lang)]
-            counts["other_language"] += len(batch) - len(kept)
-            counts["pairs"] += len(kept)
-            writer.write(_table([x for x, _ in kept], [lang for _, lang in kept]))
-            batch.clear()
-
-        for link in READERS[fmt](stream, counts):
-            batch.append(link)
-            if len(batch) >= BATCH_ROWS:
-                flush()
-        flush()
+        for links in READERS[fmt](stream, counts):
+            writer.write(_pairs(links, language, counts))
         written = writer.close()
     return {k: int(counts[k]) for k in COUNTERS}, written

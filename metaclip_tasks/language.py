@@ -46,7 +46,7 @@ class LanguageFilter:
 
     def __init__(self, languages: Sequence[str] = ("en",)) -> None:
         self.languages = check_languages(languages)
-        self._keep_all = self.languages == (ANY,)
+        self.keeps_all = self.languages == (ANY,)
         self._seen: dict[str, str] = {}
 
     def identify(self, texts: Sequence[str]) -> list[str]:
@@ -62,6 +62,3 @@ class LanguageFilter:
                 self._seen[text] = lang
             out.append(lang)
         return out
-
-    def keeps(self, lang: str) -> bool:
-        return self._keep_all or lang in self.languages
