@@ -1,5 +1,5 @@
 # The two set-up commands of the README: `make demo` (the main job) and `make test`.
-# Both create or reuse .venv/ and install what they need (pip, and apt-get for WordNet).
+# Both create or reuse .venv/ and install what they need (pip, and apt-get for WordNet and chromium).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
@@ -12,17 +12,20 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[airflow,download,train,dev]'
 	touch $(STAMP)
 
-# WordNet 3.0 database files (Debian's wordnet-base): the metadata's first source.
+# Debian packages, one apt-get install of those missing: wordnet-base (the WordNet 3.0 database
+# files, the metadata's first source) and chromium (the browser the UI tests drive, tests/test_ui.py).
 system-packages:
-	@test -f /usr/share/wordnet/data.noun || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wordnet-base; }
+	@missing="$$(test -f /usr/share/wordnet/data.noun || echo wordnet-base) $$(command -v chromium >/dev/null || echo chromium)"; \
+	if [ -n "$$(echo $$missing)" ]; then $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; fi
 
 # The main job: the curation demo DAG run through Airflow (SQLite, LocalExecutor, local Dask, .state/).
 demo: $(STAMP) system-packages
 	$(VENV)/bin/python -m metaclip_tasks.local_airflow demo
 
-# A local Airflow on the same embedded defaults: the API server and UI on http://localhost:8080 (no
-# login), then the scheduler, dag-processor and triggerer, logs in .state/logs/. Ctrl-C or SIGTERM
-# stops every process it started. AIRFLOW_ARGS: e.g. "--port 8081 --state-dir /tmp/airflow".
+# A local Airflow on the same embedded defaults: the API server and UI on http://localhost:8080 (log
+# in as admin, the password is in .state/airflow/admin-password.json), then the scheduler,
+# dag-processor and triggerer, logs in .state/logs/. Ctrl-C or SIGTERM stops every process it
+# started. AIRFLOW_ARGS: e.g. "--port 8081 --state-dir /tmp/airflow".
 AIRFLOW_ARGS ?=
 airflow: $(STAMP) system-packages
 	$(VENV)/bin/python -m metaclip_tasks.local_airflow standalone $(AIRFLOW_ARGS)

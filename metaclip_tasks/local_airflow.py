@@ -15,8 +15,10 @@ triggerer, each in its own process group with its log in ``<state>/logs/<service
 SIGINT (Ctrl-C) or SIGHUP stops them all: SIGTERM to every group, then to whatever they started
 that is left (task processes run in groups of their own), and SIGKILL to anything still alive
 after ``--stop-timeout`` seconds. A service that dies on its own stops the rest and the
-supervisor exits non-zero. The UI needs no login (simple auth manager, everyone admin) and is
-served on 127.0.0.1 only (``AIRFLOW__API__HOST`` to change it).
+supervisor exits non-zero. The UI and the REST API need a log-in (the simple auth manager with one
+user, ``admin``, whose password is generated once into ``<state>/airflow/admin-password.json``,
+the file Airflow's simple auth manager reads) and are served on 127.0.0.1 only
+(``AIRFLOW__API__HOST`` to change it). ``api_token`` gets a REST API token for it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import signal
 import sqlite3
 import subprocess
@@ -41,6 +44,8 @@ from metaclip_tasks.settings import REPO
 STATE = REPO / ".state"
 SIMPLE_AUTH_MANAGER = "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
 SERVICES = ("api-server", "scheduler", "dag-processor", "triggerer")  # in start order
+ADMIN = "admin"  # the embedded Airflow's one user (role admin)
+PASSWORDS_FILE = "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"
 
 
 def airflow_env(state: Path = STATE, root: str | None = None, **overrides: str) -> dict[str, str]:
@@ -64,15 +69,47 @@ def airflow_env(state: Path = STATE, root: str | None = None, **overrides: str) 
     return env
 
 
+def password_file(state: Path = STATE) -> Path:
+    """The simple auth manager's passwords file of the embedded Airflow in ``state``: ``{"admin": "..."}``."""
+    return Path(state) / "airflow" / "admin-password.json"
+
+
+def admin_password(path: Path) -> str:
+    """The ``admin`` password in the passwords file ``path``, generated there first if it has none.
+
+    The file is the simple auth manager's own (``[core] simple_auth_manager_passwords_file``: one
+    JSON object, user name to password): the API server finds the user there and generates
+    nothing. Written here, before any service starts, so that it is readable by its owner only
+    (Airflow would create it world-readable) and known before the API server answers. Same
+    alphabet and length as the simple auth manager's generated passwords."""
+    path = Path(path)
+    try:
+        passwords = json.loads(path.read_text().strip() or "{}")
+    except FileNotFoundError:
+        passwords = {}
+    if not passwords.get(ADMIN):
+        alphabet = "abcdefghkmnpqrstuvwxyzABCDEFGHKMNPQRSTUVWXYZ23456789"
+        passwords[ADMIN] = "".join(secrets.choice(alphabet) for _ in range(16))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(json.dumps(passwords) + "\n")
+    os.chmod(path, 0o600)
+    return passwords[ADMIN]
+
+
 def service_env(state: Path = STATE, port: int = 8080, root: str | None = None, **overrides: str) -> dict[str, str]:
     """``airflow_env`` for the long-running services: the API server on ``port`` (127.0.0.1 unless
     ``$AIRFLOW__API__HOST`` says otherwise), tasks told to reach its execution API there, and the
-    simple auth manager with everyone admin, so the UI and the REST API need no login."""
+    simple auth manager with one user, ``admin`` (role admin), whose password is in
+    ``password_file(state)``: the UI shows a log-in page, the REST API wants a token (``api_token``)."""
     return airflow_env(
         state,
         root,
         AIRFLOW__CORE__AUTH_MANAGER=SIMPLE_AUTH_MANAGER,
-        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True",
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="False",
+        AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=f"{ADMIN}:admin",
+        **{PASSWORDS_FILE: str(password_file(state))},
         AIRFLOW__API__HOST=os.environ.get("AIRFLOW__API__HOST", "127.0.0.1"),
         AIRFLOW__API__PORT=str(port),
         AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
@@ -117,18 +154,32 @@ def run_demo(state: Path = STATE) -> str:
     return f"{demo_report(store, curated, demo_source(store)[1])}\n  airflow log: {log}"
 
 
-def get_json(url: str, timeout: float = 5) -> dict | None:
-    """``url``'s JSON body when it answers 200, else None (refused, an error status, not JSON)."""
+def get_json(url: str, timeout: float = 5, token: str | None = None) -> dict | None:
+    """``url``'s JSON body when it answers 200, else None (refused, an error status, not JSON).
+    ``token``: a REST API token (``api_token``), sent as ``Authorization: Bearer``."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as response:
             return json.loads(response.read()) if response.status == 200 else None
     except (OSError, ValueError):  # URLError, HTTPError, timeouts and resets are OSErrors
         return None
 
 
+def api_token(port: int, password: str, username: str = ADMIN, timeout: float = 30) -> str:
+    """A REST API token of the embedded Airflow's user (``POST /auth/token``), for
+    ``Authorization: Bearer TOKEN``; raises ``urllib.error.HTTPError`` (401) on a wrong password."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/auth/token", method="POST",
+        data=json.dumps({"username": username, "password": password}).encode(),
+        headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read())["access_token"]
+
+
 def api_ready(port: int) -> bool:
     """The API server answers: its health endpoint reaches the metadata DB, and the execution API
-    (what task processes talk to) is mounted."""
+    (what task processes talk to) is mounted. Both are public: no token needed."""
     base = f"http://127.0.0.1:{port}"
     health = get_json(f"{base}/api/v2/monitor/health")
     return bool(health and health.get("metadatabase", {}).get("status") == "healthy"
@@ -136,7 +187,7 @@ def api_ready(port: int) -> bool:
 
 
 def all_healthy(port: int) -> bool:
-    """Scheduler, dag-processor and triggerer heartbeat, as the API server reports them."""
+    """Scheduler, dag-processor and triggerer heartbeat, as the API server reports them (public)."""
     health = get_json(f"http://127.0.0.1:{port}/api/v2/monitor/health") or {}
     return all(
         (health.get(part) or {}).get("status") == "healthy" for part in ("scheduler", "dag_processor", "triggerer")
@@ -252,6 +303,12 @@ class Supervisor:
             return False
         return True
 
+    def login(self) -> str:
+        """How to log in to the UI, as the environment configures it."""
+        if self.env.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "").lower() == "true":
+            return "no login"
+        return f"log in as {ADMIN}, the password is in {self.env.get(PASSWORDS_FILE)}"
+
     # -- the run ------------------------------------------------------------------------------
     def run(self) -> int:
         """Start the services, supervise them until a signal or a death, stop everything; the exit status."""
@@ -262,7 +319,7 @@ class Supervisor:
                 while self._check():
                     self._descendants()  # remember them, so that orphans are still found when stopping
                     if not shown_ready and all_healthy(self.port):
-                        self.say(f"Airflow is ready: http://localhost:{self.port} (no login); Ctrl-C stops it")
+                        self.say(f"Airflow is ready: http://localhost:{self.port} ({self.login()}); Ctrl-C stops it")
                         shown_ready = True
                     time.sleep(1)
         finally:
@@ -357,6 +414,8 @@ def standalone(state: Path = STATE, port: int = 8080, stop_timeout: float = 30, 
     supervisor = Supervisor(service_env(state, port), port, Path(state) / "logs", stop_timeout, ready_timeout,
                             say=lambda line: print(f"local_airflow | {line}", flush=True))  # fmt: skip
     supervisor.install_signal_handlers()  # before the migration: a Ctrl-C during it is not lost
+    admin_password(password_file(state))
+    supervisor.say(f"the UI and the REST API need a log-in: {supervisor.login()}")
     supervisor.say(f"migrating the metadata DB in {supervisor.env['AIRFLOW_HOME']}")
     migrate(supervisor.env)
     if supervisor.stop_signal is not None:

@@ -1,6 +1,7 @@
 """``python -m metaclip_tasks.local_airflow standalone`` (``make airflow``): the services start only once
-the API server answers, and SIGTERM or SIGINT stops every process it started, the task processes
-and their Dask workers included, freeing its ports."""
+the API server answers, the UI and REST API want the admin's log-in (its password generated into the
+state folder), and SIGTERM or SIGINT stops every process it started, the task processes and their
+Dask workers included, freeing its ports."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import psutil
 import pytest
 
-from metaclip_tasks.local_airflow import all_healthy, api_ready
+from metaclip_tasks.local_airflow import ADMIN, admin_password, all_healthy, api_ready, api_token, password_file
 from metaclip_tasks.settings import REPO
 
 pytestmark = pytest.mark.skipif(
@@ -56,9 +58,9 @@ def _start(state: Path, port: int) -> tuple[subprocess.Popen, dict[str, int]]:
     return supervisor, ports
 
 
-def _dag_is_parsed(url: str) -> bool:
+def _dag_is_parsed(url: str, token: str) -> bool:
     try:
-        return bool(_request("GET", url)["dag_id"])
+        return bool(_request("GET", url, token=token)["dag_id"])
     except OSError:  # 404 until the dag-processor has parsed it
         return False
 
@@ -95,10 +97,11 @@ def _kill_all(supervisor: subprocess.Popen) -> None:
     supervisor.wait()
 
 
-def _request(method: str, url: str, body: dict | None = None) -> dict:
+def _request(method: str, url: str, body: dict | None = None, token: str | None = None) -> dict:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:  # no token: everyone is admin
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    with urllib.request.urlopen(request, timeout=30) as response:
         assert response.status in (200, 201), (url, response.status)
         return json.loads(response.read())
 
@@ -127,18 +130,24 @@ def test_a_signal_stops_every_process_it_started(request, tmp_path: Path, sig: s
     try:
         _wait_until(lambda: api_ready(port), supervisor, tmp_path, 300, "the API server to answer")
         api = f"http://127.0.0.1:{port}/api/v2"
-        assert _request("GET", f"{api}/monitor/health")["metadatabase"]["status"] == "healthy"
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as response:  # the UI, no login
+        assert _request("GET", f"{api}/monitor/health")["metadatabase"]["status"] == "healthy"  # public
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as response:  # the UI (its log-in page)
             assert response.status == 200 and b"<html" in response.read().lower()
+        # the REST API wants a token: the admin's, with the password generated into the state folder
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            _request("GET", f"{api}/dags")
+        assert refused.value.code == 401
+        token = api_token(port, json.loads(password_file(tmp_path).read_text())[ADMIN])
+        assert password_file(tmp_path).stat().st_mode & 0o077 == 0  # readable by its owner only
         _wait_until(lambda: all_healthy(port), supervisor, tmp_path, 300, "every service to heartbeat")
         output = (tmp_path / "supervisor.out").read_text()
         # the scheduler (which starts tasks) started only after the API server answered
         assert output.index("the API server answers") < output.index("started scheduler"), output
         if busy:
             dag = f"{api}/dags/metaclip_curation_demo"
-            _wait_until(lambda: _dag_is_parsed(dag), supervisor, tmp_path, 300, "the demo DAG to be parsed")
-            _request("PATCH", dag, {"is_paused": False})
-            _request("POST", f"{dag}/dagRuns", {"logical_date": None})
+            _wait_until(lambda: _dag_is_parsed(dag, token), supervisor, tmp_path, 300, "the demo DAG to be parsed")
+            _request("PATCH", dag, {"is_paused": False}, token)
+            _request("POST", f"{dag}/dagRuns", {"logical_date": None}, token)
             _wait_until(lambda: _running_dask_workers(supervisor), supervisor, tmp_path, 600, "a task's Dask workers")
         started = psutil.Process(supervisor.pid).children(recursive=True)
         names = " ".join(_cmdlines(started))
@@ -260,3 +269,20 @@ def test_stopping_never_touches_other_children_of_the_process(tmp_path: Path) ->
     finally:
         sibling.kill()
         sibling.wait()
+
+
+def test_the_admin_password_is_generated_once_readable_by_its_owner_only(tmp_path: Path) -> None:
+    """``make airflow``'s log-in: one password for ``admin``, generated into the simple auth manager's
+    passwords file (its JSON format) on the first start and kept on the next ones."""
+    from metaclip_tasks.local_airflow import service_env
+
+    path = password_file(tmp_path)
+    first = admin_password(path)
+    assert len(first) == 16 and first.isalnum()
+    assert json.loads(path.read_text()) == {ADMIN: first}
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert admin_password(path) == first
+    env = service_env(tmp_path, 8081)
+    assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] == str(path)
+    assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin"
+    assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"] == "False"
