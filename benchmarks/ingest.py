@@ -6,15 +6,19 @@ ClueWeb and warcio files).  The WAT is built from them with ``tests.commoncrawl_
 links from an lxml parse), its records repeated ``--copies`` times; the WARC is the shared files'
 gzip members concatenated ``--warc-copies`` times.
 
-The reference is how rom1504/cc2dataset reads a WAT (``extract_documents_from_wat``): FastWARC over
-the metadata records, each record's whole JSON parsed, the ``HTML-Metadata.Links`` entries with
-``path == "IMG@/src"`` and a non-empty ``alt`` kept, ``urljoin(Head.Base or page URL, url)`` unless
-already absolute, http(s) only; once with ``json.loads`` and once with pysimdjson's ``loads`` (what
-cc2dataset calls).  Like the project, it takes the page URL without angle brackets (ClueWeb22 writes
-``<https://...>``), so that both keep the same pairs.  Before timing, the reference pairs (alt-texts whitespace-normalised, the empty
-ones dropped) must equal the project's ``wat_links`` pairs.  The project's full ``extract_file``
-(uids, language identification, parquet) is timed too, with languages ["en"] and ["any"], and so is
-the floor: FastWARC reading the WAT's records without parsing them.  Rounds interleave the readers.
+The reference is rom1504/cc2dataset's ``extract_documents_from_wat`` for images (main.py, the
+version that resolves relative links) step by step, with the rows its ``process_wat`` yields:
+FastWARC over the metadata records, each record's whole JSON parsed, the ``HTML-Metadata.Links``
+entries with ``path == "IMG@/src"`` and a non-empty ``alt`` as dicts, made absolute with
+``urljoin(Head.Base or page URL, url)`` unless already http(s), http(s) only, each given its
+``md5(alt + url)`` uid, the WAT's file name and the page URL; once with ``json.loads`` and once
+with pysimdjson's ``loads`` (what cc2dataset calls).  Like the project, it takes the page URL
+without angle brackets (ClueWeb22 writes ``<https://...>``), so that both keep the same pairs.
+Before timing, the reference pairs (alt-texts whitespace-normalised, the empty ones dropped) must
+equal the project's ``wat_links`` pairs.  The project's readers are timed as they run in the
+product: ``wat_links`` gives Arrow tables of resolved links, ``extract_file`` adds uids (sha224),
+language identification and the parquet file, with languages ["en"] and ["any"]; and the floor:
+FastWARC reading the WAT's records without parsing them.  Rounds interleave the readers.
 
     .venv/bin/python -m benchmarks.ingest [--copies 30] [--warc-copies 20] [--rounds 5]
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import json
 import os
 import statistics
@@ -49,9 +54,20 @@ Pair = tuple[str, str, str]
 MiB = 2**20
 
 
-def reference_pairs(path: Path, loads: Callable[[bytes], dict]) -> tuple[list[Pair], int]:
-    """cc2dataset's ``extract_documents_from_wat`` for images: (page URL, image URL, alt) and the records read."""
-    out: list[Pair] = []
+def _absolute(url: str, base_url: str) -> str:
+    """cc2dataset's ``make_link_absolute``: urljoin unless already http(s), the URL as it was on an error."""
+    if url.startswith("http://") or url.startswith("https://"):
+        return url
+    try:
+        return urljoin(base_url, url)
+    except ValueError:
+        return url
+
+
+def reference_rows(path: Path, loads: Callable[[bytes], dict]) -> tuple[list[tuple[str, ...]], int]:
+    """cc2dataset's ``extract_documents_from_wat`` (main.py, images) step by step, and its rows as
+    ``process_wat`` yields them: (uid, url, alt, cc_filename, page_url); with the records read."""
+    documents: list[dict[str, str]] = []
     records = 0
     with open(path, "rb") as f:
         for record in ArchiveIterator(f, record_types=WarcRecordType.metadata, parse_http=False):
@@ -70,6 +86,7 @@ def reference_pairs(path: Path, loads: Callable[[bytes], dict]) -> tuple[list[Pa
             metadata = http_resp["HTML-Metadata"]
             if "Links" not in metadata:
                 continue
+            cc_filename = data["Container"]["Filename"]
             page_url = envelope["WARC-Header-Metadata"]["WARC-Target-URI"].strip("<>")  # ClueWeb22's <uri>, as the project
             base_url = page_url
             if "Head" in metadata and "Base" in metadata["Head"]:
@@ -77,17 +94,21 @@ def reference_pairs(path: Path, loads: Callable[[bytes], dict]) -> tuple[list[Pa
                     base_url = urljoin(base_url, metadata["Head"]["Base"])
                 except ValueError:
                     pass
-            for link in metadata["Links"]:
-                if link.get("path", "") == "IMG@/src" and len(link.get("alt", "")) > 0:
-                    url = link["url"]
-                    if not (url.startswith("http://") or url.startswith("https://")):
-                        try:
-                            url = urljoin(base_url, url)
-                        except ValueError:
-                            pass
-                    if url.startswith("http://") or url.startswith("https://"):
-                        out.append((page_url, url, link["alt"]))
-    return out, records
+            images = [{"url": link["url"], "alt": link["alt"]} for link in metadata["Links"]
+                      if link.get("path", "") == "IMG@/src" and len(link.get("alt", "")) > 0]  # fmt: skip
+            images = [{"url": _absolute(image["url"], base_url), "alt": image["alt"]} for image in images]
+            images = [image for image in images if image["url"].startswith("http://") or image["url"].startswith("https://")]
+            for image in images:
+                image["uid"] = str(hashlib.md5((image["alt"] + image["url"]).encode()).hexdigest())
+                image["cc_filename"] = cc_filename
+                image["page_url"] = page_url
+            documents.extend(images)
+    return [(d["uid"], d["url"], d["alt"], d["cc_filename"], d["page_url"]) for d in documents], records
+
+
+def reference_pairs(path: Path, loads: Callable[[bytes], dict]) -> list[Pair]:
+    """The reference's (page URL, image URL, alt) pairs."""
+    return [(page_url, url, alt) for _, url, alt, _, page_url in reference_rows(path, loads)[0]]
 
 
 def _pairs(tables: Iterable[pa.Table]) -> list[Pair]:
@@ -167,8 +188,8 @@ def main() -> None:
         warc_mib = warc.stat().st_size / MiB
 
         ours, counts = project_wat_pairs(wat)
-        expected = [(p, u, " ".join(a.split())) for p, u, a in reference_pairs(wat, json.loads)[0] if a.split()]
-        if reference_pairs(wat, simdjson.loads)[0] != reference_pairs(wat, json.loads)[0]:
+        expected = [(p, u, " ".join(a.split())) for p, u, a in reference_pairs(wat, json.loads) if a.split()]
+        if reference_pairs(wat, simdjson.loads) != reference_pairs(wat, json.loads):
             raise SystemExit("the json and simdjson references disagree")
         if ours != expected:
             diff = Counter(ours) - Counter(expected), Counter(expected) - Counter(ours)
@@ -189,8 +210,8 @@ def main() -> None:
         out = tmp / "out.parquet"
         wat_runs: dict[str, Callable[[], object]] = {
             "floor: FastWARC read, no JSON": lambda: read_only(wat),
-            "reference, json.loads": lambda: reference_pairs(wat, json.loads),
-            "reference, simdjson (cc2dataset)": lambda: reference_pairs(wat, simdjson.loads),
+            "reference, json.loads": lambda: reference_rows(wat, json.loads),
+            "reference, simdjson (cc2dataset)": lambda: reference_rows(wat, simdjson.loads),
             "project wat_links": lambda: project_links(wat_links, wat),
             "project extract_file ['en']": lambda: extract_file(str(wat), str(out), LanguageFilter(["en"])),
             "project extract_file ['any']": lambda: extract_file(str(wat), str(out), LanguageFilter(["any"])),
