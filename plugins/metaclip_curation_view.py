@@ -174,7 +174,7 @@ the curated subsets made from this pool are the measured points.</small></div>
 <h2>Top entries at t = {{ num(top.t) }} (Table 3)</h2>
 <table><tr><th class="n">#</th><th>entry</th><th class="n">count</th><th class="n">balanced count</th><th class="n">keep probability</th></tr>
 {% for r in top.rows %}<tr><td class="n">{{ r.rank }}</td><td>{{ r.entry }}</td><td class="n">{{ num(r.count) }}</td>
-<td class="n">{{ num(r.balanced) }}</td><td class="n">{{ num(r.keep_probability, '.4f') }}</td></tr>{% endfor %}</table>
+<td class="n">{{ num(r.balanced) }}</td><td class="n">{{ num(r.keep_probability, '.4g') }}</td></tr>{% endfor %}</table>
 {% if ablation %}<h2>t ablation (<a href="{{ ablation.url }}">{{ ablation.version }}</a>)</h2>
 <table><tr><th class="n">t</th><th class="n">tail ratio</th><th class="n">curated pairs</th><th class="n">expected</th><th class="n">downloaded</th>
 <th class="n">zero-shot top-1</th><th class="n">text&rarr;image R@5</th><th>curated</th></tr>
