@@ -30,6 +30,7 @@ from metaclip_tasks import files
 from metaclip_tasks.commoncrawl import open_stream, transient
 from metaclip_tasks.errors import CurationError
 from metaclip_tasks.language import LanguageFilter
+from metaclip_tasks._watscan import scan
 from metaclip_tasks.links import PageLinks, first_string
 from metaclip_tasks.matching import url_uid
 from metaclip_tasks.shards import PAIRS_SCHEMA, ShardWriter
@@ -38,7 +39,6 @@ FORMATS = ("warc", "wat")
 COUNTERS = ("records", "pages", "images", "with_alt", "relative_resolved", "non_http_dropped", "other_language",
             "bad_records", "pairs")  # fmt: skip
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
-_IMG_LINK = re.compile(rb'\{"path":"IMG@/src"[^}]*\}')  # a link object as Common Crawl writes it: flat, path first
 _CHARSET = re.compile(rb"<meta[^>]+charset\s*=\s*[\"']?\s*([A-Za-z0-9_.:-]+)", re.IGNORECASE)
 BATCH_LINKS = 32768  # image links resolved (and pairs written) at a time
 
@@ -202,43 +202,31 @@ def _wat_html(data: bytes, counts: Counter) -> tuple[str | None, dict[str, Any]]
         return None
 
 
-def _img_links(data: bytes) -> tuple[list[dict[str, Any]], int] | None:
-    """The ``IMG@/src`` link objects of a WAT record with an alt-text, read straight from its bytes,
-    and the number of image links; None when that is not certain, and the whole record is parsed
-    instead.  Common Crawl writes each link as a flat object that starts with its path, so one runs
-    from ``{"path":"IMG@/src"`` to the first ``}``: a ``}`` inside one of its strings would end the
-    slice inside a string, which does not parse."""
-    slices = _IMG_LINK.findall(data)
-    if len(slices) != data.count(b'"IMG@/src"'):
-        return None
-    try:
-        links = orjson.loads(b"[" + b",".join(slices) + b"]")
-    except orjson.JSONDecodeError:
-        return None
-    return ([x for x in links if x.get("alt")], len(slices)) if len(links) == len(slices) else None
-
-
 def wat_links(stream: IO[bytes], counts: Counter) -> Iterator[pa.Table]:
     """Image links of every page in a WAT stream, from its ``HTML-Metadata``, in tables of about ``BATCH_LINKS``.
 
-    Only records holding ``"HTML-Metadata"`` (HTML responses) are pages, and only those holding
-    ``"IMG@/src"`` are read further: their image links are taken from the bytes unless the page has
-    a ``<base>`` or the links are not plainly written, where the whole JSON is parsed (the same result,
-    ~3x the time)."""
+    Each record is scanned by compiled code (:mod:`metaclip_tasks._watscan`): records without
+    ``"HTML-Metadata"`` (requests, metadata, non-HTML responses) are not pages, and a page's image
+    links with an alt-text are read straight from its bytes; the whole JSON is parsed only for a page
+    with a ``<base>`` or links not written as Common Crawl writes them (the same result, ~3x the time)."""
     links = PageLinks()
     for record in _records(stream, WarcRecordType.metadata, counts):
         data = _read_all(record, counts)
-        if data is None or b'"HTML-Metadata"' not in data:
-            continue  # request and metadata records, non-HTML responses: no JSON parse
+        if data is None:
+            continue
+        scanned = scan(data)
+        if scanned is not None and not scanned[0]:
+            continue  # not a page: no JSON parse
         if not data[-16:].rstrip().endswith(b"}"):
             counts["bad_records"] += 1  # not a whole JSON object
             continue
         counts["pages"] += 1
-        if b'"IMG@/src"' not in data:
-            continue
-        found = _img_links(data) if b'"Base"' not in data else None
-        page_url, base = target_uri(record.headers.get("WARC-Target-URI")), None
-        if found is None:
+        page_url = target_uri(record.headers.get("WARC-Target-URI"))
+        if scanned is not None and not scanned[1]:
+            _, _, count, urls, alts, titles = scanned
+            if count:
+                links.add(page_url, page_url, urls, alts, titles, images=count)
+        else:
             parsed = _wat_html(data, counts)
             if parsed is None:
                 counts["pages"] -= 1
@@ -247,10 +235,8 @@ def wat_links(stream: IO[bytes], counts: Counter) -> Iterator[pa.Table]:
             head = html.get("Head")
             base = first_string(head.get("Base")) if isinstance(head, dict) else None
             images = [x for x in html.get("Links") or () if isinstance(x, dict) and x.get("path") == "IMG@/src"]
-            found = images, len(images)
-        images, count = found
-        links.add(page_url, _resolve_base(page_url, base), [x.get("url") for x in images], [x.get("alt") for x in images],
-                  [x.get("title") for x in images], images=count)  # fmt: skip
+            links.add(page_url, _resolve_base(page_url, base), [x.get("url") for x in images], [x.get("alt") for x in images],
+                      [x.get("title") for x in images])  # fmt: skip
         if len(links) >= BATCH_LINKS:
             yield links.resolve(counts)
     yield links.resolve(counts)

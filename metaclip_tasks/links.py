@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 # Python's whitespace (what str.split and str.strip remove); no code point above U+3000 is one.
 WHITESPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace())
 _WS = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in WHITESPACE) + "]"
+_UNSQUEEZED = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in WHITESPACE if c != " ") + "]|  |^ | $"  # what squeeze changes
 _ABSOLUTE = re.compile(r"https?://[^/?#]", re.IGNORECASE)  # an http(s) URL with a host
 _ABSOLUTE_ASCII = "^[hH][tT][tT][pP][sS]?://[^/?#]"  # the same in RE2, ASCII letters only (the rest: one by one)
 _SCHEME = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*:")
@@ -79,8 +80,19 @@ LINKS_SCHEMA = pa.schema([("page_url", pa.string()), ("url", pa.string()), ("alt
 
 
 def squeeze(texts: pa.Array) -> pa.Array:
-    """``" ".join(text.split())`` of each string (nulls kept)."""
-    return pc.utf8_trim(pc.replace_substring_regex(texts, _WS + "+", " "), " ")
+    """``" ".join(text.split())`` of each string (nulls kept); only those it changes are rewritten."""
+    return _rewrite(texts, _UNSQUEEZED, lambda t: pc.utf8_trim(pc.replace_substring_regex(t, _WS + "+", " "), " "))
+
+
+def _strip(sources: pa.Array) -> pa.Array:
+    """``src.strip()`` with tabs and newlines then removed, of each string."""
+    return _rewrite(sources, f"^{_WS}|{_WS}$|[\t\n\r]", lambda t: pc.replace_substring_regex(t, f"^{_WS}+|{_WS}+$|[\t\n\r]", ""))
+
+
+def _rewrite(texts: pa.Array, needs: str, fn: Callable[[pa.Array], pa.Array]) -> pa.Array:
+    """``fn`` applied to the strings matching ``needs`` (an RE2 search that is cheaper than ``fn``), the rest kept."""
+    mask = pa.array(_matches(texts, needs))
+    return pc.replace_with_mask(texts, mask, fn(texts.filter(mask))) if pc.any(mask).as_py() else texts
 
 
 def first_string(value: Any) -> str | None:
@@ -196,7 +208,7 @@ class PageLinks:
         page = pa.array(self.pages, pa.int32())
         src, alt, title = _strings(self.srcs), squeeze(_strings(self.alts)), squeeze(_strings(self.titles))
         candidate = _mask(pc.not_equal(alt, "")) & _mask(pc.not_equal(src, ""))
-        src = pc.replace_substring_regex(pc.replace_substring_regex(src, f"^{_WS}+|{_WS}+$", ""), "[\t\n\r]", "")
+        src = _strip(src)
         absolute = candidate & _matches(src, _ABSOLUTE_ASCII)
         rest = np.flatnonzero(candidate & ~absolute)  # the few that are not absolute: resolved apart
         rest_url = self._resolve_rest(src.take(rest), page.take(rest), counts)

@@ -1,0 +1,201 @@
+/* The WAT record scan of Common Crawl ingestion (metaclip_tasks/ingest.py), compiled: one pass over a
+ * record's JSON bytes for what the Python reader needs, without parsing the record.
+ *
+ * scan(data: bytes) -> None | (html: bool, base: bool, images: int, urls, alts, titles)
+ *
+ *   html    the record holds "HTML-Metadata" (an HTML response's metadata: a page)
+ *   base    it holds "Base" (the page has a <base href>: the reader parses the whole record)
+ *   images  how many "IMG@/src" links it has
+ *   urls, alts, titles   the url, alt and title of each image link whose alt is a non-empty string
+ *                        (None where a key is absent), in record order
+ *
+ * None means "not certain": an "IMG@/src" that does not start a link object written as Common Crawl
+ * writes them ({"path":"IMG@/src","key":"value",...}: flat, compact, every value a JSON string, path
+ * first and only once), a string that is not valid JSON or UTF-8, or a lone surrogate.  The reader then
+ * parses the whole record with orjson, which gives the same links or refuses the record.
+ */
+#define _GNU_SOURCE /* memmem */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+
+#define LIT(s) s, (sizeof(s) - 1)
+
+static int hex4(const char *p, const char *end, unsigned int *value) {
+    unsigned int v = 0;
+    if (end - p < 4) return 0;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9') v |= (unsigned int)(c - '0');
+        else if (c >= 'a' && c <= 'f') v |= (unsigned int)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F') v |= (unsigned int)(c - 'A' + 10);
+        else return 0;
+    }
+    *value = v;
+    return 1;
+}
+
+static Py_ssize_t utf8(unsigned int cp, char *out) {
+    if (cp < 0x80) { out[0] = (char)cp; return 1; }
+    if (cp < 0x800) { out[0] = (char)(0xC0 | (cp >> 6)); out[1] = (char)(0x80 | (cp & 0x3F)); return 2; }
+    if (cp < 0x10000) {
+        out[0] = (char)(0xE0 | (cp >> 12)); out[1] = (char)(0x80 | ((cp >> 6) & 0x3F)); out[2] = (char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    out[0] = (char)(0xF0 | (cp >> 18)); out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); out[3] = (char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/* The JSON string whose opening quote is at p, decoded into out (never longer than its source);
+ * returns the position after its closing quote, or NULL when it is not a valid JSON string. */
+static const char *json_string(const char *p, const char *end, char *out, Py_ssize_t *length) {
+    Py_ssize_t n = 0;
+    if (p >= end || *p != '"') return NULL;
+    p++;
+    while (p < end) {
+        unsigned char c = (unsigned char)*p++;
+        if (c == '"') { *length = n; return p; }
+        if (c < 0x20) return NULL;
+        if (c != '\\') { out[n++] = (char)c; continue; }
+        if (p >= end) return NULL;
+        switch (*p++) {
+            case '"': out[n++] = '"'; break;
+            case '\\': out[n++] = '\\'; break;
+            case '/': out[n++] = '/'; break;
+            case 'b': out[n++] = '\b'; break;
+            case 'f': out[n++] = '\f'; break;
+            case 'n': out[n++] = '\n'; break;
+            case 'r': out[n++] = '\r'; break;
+            case 't': out[n++] = '\t'; break;
+            case 'u': {
+                unsigned int cp, low;
+                if (!hex4(p, end, &cp)) return NULL;
+                p += 4;
+                if (cp >= 0xDC00 && cp <= 0xDFFF) return NULL;
+                if (cp >= 0xD800 && cp <= 0xDBFF) {
+                    if (end - p < 6 || p[0] != '\\' || p[1] != 'u' || !hex4(p + 2, end, &low) || low < 0xDC00 || low > 0xDFFF)
+                        return NULL;
+                    p += 6;
+                    cp = 0x10000 + ((cp - 0xD800) << 10) + (low - 0xDC00);
+                }
+                n += utf8(cp, out + n);
+                break;
+            }
+            default: return NULL;
+        }
+    }
+    return NULL;
+}
+
+/* A decoded string as a Python str (strict UTF-8), or NULL with no exception set when it is not UTF-8. */
+static PyObject *text(const char *s, Py_ssize_t n) {
+    PyObject *value = PyUnicode_DecodeUTF8(s, n, "strict");
+    if (value == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) PyErr_Clear();
+    return value;
+}
+
+/* 1 when valid UTF-8 (as orjson requires of what it parses), 0 when not, -1 on a Python error. */
+static int valid(const char *s, Py_ssize_t n) {
+    PyObject *value = text(s, n);
+    if (value == NULL) return PyErr_Occurred() ? -1 : 0;
+    Py_DECREF(value);
+    return 1;
+}
+
+enum { URL, ALT, TITLE, FIELDS };
+
+/* One link object starting at p ({"path":"IMG@/src"...}); 1 when read (fields set, new references or
+ * NULL), 0 when it is not written as expected, -1 on a Python error. */
+static int link_object(const char *p, const char *end, char *buffer, PyObject *fields[FIELDS]) {
+    Py_ssize_t n;
+    p += sizeof("{\"path\":\"IMG@/src\"") - 1;
+    for (;;) {
+        if (p >= end) return 0;
+        if (*p == '}') return 1;
+        if (*p++ != ',') return 0;
+        p = json_string(p, end, buffer, &n);
+        if (p == NULL || p >= end || *p++ != ':') return 0;
+        int which = -1, ok;
+        if (n == 3 && memcmp(buffer, "url", 3) == 0) which = URL;
+        else if (n == 3 && memcmp(buffer, "alt", 3) == 0) which = ALT;
+        else if (n == 5 && memcmp(buffer, "title", 5) == 0) which = TITLE;
+        else if (n == 4 && memcmp(buffer, "path", 4) == 0) return 0; /* path given twice */
+        else if ((ok = valid(buffer, n)) != 1) return ok;
+        p = json_string(p, end, buffer, &n);
+        if (p == NULL) return 0;
+        if (which >= 0) {
+            PyObject *value = text(buffer, n);
+            if (value == NULL) return PyErr_Occurred() ? -1 : 0;
+            Py_XSETREF(fields[which], value); /* a repeated key: the last one, as JSON parsers read it */
+        } else if ((ok = valid(buffer, n)) != 1) {
+            return ok;
+        }
+    }
+}
+
+static PyObject *scan(PyObject *module, PyObject *arg) {
+    (void)module;
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
+    const char *data = view.buf, *end = data + view.len;
+    PyObject *result = NULL, *urls = NULL, *alts = NULL, *titles = NULL;
+    char *buffer = NULL;
+    int html = memmem(data, (size_t)view.len, LIT("\"HTML-Metadata\"")) != NULL;
+    if (!html) {
+        result = Py_BuildValue("(OOn[][][])", Py_False, Py_False, (Py_ssize_t)0);
+        goto done;
+    }
+    int base = memmem(data, (size_t)view.len, LIT("\"Base\"")) != NULL;
+    urls = PyList_New(0), alts = PyList_New(0), titles = PyList_New(0);
+    buffer = PyMem_Malloc((size_t)view.len + 1);
+    if (urls == NULL || alts == NULL || titles == NULL || buffer == NULL) {
+        if (buffer == NULL) PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t images = 0;
+    const char *p = data;
+    const size_t prefix = sizeof("{\"path\":") - 1;
+    for (;;) {
+        const char *found = memmem(p, (size_t)(end - p), LIT("\"IMG@/src\""));
+        if (found == NULL) break;
+        images++;
+        if (found - data < (Py_ssize_t)prefix || memcmp(found - prefix, "{\"path\":", prefix) != 0) {
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+        PyObject *fields[FIELDS] = {NULL, NULL, NULL};
+        int read = link_object(found - prefix, end, buffer, fields);
+        if (read == 1 && fields[ALT] != NULL && PyUnicode_GET_LENGTH(fields[ALT]) > 0) {
+            PyObject *row[FIELDS];
+            for (int i = 0; i < FIELDS; i++) row[i] = fields[i] != NULL ? fields[i] : Py_None;
+            if (PyList_Append(urls, row[URL]) < 0 || PyList_Append(alts, row[ALT]) < 0 || PyList_Append(titles, row[TITLE]) < 0)
+                read = -1;
+        }
+        for (int i = 0; i < FIELDS; i++) Py_XDECREF(fields[i]);
+        if (read == -1) goto done;
+        if (read == 0) {
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+        p = found + sizeof("\"IMG@/src\"") - 1;
+    }
+    result = Py_BuildValue("(OOnOOO)", Py_True, base ? Py_True : Py_False, images, urls, alts, titles);
+done:
+    Py_XDECREF(urls);
+    Py_XDECREF(alts);
+    Py_XDECREF(titles);
+    PyMem_Free(buffer);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"scan", scan, METH_O, "A WAT record's page flags and image links with an alt-text, or None when not certain."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_watscan", "The WAT record scan of ingestion.", -1, methods};
+
+PyMODINIT_FUNC PyInit__watscan(void) { return PyModule_Create(&module); }

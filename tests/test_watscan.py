@@ -1,0 +1,69 @@
+"""The compiled WAT record scan (metaclip_tasks/_watscan.c) against its literal definition: the
+record parsed whole by orjson, its ``HTML-Metadata.Links`` with ``path == "IMG@/src"``, those with a
+non-empty string alt.  Link objects written as Common Crawl writes them are always read; anything
+else may be refused (None: the reader then parses the whole record), never read differently."""
+
+from __future__ import annotations
+
+import json
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from metaclip_tasks._watscan import scan
+
+TEXT = st.text(alphabet=st.one_of(st.characters(codec="utf-8"), st.sampled_from(['"', "\\", "/", "}", "{", "\n", "\x00", "é", "😀"])),
+               max_size=12)  # fmt: skip
+KEYS = st.sampled_from(["url", "alt", "title", "target", "rel", "text", "é", 'q"uote'])
+
+
+def record(links: list[dict], ensure_ascii: bool, base: bool = False) -> bytes:
+    head = {"Title": "a page", **({"Base": "http://b/"} if base else {})}
+    body = {"Envelope": {"Payload-Metadata": {"HTTP-Response-Metadata": {"HTML-Metadata": {"Head": head, "Links": links}}}}}
+    return json.dumps(body, ensure_ascii=ensure_ascii, separators=(",", ":")).encode()
+
+
+def literal(data: bytes) -> tuple:
+    """What the scan means, from the whole record parsed."""
+    html = orjson.loads(data)["Envelope"]["Payload-Metadata"]["HTTP-Response-Metadata"]["HTML-Metadata"]
+    images = [x for x in html["Links"] if x.get("path") == "IMG@/src"]
+    kept = [x for x in images if isinstance(x.get("alt"), str) and x["alt"]]
+    return (True, "Base" in html["Head"], len(images), [x.get("url") for x in kept], [x.get("alt") for x in kept],
+            [x.get("title") for x in kept])  # fmt: skip
+
+
+LINK = st.builds(lambda path, fields: {"path": path, **fields}, st.sampled_from(["IMG@/src", "A@/href"]),
+                 st.dictionaries(KEYS, TEXT, max_size=4))  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(LINK, max_size=6), st.booleans(), st.booleans())
+def test_common_crawl_written_links_are_read_as_parsed(links, ensure_ascii, base):
+    data = record(links, ensure_ascii, base)
+    assert scan(data) == literal(data)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(LINK, max_size=4), st.integers(0, 400), st.sampled_from([b" ", b"\\", b'"', b"\\u", b"\\ud800", b"\xff", b"\x01",
+                                                                           b"null", b",", b"}", b'"path":"IMG@/src",']))  # fmt: skip
+def test_broken_or_unusual_links_are_refused_never_misread(links, at, insert):
+    data = record(links, True)
+    data = data[: min(at, len(data))] + insert + data[min(at, len(data)) :]
+    found = scan(data)
+    try:
+        expected = literal(data)
+    except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+        expected = None  # the reader would count a bad record; the scan may not know it
+    if found is not None and found[0] and expected is not None:
+        assert found[2:] == expected[2:]
+
+
+def test_flags_and_plain_cases():
+    assert scan(b'{"Envelope":{"WARC-Header-Metadata":{}}}') == (False, False, 0, [], [], [])
+    page = b'{"HTML-Metadata":{"Links":[{"path":"IMG@/src","url":"/a.jpg","alt":"a \\u00e9 \\"dog\\""},{"path":"IMG@/src","url":"b"}]}}'
+    assert scan(page) == (True, False, 2, ["/a.jpg"], ['a é "dog"'], [None])
+    assert scan(b'{"HTML-Metadata":{"Links":[{"url":"x","path":"IMG@/src"}]}}') is None  # path not first
+    assert scan(b'{"HTML-Metadata":{"Links":[{"path":"IMG@/src","alt":null}]}}') is None  # not a string
+    assert scan(b'{"HTML-Metadata":{"Links":[{"path":"IMG@/src","alt":"\\ud800"}]}}') is None  # a lone surrogate
+    assert scan(bytearray(b"no page")) == (False, False, 0, [], [], [])
