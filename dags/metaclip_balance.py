@@ -15,9 +15,10 @@ from metaclip_airflow import (
     cluster,
     from_params,
     manual_dag,
+    publish,
     store,
     subset_params,
-    summary,
+    warn,
 )
 
 from metaclip_tasks import curation
@@ -39,11 +40,12 @@ with manual_dag(
 
     @task(outlets=[CURATED_ASSET], **DASK_RETRIES)
     def balance() -> dict:
-        context = get_current_context()
+        """The curated subset, published with its t and size; a target tail ratio the pool cannot reach is warned of."""
         with bad_input_fails(), cluster() as client:
-            artifact = curation.curated_subset(store(), from_params(Subset, context["params"]), client)
-        event = {**summary(artifact), **{k: artifact.stats[k] for k in ("t", "seed", "kept", "expected_kept")}}
-        context["outlet_events"][CURATED_ASSET].extra = event
-        return event
+            subset = from_params(Subset, get_current_context()["params"])
+            artifact = curation.curated_subset(store(), subset, client)
+            warnings = curation.t_warnings(artifact.input("pool_counts"), subset.t, subset.target_tail_ratio)
+        warn(warnings)
+        return publish(artifact, warnings=warnings)
 
     check_params() >> balance()

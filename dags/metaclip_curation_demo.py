@@ -9,7 +9,22 @@ last task prints the report read back from the artifacts.
 from __future__ import annotations
 
 from airflow.sdk import get_current_context, task
-from metaclip_airflow import DASK_RETRIES, artifact, bad_input_fails, cluster, manual_dag, seed_param, store, summary
+from metaclip_airflow import (
+    CURATED_ASSET,
+    DASK_RETRIES,
+    MATCHED_ASSET,
+    METADATA_ASSET,
+    PAIRS_ASSET,
+    POOL_COUNTS_ASSET,
+    artifact,
+    bad_input_fails,
+    cluster,
+    manual_dag,
+    publish,
+    seed_param,
+    store,
+    warn,
+)  # fmt: skip
 
 from metaclip_tasks import curation
 from metaclip_tasks.demo import POOL, demo_pairs, demo_report, demo_source
@@ -23,29 +38,34 @@ with manual_dag(
     doc_md=__doc__,
 ) as dag:
 
-    @task
+    @task(outlets=[METADATA_ASSET])
     def snapshots() -> list[str]:
         """The demo pool's snapshots, with the metadata built (or found) once for all of them."""
         with bad_input_fails():
-            curation.metadata(store())
+            publish(curation.metadata(store()))
             return list(get_pool(POOL).snapshots)
 
-    @task(**DASK_RETRIES)
+    @task(outlets=[PAIRS_ASSET, MATCHED_ASSET], map_index_template="{{ task.op_kwargs['snapshot'] }}", **DASK_RETRIES)
     def match(snapshot: str) -> dict:
-        """One snapshot: its share of the captions imported as pairs, then matched on Dask."""
+        """One snapshot (its map index): its share of the captions imported as pairs, then matched on Dask."""
         with bad_input_fails():
             pairs = demo_pairs(store(), snapshot)
+            publish(pairs)
             with cluster(len(pairs.data_files())) as client:
-                return summary(curation.match(store(), pairs, curation.metadata(store()), client))
+                return publish(curation.match(store(), pairs, curation.metadata(store()), client))
 
-    @task(**DASK_RETRIES)
+    @task(outlets=[POOL_COUNTS_ASSET, CURATED_ASSET], **DASK_RETRIES)
     def count_and_balance(matched: list[dict]) -> dict:
+        """The pool counted (its t for the pool's target tail ratio, warned of when not reachable), then balanced."""
         seed = get_current_context()["params"]["seed"]
         with bad_input_fails():
             meta = curation.metadata(store())
             counts = curation.count_pool(store(), get_pool(POOL), meta, [artifact(m) for m in matched])
+            warnings = curation.t_warnings(counts, None, None)
+            warn(warnings)
+            publish(counts, warnings=warnings)
             with cluster() as client:
-                return summary(curation.balance(store(), counts, counts.stats["t"], seed, client))
+                return publish(curation.balance(store(), counts, counts.stats["t"], seed, client), warnings=warnings)
 
     @task
     def report(curated: dict) -> str:

@@ -9,23 +9,22 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import Asset, get_current_context, task
+from airflow.sdk import get_current_context, task
 from metaclip_airflow import (
+    DOWNLOADED_ASSET,
     bad_input_fails,
     cluster,
     dataclass_params,
     from_params,
     manual_dag,
+    publish,
     store,
     subset_params,
-    summary,
 )
 
 from metaclip_tasks import curation
 from metaclip_tasks.curation import Subset
 from metaclip_tasks.download import DownloadOptions
-
-DOWNLOADED_ASSET = Asset("metaclip.downloaded")
 
 with manual_dag(
     "metaclip_download",
@@ -50,9 +49,7 @@ with manual_dag(
             artifact = curation.download_subset(
                 store(), from_params(Subset, params), from_params(DownloadOptions, params), client
             )
-        event = {**summary(artifact), "t": artifact.input("curated").params["t"],
-                 **{k: artifact.stats[k] for k in ("count", "successes")}}  # fmt: skip
-        context["outlet_events"][DOWNLOADED_ASSET].extra = event
+        event = publish(artifact, t=artifact.input("curated").params["t"])
         return {**event, "failures_by_reason": artifact.stats["failures_by_reason"]}
 
     check_params() >> download()

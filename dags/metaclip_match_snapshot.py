@@ -6,7 +6,8 @@ creates one run per crawl in it.  The snapshot's pairs come from its raw sources
 path or glob of WARC/WAT files (``{snapshot}`` replaced) ingests those, so a backfill goes from
 Common Crawl to matched counts; else ``pairs_source`` imports parquet files; else the snapshot's
 newest ``pairs`` artifact is matched.  Writes the matched shards and count vector as a ``matched`` artifact and emits a
-``metaclip.matched`` asset event carrying its version and URI.
+``x-metaclip://artifacts/matched`` asset event carrying its version and URI (and one of
+``x-metaclip://artifacts/pairs`` for the pairs it took).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from airflow.sdk import DAG, get_current_context, task
 from metaclip_airflow import (
     DASK_RETRIES,
     MATCHED_ASSET,
+    PAIRS_ASSET,
     RETRY_BACKOFF,
     artifact,
     bad_input_fails,
@@ -25,6 +27,7 @@ from metaclip_airflow import (
     from_params,
     metadata_param,
     optional_text_param,
+    publish,
     snapshot_param,
     store,
     summary,
@@ -66,7 +69,7 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
 
-    @task(**DASK_RETRIES)
+    @task(outlets=[PAIRS_ASSET], **DASK_RETRIES)
     def pairs() -> dict:
         """The run's snapshot (param, else its logical date), its pairs (ingested or imported when a
         source is given) and the metadata, all checked before any matching."""
@@ -92,7 +95,7 @@ with DAG(
                 )
             else:
                 imported = curation.latest_pairs(store(), snapshot)
-        return {"snapshot": snapshot, "pairs": summary(imported), "metadata": summary(meta)}
+        return {"snapshot": snapshot, "pairs": publish(imported), "metadata": summary(meta)}
 
     @task(outlets=[MATCHED_ASSET], **DASK_RETRIES)
     def match(spec: dict) -> dict:
@@ -103,8 +106,6 @@ with DAG(
             backend = from_params(MatchParams, context["params"]).backend
             with cluster(len(pairs_artifact.data_files())) as client:
                 matched = curation.match(store(), pairs_artifact, artifact(spec["metadata"]), client, backend)
-        event = {**summary(matched), "snapshot": spec["snapshot"], "matched": matched.stats["pairs_matched"]}
-        context["outlet_events"][MATCHED_ASSET].extra = event
-        return event
+        return publish(matched, snapshot=spec["snapshot"], matched=matched.stats["pairs_matched"])
 
     match(pairs())

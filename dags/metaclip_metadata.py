@@ -12,16 +12,17 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
-from airflow.sdk import Asset, get_current_context, task
+from airflow.sdk import get_current_context, task
 from metaclip_airflow import (
     DASK_RETRIES,
+    METADATA_ASSET,
     bad_input_fails,
     cluster,
     dataclass_params,
     from_params,
     manual_dag,
+    publish,
     store,
-    summary,
 )
 
 from metaclip_tasks.metadata.build import MetadataParams
@@ -29,8 +30,6 @@ from metaclip_tasks.metadata.fetch import fetch_all
 from metaclip_tasks.pipeline import METADATA_BUILD
 from metaclip_tasks.settings import cache_dir
 from metaclip_tasks.stage import run
-
-METADATA_ASSET = Asset("metaclip.metadata")
 
 with manual_dag(
     "metaclip_metadata",
@@ -63,8 +62,6 @@ with manual_dag(
             )
             with cluster() as client:
                 artifact = run(store(), METADATA_BUILD, params, client=client)
-        event = {**summary(artifact), "entries": artifact.stats["entries"], "by_source": artifact.stats["by_source"]}
-        context["outlet_events"][METADATA_ASSET].extra = event
-        return event
+        return publish(artifact)
 
     check_params() >> build(fetch_sources())

@@ -1,6 +1,6 @@
 """metaclip_pool_counts: a pool's per-entry counts, its t, and the entry-count report.
 
-Triggered by ``metaclip.matched`` asset events (it skips while the pool still lacks
+Triggered by ``x-metaclip://artifacts/matched`` asset events (it skips while the pool still lacks
 snapshots) or by hand.  Sums the count vectors of the pool's snapshots, records tail ratios
 for standard t values and the t for the pool's target tail ratio, and draws the paper's
 Fig. 2 (cumulative counts, raw vs capped at t) with the top entries (Table 3).
@@ -18,8 +18,9 @@ from metaclip_airflow import (
     bad_input_fails,
     metadata_param,
     pool_param,
+    publish,
     store,
-    summary,
+    warn,
 )  # fmt: skip
 
 from metaclip_tasks import curation
@@ -49,8 +50,8 @@ with DAG(
             if matched is None:
                 raise AirflowSkipException(f"pool {pool.name} is not fully matched yet")
             artifact = curation.count_pool(store(), pool, meta, matched)
-        event = {**summary(artifact), "pool": pool.name, "t": artifact.stats["t"]}
-        context["outlet_events"][POOL_COUNTS_ASSET].extra = event
-        return event
+            warnings = curation.t_warnings(artifact, None, None)  # also for counts made before stats had them
+        warn(warnings)
+        return publish(artifact, warnings=warnings)
 
     count_pool()

@@ -13,16 +13,23 @@ from datetime import timedelta
 
 from airflow.sdk import Param, get_current_context, task
 from metaclip_airflow import (
+    CHECKPOINT_ASSET,
+    CURATED_ASSET,
     DASK_RETRIES,
+    DOWNLOADED_ASSET,
+    METRICS_ASSET,
+    T_ABLATION_ASSET,
     artifact,
     bad_input_fails,
     cluster,
     manual_dag,
     metadata_param,
     pool_param,
+    publish,
     seed_param,
     store,
     summary,
+    warn,
 )  # fmt: skip
 
 from metaclip_tasks import curation
@@ -84,27 +91,32 @@ with manual_dag(
             if params["train"] and not params["download"]:
                 raise CurationError("train needs download: the models train on the downloaded images")
             counts = curation.counted_pool(store(), params["pool"], params["metadata_version"])
-            return curation.ablation_ts(counts, params["t_values"], params["tail_ratios"])
+            ts = curation.ablation_ts(counts, params["t_values"], params["tail_ratios"])
+            warn([w for ratio in params["tail_ratios"] for w in curation.t_warnings(counts, None, ratio)])
+            return ts
 
-    @task(**DASK_RETRIES)
+    @task(outlets=[CURATED_ASSET], map_index_template="t={{ task.op_kwargs['t'] }}", **DASK_RETRIES)
     def balance(t: int) -> dict:
         params = get_current_context()["params"]
         with bad_input_fails(), cluster() as client:
             counts = curation.counted_pool(store(), params["pool"], params["metadata_version"])
-            return summary(curation.balance(store(), counts, t, params["seed"], client))
+            return publish(curation.balance(store(), counts, t, params["seed"], client))
 
-    @task(retries=2, retry_delay=timedelta(minutes=1), retry_exponential_backoff=2.0)
+    @task(outlets=[DOWNLOADED_ASSET], retries=2, retry_delay=timedelta(minutes=1), retry_exponential_backoff=2.0)
     def download_once(curated: list[dict]) -> list[dict]:
         """The largest subset downloaded once; each smaller one an index into it (nested subsets)."""
         if not get_current_context()["params"]["download"]:
             return []
         with bad_input_fails():
             plans = curation.download_once(store(), [artifact(c) for c in curated])
+        views = {str(p.t): p.view.version for p in plans if p.view}
+        publish(plans[0].downloaded, t=plans[0].t, views=views)
         return [
             {"t": p.t, "downloaded": summary(p.downloaded), "view": summary(p.view) if p.view else None} for p in plans
         ]
 
-    @task(pool="gpu", retries=1, retry_delay=timedelta(minutes=5))
+    @task(outlets=[CHECKPOINT_ASSET, METRICS_ASSET], map_index_template="t={{ task.op_kwargs['item']['t'] }}",
+          pool="gpu", retries=1, retry_delay=timedelta(minutes=5))  # fmt: skip
     def train_and_evaluate(item: dict) -> dict | None:
         """One t's model: trained on its subset of the single download, then evaluated."""
         params = get_current_context()["params"]
@@ -115,12 +127,13 @@ with manual_dag(
             plan = curation.DownloadPlan(
                 item["t"], artifact(item["downloaded"]), artifact(item["view"]) if item["view"] else None
             )
-            _, metrics = curation.train_and_evaluate(
+            checkpoint, metrics = curation.train_and_evaluate(
                 store(), plan, config, os.environ.get("METACLIP_EVAL_COCO", str(COCO))
             )
-        return summary(metrics)
+        publish(checkpoint, t=item["t"])
+        return publish(metrics, t=item["t"])
 
-    @task(trigger_rule="none_failed")
+    @task(outlets=[T_ABLATION_ASSET], trigger_rule="none_failed")
     def compare(curated: list[dict], downloads: list[dict], results: list[dict | None] | None) -> dict:
         params = get_current_context()["params"]
         with bad_input_fails():
@@ -131,7 +144,7 @@ with manual_dag(
                                             [artifact(r) for r in results or [] if r])  # fmt: skip
             with table.open("comparison.md") as comparison:
                 print(comparison.read().decode())  # the table, in the task log
-        return {**summary(table), "nested": table.stats["nested"], "rows": table.stats["rows"]}
+        return {**publish(table), "rows": table.stats["rows"]}
 
     curated = balance.expand(t=choose_ts())
     downloads = download_once(curated)

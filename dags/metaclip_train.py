@@ -14,17 +14,20 @@ import os
 from dataclasses import replace
 from datetime import timedelta
 
-from airflow.sdk import Asset, Param, get_current_context, task
+from airflow.sdk import Param, get_current_context, task
 from metaclip_airflow import (
+    CHECKPOINT_ASSET,
+    DOWNLOADED_ASSET,
+    METRICS_ASSET,
     artifact,
     bad_input_fails,
     cluster,
     dataclass_params,
     from_params,
     manual_dag,
+    publish,
     store,
     subset_params,
-    summary,
 )
 
 from metaclip_tasks import curation
@@ -34,8 +37,6 @@ from metaclip_tasks.pipeline import EVALUATE, TRAIN, EvaluateParams
 from metaclip_tasks.shared_data import COCO
 from metaclip_tasks.stage import run
 from metaclip_tasks.train import RECIPES, check_device
-
-METRICS_ASSET = Asset("metaclip.metrics")
 
 with manual_dag(
     "metaclip_train",
@@ -114,29 +115,25 @@ with manual_dag(
             check_device(_config())
             curation.check_subset(store(), from_params(Subset, params))
 
-    @task(retries=2, retry_delay=timedelta(minutes=1), retry_exponential_backoff=2.0)
+    @task(outlets=[DOWNLOADED_ASSET], retries=2, retry_delay=timedelta(minutes=1), retry_exponential_backoff=2.0)
     def download() -> dict:
         p = get_current_context()["params"]
         with bad_input_fails(), cluster() as client:
-            return summary(
-                curation.download_subset(
-                    store(), from_params(Subset, p), DownloadOptions(image_size=p["image_size"]), client
-                )
+            downloaded = curation.download_subset(
+                store(), from_params(Subset, p), DownloadOptions(image_size=p["image_size"]), client
             )
+        return publish(downloaded, t=downloaded.input("curated").params["t"])
 
-    @task(pool="gpu", retries=1, retry_delay=timedelta(minutes=5))
+    @task(outlets=[CHECKPOINT_ASSET], pool="gpu", retries=1, retry_delay=timedelta(minutes=5))
     def train(downloaded: dict) -> dict:
         with bad_input_fails():
-            return summary(run(store(), TRAIN, _config(), {"downloaded": artifact(downloaded)}))
+            return publish(run(store(), TRAIN, _config(), {"downloaded": artifact(downloaded)}))
 
     @task(outlets=[METRICS_ASSET])
     def evaluate(checkpoint: dict) -> dict:
-        context = get_current_context()
         with bad_input_fails():
             eval_set = EvaluateParams(os.environ.get("METACLIP_EVAL_COCO", str(COCO)))
             metrics = run(store(), EVALUATE, eval_set, {"checkpoint": artifact(checkpoint)})
-        event = {**summary(metrics), "zero_shot_top1": metrics.stats["zero_shot"]["top1"]}
-        context["outlet_events"][METRICS_ASSET].extra = event
-        return {**event, **metrics.stats}
+        return {**publish(metrics), **metrics.stats}
 
     check_params() >> evaluate(train(download()))

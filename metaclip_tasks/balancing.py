@@ -54,24 +54,51 @@ def tail_ratio(counts: np.ndarray, t: int) -> float:
     return int(counts[counts < t].sum()) / total
 
 
-def t_for_tail_ratio(counts: np.ndarray, p: float) -> int:
-    """The integer t >= 1 whose tail ratio is closest to ``p`` (ties: the smaller t).
-
-    The tail ratio only changes at t = c + 1 for the distinct counts c, so the candidates
-    are 1 and those values; one sort and one cumulative sum find the best, O(n log n).
-    """
+def _check_ratio(p: object) -> float:
     if not (isinstance(p, (int, float)) and not isinstance(p, bool) and 0 < p < 1):
         raise CurationError(f"target tail ratio must be in (0, 1), got {p!r}")
+    return float(p)
+
+
+def achievable_tail_ratios(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every (t, tail ratio) the counts can give, t ascending: t = 1 (ratio 0) and t = c + 1 for each
+    distinct count c (the ratio only changes there); one sort and one cumulative sum, O(n log n)."""
     counts = _check_counts(counts)
     distinct, per_value = np.unique(counts, return_counts=True)
     mass = np.cumsum(distinct * per_value.astype(_U64))  # matches held by entries with count <= c
     total = int(mass[-1])
     if total == 0:
         raise CurationError("entry counts are all zero: no t reaches a tail ratio")
-    # candidate 0 is t = 1 (ratio 0); candidate k >= 1 is t = distinct[k - 1] + 1
+    ts = np.concatenate([[1], distinct.astype(np.int64) + 1])
     ratios = np.concatenate([[0.0], mass / total])
-    best = int(np.argmin(np.abs(ratios - p)))  # the first minimum: the smallest t among ties
-    return 1 if best == 0 else int(distinct[best - 1]) + 1
+    keep = np.concatenate([[True], distinct > 0])  # count 0 gives t = 1 again
+    return ts[keep], ratios[keep]
+
+
+def t_for_tail_ratio(counts: np.ndarray, p: float) -> int:
+    """The integer t >= 1 whose tail ratio is closest to ``p`` (ties: the smaller t)."""
+    p = _check_ratio(p)
+    ts, ratios = achievable_tail_ratios(counts)
+    return int(ts[int(np.argmin(np.abs(ratios - p)))])  # the first minimum: the smallest t among ties
+
+
+FAR = 0.25  # an achieved tail ratio further than this share of the target from it is "not reachable"
+
+
+def tail_ratio_warning(counts: np.ndarray, p: float, t: int | None = None) -> str | None:
+    """A warning when the target ``p`` is not reachable: t (by default the chosen one) is 1 or leaves
+    every entry in the tail, or its tail ratio is off by more than ``FAR * p``; it names the nearest
+    achievable (t, tail ratio) below and above the target. None when the target is reachable."""
+    p = _check_ratio(p)
+    ts, ratios = achievable_tail_ratios(counts)
+    t = t_for_tail_ratio(counts, p) if t is None else _check_t(t)
+    achieved = tail_ratio(counts, t)
+    if t > 1 and achieved < 1 and abs(achieved - p) <= FAR * p:
+        return None
+    below = int(np.searchsorted(ratios, p, side="right")) - 1  # ratio <= p: t = 1 (ratio 0) at least
+    above = min(below + 1, len(ts) - 1)  # ratio > p: the last one is 1.0 > p
+    return (f"target tail ratio {p:g} is not reachable on this pool: t={ts[below]} gives {ratios[below]:.4f}, "
+            f"t={ts[above]} gives {ratios[above]:.4f}; using t={t}")  # fmt: skip
 
 
 def entry_probabilities(counts: np.ndarray, t: int) -> np.ndarray:

@@ -157,6 +157,12 @@ def _done(artifact, summary: str) -> None:
     print(f"{artifact.stage} {artifact.version} ({state}): {summary} -> {artifact.uri}")
 
 
+def _warn(warnings: Sequence[str]) -> None:
+    """Warnings on stderr, so that stdout stays the result (``--json``)."""
+    for warning in warnings:
+        print(f"metaclip: warning: {warning}", file=sys.stderr)
+
+
 def _run(args: argparse.Namespace) -> None:
     from metaclip_tasks import curation
     from metaclip_tasks.curation import Subset
@@ -197,6 +203,7 @@ def _run(args: argparse.Namespace) -> None:
         a = curation.counted_pool(store, subset.pool, subset.metadata_version)
         _done(a, f"{a.stats['entries']:,} entries, {a.stats['matches']:,} matches, "
                  f"{a.stats['entries_never_matched']:,} never matched; t={a.stats['t']}")  # fmt: skip
+        _warn(curation.t_warnings(a, None, None))
         entries = load_metadata(a.input("metadata").stored("entries.json"))
         for entry, n in top_entries(load_counts(a.stored("counts.npy")), entries, args.top):
             print(f"{n:>14,}  {entry}")
@@ -211,7 +218,9 @@ def _run(args: argparse.Namespace) -> None:
         counts = curation.counted_pool(store, subset.pool, subset.metadata_version)
         t = curation.pool_t(counts, subset.t, subset.target_tail_ratio)
         result = {"t": t, "tail_ratio": tail_ratio(load_counts(counts.stored("counts.npy")), t),
-                  "target_tail_ratio": subset.target_tail_ratio}  # fmt: skip
+                  "target_tail_ratio": subset.target_tail_ratio,
+                  "warnings": curation.t_warnings(counts, subset.t, subset.target_tail_ratio)}  # fmt: skip
+        _warn(result["warnings"])
         print(json.dumps(result) if args.json else f"t={t} tail_ratio={result['tail_ratio']:.6f}")
     elif args.command in ("balance", "download"):
         subset = P.from_arguments(Subset, args)
@@ -226,6 +235,7 @@ def _run(args: argparse.Namespace) -> None:
             return
         with _client(args) as client:
             a = curation.curated_subset(store, subset, client)
+        _warn(curation.t_warnings(a.input("pool_counts"), subset.t, subset.target_tail_ratio))
         s = a.stats
         _done(a, f"kept {s['kept']:,} of {s['pairs_in']:,} pairs (expected {s['expected_kept']:,.1f} +- {s['kept_sd']:.1f}) "
                  f"with t={s['t']} (tail ratio {s['tail_ratio']:.4f})")  # fmt: skip

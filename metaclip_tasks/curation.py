@@ -13,7 +13,7 @@ from typing import Any
 
 from metaclip_tasks import params as P
 from metaclip_tasks.artifacts import Artifact, ArtifactStore
-from metaclip_tasks.balancing import resolve_t
+from metaclip_tasks.balancing import resolve_t, tail_ratio_warning
 from metaclip_tasks.counting import load_counts
 from metaclip_tasks.download import DownloadOptions
 from metaclip_tasks.errors import CurationError
@@ -50,6 +50,32 @@ def metadata(store: ArtifactStore, version: str | None = None) -> Artifact:
 def existing_metadata(store: ArtifactStore, version: str | None = None) -> Artifact | None:
     """The metadata artifact ``version`` (None or empty: the WordNet metadata) if it exists; never builds it."""
     return store.require("metadata", version) if version else find(store, METADATA_BUILD, WORDNET_ONLY)
+
+
+KEY_STATS = {
+    "metadata": ("entries", "by_source"),
+    "pairs": ("snapshot", "pairs", "shards"),
+    "matched": ("snapshot", "pairs_in", "pairs_matched", "matches"),
+    "pool_counts": ("t", "tail_ratio", "head_entries", "entries", "matches", "warnings"),
+    "curated": ("pool", "t", "seed", "tail_ratio", "kept", "expected_kept", "pairs_in"),
+    "downloaded": ("count", "successes"),
+    "download_view": ("t", "samples"),
+    "checkpoint": ("model", "samples", "epochs", "device"),
+    "t_ablation": ("pool", "nested"),
+}  # fmt: skip
+KEY_PARAMS = ("pool", "target_tail_ratio", "snapshot")
+
+
+def key_stats(artifact: Artifact) -> dict[str, Any]:
+    """An artifact's figures worth a glance (what its asset event carries): a few stats and params by stage."""
+    stats, params = artifact.stats, artifact.params
+    found = {k: params[k] for k in KEY_PARAMS if k in params}
+    found.update({k: stats[k] for k in KEY_STATS.get(artifact.stage, ()) if k in stats})
+    if artifact.stage == "metrics":
+        found["zero_shot_top1"] = stats.get("zero_shot", {}).get("top1")
+    if artifact.stage == "t_ablation":
+        found["ts"] = [row["t"] for row in stats.get("rows", [])]
+    return found
 
 
 def latest_pairs(store: ArtifactStore, snapshot: str) -> Artifact:
@@ -125,6 +151,19 @@ def pool_t(counts: Artifact, t: int | None, target_tail_ratio: float | None) -> 
     if t is None and target_tail_ratio in (None, counts.params["target_tail_ratio"]):
         return int(counts.stats["t"])  # chosen when the pool was counted
     return resolve_t(load_counts(counts.stored(COUNTS)), t, target_tail_ratio)
+
+
+def t_warnings(counts: Artifact, t: int | None, target_tail_ratio: float | None) -> list[str]:
+    """Why the t chosen for a target tail ratio (the pool's by default) may not be what was asked: the
+    target is not reachable on the pool's counts; none for a t given as such (nothing was aimed at)."""
+    check_t_choice(t, target_tail_ratio)
+    if t is not None:
+        return []
+    if target_tail_ratio in (None, counts.params["target_tail_ratio"]) and "warnings" in counts.stats:
+        return list(counts.stats["warnings"])  # found when the pool was counted
+    target = counts.params["target_tail_ratio"] if target_tail_ratio is None else target_tail_ratio
+    warning = tail_ratio_warning(load_counts(counts.stored(COUNTS)), target, pool_t(counts, None, target_tail_ratio))
+    return [warning] if warning else []
 
 
 def counted_pool(store: ArtifactStore, pool_name: str, metadata_version: str | None = None) -> Artifact:

@@ -81,9 +81,11 @@ def demo_pairs(store: ArtifactStore, snapshot: str, captions: str = str(CAPTIONS
     return run(store, PAIRS_IMPORT, params, client=client)
 
 
-def demo_report(store: ArtifactStore, curated: Artifact, source: str = "") -> str:
-    """A few lines on what the demo produced and where it is."""
+def demo_report(store: ArtifactStore, curated: Artifact, source: str = "", warnings: list[str] | None = None) -> str:
+    """A few lines on what the demo produced and where it is, with the warnings of its t
+    (by default the pool counts': the pool's target tail ratio not reachable)."""
     counts = curated.input("pool_counts")
+    warnings = counts.stats.get("warnings", []) if warnings is None else warnings
     c, k = counts.stats, curated.stats
     matched = counts.inputs("matched")
     pairs_in = sum(a.stats["pairs_in"] for a in matched)
@@ -105,8 +107,9 @@ def demo_report(store: ArtifactStore, curated: Artifact, source: str = "") -> st
             f"  top:         {top}",
             f"  pool counts: t={c['t']} (tail ratio {c['tail_ratio']:.4f}, target {counts.params['target_tail_ratio']}); "
             f"{c['head_entries']:,} head entries -> {counts.uri}",
+            *(f"  warning:     {w}" for w in warnings),
             f"  report:      {counts.path('entry_counts.png')}, {counts.path('top_entries.json')}",
-            f"  curated:     {k['kept']:,} of {k['pairs_in']:,} matched pairs (expected {k['expected_kept']:,.1f} "
+            f"  curated:     {k['kept']:,} of {k['pairs_in']:,} matched pairs with t={k['t']} (expected {k['expected_kept']:,.1f} "
             f"+- {k['kept_sd']:.1f}, seed {k['seed']}) -> {curated.uri}",
             f"  artifacts:   {store.uri('artifacts')}",
         ]
@@ -122,4 +125,5 @@ def run_demo(store: ArtifactStore, client=None, *, seed: int = 0, target_tail_ra
         demo_pairs(store, snapshot, captions, client)
         curation.match_snapshot(store, snapshot, meta, client)
     curated = curation.curated_subset(store, curation.Subset(POOL, None, target_tail_ratio, seed), client)
-    return demo_report(store, curated, demo_source(store, captions)[1])
+    warnings = curation.t_warnings(curated.input("pool_counts"), None, target_tail_ratio)
+    return demo_report(store, curated, demo_source(store, captions)[1], warnings)

@@ -34,6 +34,7 @@ from metaclip_tasks.balancing import (
     entry_probabilities,
     t_for_tail_ratio,
     tail_ratio,
+    tail_ratio_warning,
 )
 from metaclip_tasks.cluster import tree_sum
 from metaclip_tasks.commoncrawl import CC_BASE, LISTINGS, crawl_files, with_retries
@@ -456,6 +457,7 @@ def build_pool_counts(build: Build) -> dict[str, Any]:
         counts -= rows
         build.output.save_array(f"{DUPLICATES}/{name.removesuffix('.parquet')}.npy", duplicates[name].astype(np.int64))
     t = t_for_tail_ratio(counts, params.target_tail_ratio)
+    warning = tail_ratio_warning(counts, params.target_tail_ratio, t)
     build.output.save_array(COUNTS, counts)
     table = pa.table({"entry_id": pa.array(np.arange(len(counts), dtype=np.int32)), "entry": entries, "count": counts})
     with build.output.writer(f"{DATA}/{part_name(0)}") as f:
@@ -477,6 +479,7 @@ def build_pool_counts(build: Build) -> dict[str, Any]:
         "head_entries": int((counts >= t).sum()),
         "tail_ratios": tail_ratios(counts, STANDARD_TS),
         "top_entries": top[:5],
+        "warnings": [warning] if warning else [],  # the target tail ratio not reachable on this pool
     }
 
 

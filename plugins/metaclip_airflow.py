@@ -5,26 +5,44 @@ Every decision (which inputs, which t) is the library's (``metaclip_tasks.curati
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
-from airflow.sdk import DAG, Asset, Param
+from airflow.sdk import DAG, Asset, Param, get_current_context
 from airflow.sdk.exceptions import AirflowFailException
 
 from metaclip_tasks import params as P
 from metaclip_tasks.artifacts import Artifact, ArtifactStore
 from metaclip_tasks.cluster import dask_client
-from metaclip_tasks.curation import Subset
+from metaclip_tasks.curation import Subset, key_stats
 from metaclip_tasks.errors import CurationError
 from metaclip_tasks.settings import artifact_root
 from metaclip_tasks.snapshots import SNAPSHOTS, load_pools
 
-MATCHED_ASSET = Asset("metaclip.matched")
-POOL_COUNTS_ASSET = Asset("metaclip.pool_counts")
-CURATED_ASSET = Asset("metaclip.curated")
+ASSET_SCHEME = "x-metaclip"
+# One asset per kind of artifact a DAG publishes, named by a URI of Airflow's custom-scheme form: a scheme
+# starting with "x-" is taken as is (airflow.sdk.definitions.asset._sanitize_uri skips its normalization
+# and no provider's URI handler can claim it), so it neither warns nor fails at parse time, and it cannot
+# collide with a real scheme (file, s3, ...) whose normalizer would rewrite the name. Name and URI are one
+# string, so the Assets page shows the URI; every event's extra carries the artifact's own version and URI.
+ARTIFACT_KINDS = ("metadata", "pairs", "matched", "pool_counts", "curated", "downloaded", "checkpoint", "metrics",
+                  "t_ablation")  # fmt: skip
+
+
+def artifact_asset(kind: str) -> Asset:
+    """The asset of one kind of artifact (an artifact stage's output), e.g. ``x-metaclip://artifacts/matched``."""
+    uri = f"{ASSET_SCHEME}://artifacts/{kind}"
+    return Asset(name=uri, uri=uri, group="metaclip")
+
+
+ASSETS = {kind: artifact_asset(kind) for kind in ARTIFACT_KINDS}
+METADATA_ASSET, PAIRS_ASSET, MATCHED_ASSET = ASSETS["metadata"], ASSETS["pairs"], ASSETS["matched"]
+POOL_COUNTS_ASSET, CURATED_ASSET, DOWNLOADED_ASSET = ASSETS["pool_counts"], ASSETS["curated"], ASSETS["downloaded"]
+CHECKPOINT_ASSET, METRICS_ASSET, T_ABLATION_ASSET = ASSETS["checkpoint"], ASSETS["metrics"], ASSETS["t_ablation"]
 # Tasks that use Dask or storage retry what may be passing (a cluster, a store or the API server slow
 # to start, a lost worker) with exponential backoff: after ~30-60 s, then ~60-120 s (Airflow adds a
 # per-task jitter, at most 10 min). Bad input (AirflowFailException, see bad_input_fails) fails at once.
@@ -132,6 +150,20 @@ def seed_param() -> Param:
 def summary(artifact: Artifact) -> dict[str, Any]:
     """What a task returns (XCom) and an asset event carries: the artifact's version and URI."""
     return {"stage": artifact.stage, "version": artifact.version, "uri": artifact.uri, "cache_hit": artifact.cache_hit}
+
+
+def publish(artifact: Artifact, **extra: Any) -> dict[str, Any]:
+    """The event of the artifact's asset (declared in the task's ``outlets``): its summary, key stats
+    and ``extra``, shown on the Assets page; returned for the task's XCom."""
+    event = {**summary(artifact), **key_stats(artifact), **extra}
+    get_current_context()["outlet_events"][ASSETS[artifact.stage]].extra = event
+    return event
+
+
+def warn(warnings: list[str]) -> None:
+    """Warnings in the task log, at the warning level (highlighted in the UI's log view)."""
+    for warning in warnings:
+        logging.getLogger("metaclip").warning(warning)
 
 
 def artifact(ref: Mapping[str, Any]) -> Artifact:

@@ -13,7 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from metaclip_tasks.balancing import (
+    FAR,
     OnlineBalancer,
+    achievable_tail_ratios,
     balance_shard,
     entry_probabilities,
     epoch_seed,
@@ -22,6 +24,7 @@ from metaclip_tasks.balancing import (
     resolve_t,
     t_for_tail_ratio,
     tail_ratio,
+    tail_ratio_warning,
     uid_keys,
     uniform_draws,
 )
@@ -64,6 +67,44 @@ def test_t_for_tail_ratio_is_the_closest_smallest_t(counts: list[int], p: float)
 def test_t_for_tail_ratio_errors(counts: list[int], p: float, message: str) -> None:
     with pytest.raises(CurationError, match=message):
         t_for_tail_ratio(np.array(counts, dtype=np.uint64), p)
+
+
+@given(COUNTS)
+def test_achievable_tail_ratios_are_every_ratio_a_t_gives(counts: list[int]) -> None:
+    ts, ratios = achievable_tail_ratios(np.array(counts))
+    assert ts[0] == 1 and ratios[0] == 0 and ratios[-1] == 1 and list(ts) == sorted(set(ts))
+    assert set(ratios.tolist()) == {slow_tail_ratio(counts, t) for t in range(1, max(counts) + 3)}
+    assert [tail_ratio(np.array(counts), int(t)) for t in ts] == pytest.approx(ratios.tolist())
+
+
+# 10 matches: t=1 gives 0 (every entry in the head), t=2 0.2, t=3 0.4, t=7 1.0 (every entry in the tail)
+STEPS = np.array([0, 1, 1, 2, 6])
+
+
+@pytest.mark.parametrize(
+    ("p", "message"),
+    [
+        (0.06, "target tail ratio 0.06 is not reachable on this pool: t=1 gives 0.0000, t=2 gives 0.2000; using t=1"),
+        (0.3, "target tail ratio 0.3 is not reachable on this pool: t=2 gives 0.2000, t=3 gives 0.4000; using t=2"),
+        (0.9, "target tail ratio 0.9 is not reachable on this pool: t=3 gives 0.4000, t=7 gives 1.0000; using t=7"),
+        (0.2, None),  # exact
+        (0.45, None),  # t=3 gives 0.4: within FAR * 0.45
+        (0.55, "t=3 gives 0.4000, t=7 gives 1.0000; using t=3"),  # 0.15 off is more than FAR * 0.55
+    ],
+)
+def test_an_unreachable_target_is_warned_of_with_the_two_nearest_ratios(p: float, message: str | None) -> None:
+    warning = tail_ratio_warning(STEPS, p)
+    if message is None:
+        assert warning is None
+    else:
+        assert warning is not None and warning.endswith(message) and f"target tail ratio {p:g} " in warning
+    assert FAR == 0.25
+
+
+def test_a_given_t_at_an_extreme_is_warned_of_even_near_the_target() -> None:
+    assert "using t=1" in tail_ratio_warning(STEPS, 0.01, 1)  # nothing in the tail
+    assert "using t=7" in tail_ratio_warning(STEPS, 0.95, 7)  # everything in the tail, though 1.0 is near 0.95
+    assert tail_ratio_warning(STEPS, 0.4, 3) is None
 
 
 def test_resolve_t_needs_exactly_one() -> None:

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from metaclip_tasks.artifacts import ArtifactStore
-from metaclip_tasks.balancing import entry_probabilities, keep_mask, tail_ratio
+from metaclip_tasks.balancing import entry_probabilities, keep_mask, tail_ratio, tail_ratio_warning
 from metaclip_tasks.matching import Matcher, url_uid
 from metaclip_tasks.pipeline import STAGES
 from metaclip_tasks.shared_data import CAPTIONS
@@ -154,6 +154,20 @@ def test_match_counts_equal_the_matcher_run_directly(chain: dict, captions_table
     assert pool_counts.stats["snapshots"] == list(SNAPSHOTS) and pool_counts.stats["matches"] == int(total.sum())
     assert len(top) == 5 and top[0].split() == [f"{int(total.max()):,}", "in"]  # the top entry of these captions
     assert f"t={pool_counts.stats['t']}" in counts_line and pool_counts.params["target_tail_ratio"] == 0.3
+
+
+def test_choose_t_warns_of_a_target_the_pool_cannot_reach(chain: dict) -> None:
+    """A 6% tail on 9,000 captions: t=1 (nothing in the tail), said on stderr with the two nearest
+    achievable ratios and in the JSON; the reachable 30% has no warning."""
+    assert chain["chosen"]["warnings"] == []
+    result = metaclip("choose-t", "--root", chain["root"], "--pool", "three", "--target-tail-ratio", "0.06", "--json",
+                      pools=chain["pools"])  # fmt: skip
+    chosen = json.loads(ok(result))
+    counts = ArtifactStore(chain["root"]).list("pool_counts")[-1].read_array("counts.npy")
+    expected = tail_ratio_warning(counts, 0.06)
+    assert chosen["t"] == 1 and chosen["warnings"] == [expected]
+    assert expected.startswith("target tail ratio 0.06 is not reachable on this pool: t=1 gives 0.0000, t=2 gives ")
+    assert f"metaclip: warning: {expected}" in result.stderr.splitlines()
 
 
 def test_choose_t_and_balance_keep_what_keep_mask_keeps(chain: dict) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from metaclip_tasks.artifacts import ArtifactStore
+from metaclip_tasks.balancing import tail_ratio, tail_ratio_warning
 from metaclip_tasks.demo import POOL, generated_pool, run_demo, warc_snapshot
 from metaclip_tasks.snapshots import get_pool
 
@@ -45,6 +46,24 @@ def test_demo_on_real_captions_is_idempotent(tmp_path: Path, captions_table: pa.
     again = run_demo(store, client=None)
     assert again == report  # every step a cache hit: the same artifacts, the same report
     assert _files(tmp_path) == before  # manifests and files byte for byte, nothing added
+
+
+def test_the_demo_target_is_one_its_pool_can_express(tmp_path: Path, captions_table: pa.Table, wordnet: list[str]) -> None:
+    """The demo pool's 30% tail is reached (t=4, about 0.285), so no warning; a 6% tail is not (t=1: nothing
+    in the tail), and the report says so with the two nearest achievable ratios."""
+    store = ArtifactStore(tmp_path)
+    report = run_demo(store, client=None)
+    (curated,) = store.list("curated")
+    counts = curated.input("pool_counts")
+    assert counts.stats["warnings"] == [] and "warning" not in report
+    assert counts.stats["t"] == curated.params["t"] == 4 and abs(counts.stats["tail_ratio"] - 0.3) < 0.025
+    assert "with t=4 (expected" in report
+    degenerate = run_demo(store, client=None, target_tail_ratio=0.06)
+    vector = counts.read_array("counts.npy")
+    warning = f"  warning:     {tail_ratio_warning(vector, 0.06)}"
+    assert warning.startswith("  warning:     target tail ratio 0.06 is not reachable on this pool: t=1 gives 0.0000, "
+                              f"t=2 gives {tail_ratio(vector, 2):.4f}; using t=1")  # fmt: skip
+    assert warning in degenerate.splitlines() and "with t=1 (expected" in degenerate
 
 
 def test_demo_generates_a_pool_without_shared_data(tmp_path: Path, wordnet: list[str]) -> None:

@@ -155,15 +155,38 @@ def _store() -> ArtifactStore:
     return ArtifactStore(os.environ["METACLIP_ROOT"])
 
 
-def _asset_events(name: str) -> list[dict]:
-    """The ``extra`` of every event of the asset ``name`` in the Airflow DB."""
+def _asset_events(kind: str) -> list[dict]:
+    """The ``extra`` of every event of the asset of an artifact kind (``x-metaclip://artifacts/<kind>``) in the Airflow DB."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+    from metaclip_airflow import ASSETS
+    from sqlalchemy import select
+
+    with create_session() as session:
+        query = select(AssetEvent.extra).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+        return [dict(extra) for extra in session.scalars(query.where(AssetModel.name == ASSETS[kind].name))]
+
+
+def _run_events(run_) -> dict[str, list[dict]]:
+    """The asset events of one DAG run: asset name -> the ``extra`` of each."""
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
     with create_session() as session:
-        query = select(AssetEvent.extra).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
-        return [dict(extra) for extra in session.scalars(query.where(AssetModel.name == name))]
+        query = select(AssetModel.name, AssetEvent.extra).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+        query = query.where(AssetEvent.source_dag_id == run_.dag_id, AssetEvent.source_run_id == run_.run_id)
+        rows = session.execute(query)
+        events: dict[str, list[dict]] = {}
+        for name, extra in rows:
+            events.setdefault(name, []).append(dict(extra))
+    return events
+
+
+def _map_indexes(run_, task_id: str) -> list[str | None]:
+    """The rendered map index (the UI's label) of each mapped instance of a task, in map index order."""
+    tis = sorted((ti for ti in run_.get_task_instances() if ti.task_id == task_id), key=lambda ti: ti.map_index)
+    return [ti.rendered_map_index for ti in tis]
 
 
 def _run(dagbag, dag_id: str, **conf):
@@ -191,7 +214,7 @@ def test_match_count_balance_ablate_end_to_end(dagbag, three_snapshots, wordnet:
         assert np.array_equal(load_counts(matched[snapshot].path("counts.npy")), direct[snapshot])
         assert len(matched[snapshot].data_files()) == 2
 
-    events = _asset_events("metaclip.matched")
+    events = _asset_events("matched")
     assert {(e["snapshot"], e["version"], e["uri"]) for e in events} >= {
         (s, matched[s].version, matched[s].uri) for s in THREE
     }
@@ -220,7 +243,9 @@ def test_match_count_balance_ablate_end_to_end(dagbag, three_snapshots, wordnet:
     assert len(curated) == 2 and {c.params["t"] for c in curated} == {counts.stats["t"], 7}
     assert all(c.stats["kept_within_4_sd"] for c in curated)
 
-    assert _run(dagbag, "metaclip_t_ablation", pool="three", t_values=[2, 20, 200], seed=1).state == "success"
+    run_ = _run(dagbag, "metaclip_t_ablation", pool="three", t_values=[2, 20, 200], tail_ratios=[], seed=1)
+    assert run_.state == "success"
+    assert _map_indexes(run_, "balance") == ["t=2", "t=20", "t=200"]  # mapped per t: labelled by it in the UI
     (ablation,) = _store().list("t_ablation")
     assert ablation.stats["nested"] is True
     assert [r["t"] for r in ablation.stats["rows"]] == [2, 20, 200]
@@ -326,7 +351,7 @@ def test_metadata_dag_builds_an_artifact_the_match_dag_takes(dagbag, three_snaps
     assert len(built) == 1
     assert built[0].stats["by_source"] == {"wordnet": 86_654, "unigram": 1_683, "bigram": 3_492, "title": 2}
     assert {f["name"] for f in built[0].manifest["files"]} == {"entries.json", "entries.sources.json"}
-    assert _asset_events("metaclip.metadata")[-1]["version"] == built[0].version
+    assert _asset_events("metadata")[-1]["version"] == built[0].version
 
     run_ = _run(dagbag, "metaclip_match_snapshot", snapshot=THREE[0], metadata_version=built[0].version,
                 pairs_source=THREE_SOURCE)  # fmt: skip
@@ -366,7 +391,7 @@ def test_download_dag_and_an_ablation_that_downloads_once(dagbag, airflow_db, co
     (downloaded,) = _store().list("downloaded")
     assert downloaded.stats["count"] == downloaded.stats["successes"] == matched  # every curated image is served
     assert {f["name"] for f in downloaded.manifest["files"]} >= {"index.parquet", "shards/00000.tar"}
-    assert _asset_events("metaclip.downloaded")[-1]["version"] == downloaded.version
+    assert _asset_events("downloaded")[-1]["version"] == downloaded.version
 
     run_ = _run(dagbag, "metaclip_t_ablation", pool="coco", t_values=[1, 100_000], tail_ratios=[], seed=0,
                 download=True)  # fmt: skip
@@ -418,10 +443,13 @@ def test_demo_dag_curates_what_the_demo_command_curates(dagbag, airflow_db, capt
     """One stage implementation, two drivers: the demo DAG's curated artifact is the one
     ``run_demo`` (``metaclip demo``, no Dask) makes on a fresh root: same version, same files."""
     from metaclip_tasks.demo import POOL, run_demo
+    from metaclip_tasks.snapshots import get_pool
 
     monkeypatch.setenv("METACLIP_ROOT", str(tmp_path / "dag"))  # dag.test() runs the tasks in this process
-    assert _run(dagbag, "metaclip_curation_demo", seed=0).state == "success"
+    run_ = _run(dagbag, "metaclip_curation_demo", seed=0)
+    assert run_.state == "success"
     assert "MetaCLIP curation demo on real captions" in capfd.readouterr().out  # the report task's log
+    assert _map_indexes(run_, "match") == list(get_pool(POOL).snapshots)  # mapped per snapshot: labelled by its id
     by_dag = ArtifactStore(tmp_path / "dag")
     (curated,) = by_dag.list("curated")
     assert curated.stats["pool"] == POOL and curated.stats["kept"] > 0
@@ -435,3 +463,15 @@ def test_demo_dag_curates_what_the_demo_command_curates(dagbag, airflow_db, capt
     }
     assert curated.stats == expected.stats and expected.uri in report
     assert {(a.stage, a.version) for a in by_dag.list()} == {(a.stage, a.version) for a in direct.list()}
+
+    # the run's asset events (the Assets page): one per artifact it published, each with its version and URI
+    events = _run_events(run_)
+    published = {(e["stage"], e["version"], e["uri"]) for extras in events.values() for e in extras}
+    assert published == {(a.stage, a.version, a.uri) for a in by_dag.list()}
+    assert all(name == f"x-metaclip://artifacts/{e['stage']}" for name, extras in events.items() for e in extras)
+    assert len(events["x-metaclip://artifacts/matched"]) == len(events["x-metaclip://artifacts/pairs"]) == 3
+    (counted,) = events["x-metaclip://artifacts/pool_counts"]
+    assert (counted["t"], counted["target_tail_ratio"], counted["warnings"]) == (curated.params["t"], 0.3, [])
+    (balanced,) = events["x-metaclip://artifacts/curated"]
+    keys = ("t", "tail_ratio", "kept")
+    assert {k: balanced[k] for k in keys} == {k: curated.stats[k] for k in keys}
