@@ -258,7 +258,8 @@ READERS: dict[str, Callable[[IO[bytes], Counter], Iterator[pa.Table]]] = {"warc"
 
 def _pairs(links: pa.Table, language: LanguageFilter, counts: Counter) -> pa.Table:
     """Resolved links as pairs (``PAIRS_SCHEMA``), those in the languages kept; counted."""
-    langs, found = pa.array(language.identify(links.column("alt").to_pylist()), pa.string()), len(links)
+    alts = links.column("alt").combine_chunks().dictionary_encode()  # each distinct alt-text identified once
+    langs, found = pa.array(language.identify(alts.dictionary.to_pylist()), pa.string()).take(alts.indices), len(links)
     if not language.keeps_all:
         kept = pc.is_in(langs, pa.array(language.languages))
         links, langs = links.filter(kept), langs.filter(kept)
