@@ -40,3 +40,4 @@ bench: $(STAMP) system-packages
 	$(VENV)/bin/python -m benchmarks.concurrent_clusters
 	$(VENV)/bin/python -m benchmarks.ingest
 	$(VENV)/bin/python -m benchmarks.language_id
+	$(VENV)/bin/python -m benchmarks.curation_view
