@@ -116,7 +116,7 @@ with manual_dag(
         ]
 
     @task(outlets=[CHECKPOINT_ASSET, METRICS_ASSET], map_index_template="t={{ task.op_kwargs['item']['t'] }}",
-          pool="gpu", retries=1, retry_delay=timedelta(minutes=5))  # fmt: skip
+          pool="gpu", queue="gpu", retries=1, retry_delay=timedelta(minutes=5))  # fmt: skip
     def train_and_evaluate(item: dict) -> dict | None:
         """One t's model: trained on its subset of the single download, then evaluated."""
         params = get_current_context()["params"]

@@ -124,7 +124,7 @@ with manual_dag(
             )
         return publish(downloaded, t=downloaded.input("curated").params["t"])
 
-    @task(outlets=[CHECKPOINT_ASSET], pool="gpu", retries=1, retry_delay=timedelta(minutes=5))
+    @task(outlets=[CHECKPOINT_ASSET], pool="gpu", queue="gpu", retries=1, retry_delay=timedelta(minutes=5))
     def train(downloaded: dict) -> dict:
         with bad_input_fails():
             return publish(run(store(), TRAIN, _config(), {"downloaded": artifact(downloaded)}))
