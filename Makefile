@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml setup.py metaclip_tasks/_watscan.c
 # Debian packages, one apt-get install of those missing: wordnet-base (the WordNet 3.0 database
 # files, the metadata's first source) and chromium (the browser the UI tests drive, tests/test_ui.py).
 system-packages:
-	@missing="$$(test -f /usr/share/wordnet/data.noun || echo wordnet-base) $$(command -v chromium >/dev/null || echo chromium)"; \
+	@missing="$$(test -f /usr/share/wordnet/data.noun || echo wordnet-base) $$(command -v chromium >/dev/null || echo chromium) $$(command -v docker-compose >/dev/null || echo docker-compose)"; \
 	if [ -n "$$(echo $$missing)" ]; then $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; fi
 
 # The main job: the curation demo DAG run through Airflow (SQLite, LocalExecutor, local Dask, .state/).
