@@ -145,12 +145,14 @@ def test_every_long_running_service_has_a_health_check() -> None:
         assert f"airflow jobs check --job-type {job} --hostname" in healthcheck(name), name
     for name in ("airflow-worker", "airflow-worker-gpu"):
         assert "celery --app airflow.providers.celery.executors.celery_executor.app inspect ping" in healthcheck(name)
-        assert 'celery@$${HOSTNAME}' in healthcheck(name)  # this worker, not any
+        assert "celery@$${HOSTNAME}" in healthcheck(name)  # this worker, not any
     assert healthcheck("postgres").startswith("CMD pg_isready")
     assert "redis-cli ping" in healthcheck("redis")
     assert healthcheck("minio") == "CMD mc ready local"
     # The Dask HTTP servers' /health, on the ports that the commands give them.
-    assert f"localhost:{flag('dask-scheduler', '--dashboard-address').lstrip(':')}/health" in healthcheck("dask-scheduler")
+    assert f"localhost:{flag('dask-scheduler', '--dashboard-address').lstrip(':')}/health" in healthcheck(
+        "dask-scheduler"
+    )
     assert f"localhost:{flag('dask-worker', '--dashboard-address').lstrip(':')}/health" in healthcheck("dask-worker")
 
 
@@ -160,7 +162,7 @@ def test_the_logs_volume_is_shared_by_every_airflow_service() -> None:
     for name in AIRFLOW | {"airflow-init"}:
         assert f"airflow-logs:{home}/logs" in SERVICES[name]["volumes"], name
     # The image creates the folder owned by the airflow user: a new volume there starts writable.
-    assert '"$AIRFLOW_HOME/logs"' in DOCKERFILE and "chown -R 50000:0 /data \"$AIRFLOW_HOME\"" in DOCKERFILE
+    assert '"$AIRFLOW_HOME/logs"' in DOCKERFILE and 'chown -R 50000:0 /data "$AIRFLOW_HOME"' in DOCKERFILE
 
 
 def test_ports_are_published_only_with_a_reason() -> None:
@@ -215,8 +217,10 @@ def test_env_example_lists_every_secret_empty_with_how_to_generate_it() -> None:
     # Every ${VAR:-default} setting is documented there (commented out with its default).
     for m in REFERENCE.finditer(COMPOSE_TEXT):
         if m["op"] == ":-" and m["name"] not in {"MINIO_IMAGE"}:
-            assert re.search(rf"^# {m['name']}=", ENV_EXAMPLE, re.M), f"{m['name']} is not in .env.example"
-    assert ".env" in (REPO / ".gitignore").read_text().split() and ".env" in (REPO / ".dockerignore").read_text().split()
+            assert re.search(rf"^# {m['name']}=", ENV_EXAMPLE, re.MULTILINE), f"{m['name']} is not in .env.example"
+    assert (
+        ".env" in (REPO / ".gitignore").read_text().split() and ".env" in (REPO / ".dockerignore").read_text().split()
+    )
 
 
 def test_the_ui_requires_a_log_in_with_the_password_from_the_environment() -> None:
@@ -251,7 +255,7 @@ def test_addresses_and_folders_match_the_services_and_the_image() -> None:
     assert urlparse(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]).hostname == "postgres"
     assert urlparse(env["AIRFLOW__CELERY__RESULT_BACKEND"]).hostname == "postgres"
     assert urlparse(env["AIRFLOW__CELERY__BROKER_URL"]).hostname == "redis"
-    workdir = re.search(r"^WORKDIR (\S+)", DOCKERFILE, re.M).group(1)
+    workdir = re.search(r"^WORKDIR (\S+)", DOCKERFILE, re.MULTILINE).group(1)
     assert env["AIRFLOW__CORE__DAGS_FOLDER"] == f"{workdir}/dags"
     assert env["AIRFLOW__CORE__PLUGINS_FOLDER"] == f"{workdir}/plugins"
     # The default artifact root: a bucket on the bundled MinIO, the same for Airflow and Dask.
@@ -287,11 +291,11 @@ def test_every_setting_is_one_that_airflow_its_celery_provider_or_the_library_re
 
 
 def test_the_image_copies_what_exists_and_installs_extras_pyproject_defines() -> None:
-    for line in re.findall(r"^COPY (.+)$", DOCKERFILE, re.M):
+    for line in re.findall(r"^COPY (.+)$", DOCKERFILE, re.MULTILINE):
         for source in line.split()[:-1]:
             assert (REPO / source).exists(), source
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    default = re.search(r"^ARG EXTRAS=(\S+)", DOCKERFILE, re.M).group(1)
+    default = re.search(r"^ARG EXTRAS=(\S+)", DOCKERFILE, re.MULTILINE).group(1)
     gpu = SERVICES["airflow-worker-gpu"]["build"]["args"]["EXTRAS"]
     assert {"airflow", "celery", "postgres"} <= set(default.split(",")) <= set(extras)
     assert set(default.split(",")) | {"train"} == set(gpu.split(","))
@@ -305,7 +309,7 @@ def filled_env(tmp_path: Path, leave_out: str | None = None) -> Path:
     """``.env.example`` with every secret filled in (but ``leave_out``)."""
     text = ENV_EXAMPLE
     for i, name in enumerate(SECRETS):
-        text = re.sub(rf"^{name}=$", "" if name == leave_out else f"{name}=s3cret{i}xyz", text, flags=re.M)
+        text = re.sub(rf"^{name}=$", "" if name == leave_out else f"{name}=s3cret{i}xyz", text, flags=re.MULTILINE)
     path = tmp_path / f"env-{leave_out or 'full'}"
     path.write_text(text)
     return path
@@ -318,7 +322,7 @@ def compose(tmp_path: Path, env_file: Path, *args: str) -> subprocess.CompletedP
     # A clean environment: a variable set in the shell would win over the env file.
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
     return subprocess.run([binary, "--project-directory", str(REPO), "-f", str(COMPOSE_FILE), "--env-file",
-                           str(env_file), *args], env=env, cwd=tmp_path, capture_output=True, text=True,
+                           str(env_file), *args], check=False, env=env, cwd=tmp_path, capture_output=True, text=True,
                           timeout=60)  # fmt: skip
 
 
@@ -342,7 +346,7 @@ def test_compose_refuses_to_start_without_a_secret_and_names_it(tmp_path: Path) 
 
 # -- the entry point, for real -------------------------------------------------------------------
 def run_init(env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([str(ENTRYPOINT), "init"], env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([str(ENTRYPOINT), "init"], check=False, env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_entrypoint_init_prepares_the_db_the_gpu_pool_and_the_root_and_is_idempotent(tmp_path: Path) -> None:
@@ -353,7 +357,9 @@ def test_entrypoint_init_prepares_the_db_the_gpu_pool_and_the_root_and_is_idempo
         assert result.returncode == 0, result.stderr[-2000:]
         assert "pool gpu has 2 slot(s)" in result.stdout
     assert (tmp_path / "data" / "root").is_dir() and not list((tmp_path / "data" / "root").iterdir())
-    pools = subprocess.run([str(ENTRYPOINT), "airflow", "pools", "get", "gpu"], env=env, capture_output=True, text=True)
+    pools = subprocess.run(
+        [str(ENTRYPOINT), "airflow", "pools", "get", "gpu"], check=False, env=env, capture_output=True, text=True
+    )
     assert pools.returncode == 0 and re.search(r"gpu\s*\|\s*2\b", pools.stdout), pools.stdout
 
 
