@@ -194,6 +194,36 @@ def all_healthy(port: int) -> bool:
     )
 
 
+class SerializedWrites:
+    """ASGI middleware for the API server on SQLite: one request that may write (any method but GET,
+    HEAD, OPTIONS) at a time, the others waiting without blocking the event loop.
+
+    Airflow's audit log (``action_logging``, on every UI/REST write such as "unpause" or "trigger")
+    commits from an ``async`` dependency, on the event loop. When another request's transaction,
+    run in a worker thread (the execution API marking a task running, the trigger form's
+    ``POST dagRuns``), holds SQLite's write lock and needs the event loop to reach its commit, the
+    loop waits on the lock and the lock on the loop until SQLite's busy timeout: every request
+    hangs for minutes and one fails with 500 (seen from the trigger form: "Unpause on trigger" and
+    the run posted together while a task started). Serialized, such a request only ever waits for
+    the scheduler's or the dag-processor's transactions, which end on their own. Registered by
+    ``plugins/metaclip_sqlite_writes.py`` when the metadata DB is SQLite."""
+
+    READ_ONLY = frozenset({"GET", "HEAD", "OPTIONS"})
+
+    def __init__(self, app) -> None:
+        import asyncio
+
+        self.app = app
+        self.lock = asyncio.Lock()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope.get("method") in self.READ_ONLY:
+            await self.app(scope, receive, send)
+            return
+        async with self.lock:
+            await self.app(scope, receive, send)
+
+
 def _become_subreaper() -> bool:
     """Linux: orphaned descendants (a task's Dask workers whose task died) are re-parented to this
     process rather than to init, so they stay findable and are stopped with the rest."""

@@ -286,3 +286,33 @@ def test_the_admin_password_is_generated_once_readable_by_its_owner_only(tmp_pat
     assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] == str(path)
     assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin"
     assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS"] == "False"
+
+
+def test_serialized_writes_one_writing_request_at_a_time() -> None:
+    """The API server's middleware on SQLite: requests that may write never overlap (so none blocks
+    the event loop on SQLite's lock while another needs the loop to commit); reads are not held up."""
+    import asyncio
+
+    from metaclip_tasks.local_airflow import SerializedWrites
+
+    state = {"inside": 0, "most": 0, "served": 0}
+
+    async def app(scope, receive, send) -> None:
+        state["inside"] += 1
+        state["most"] = max(state["most"], state["inside"])
+        await asyncio.sleep(0.05)  # a request that needs the loop while it is in flight
+        state["inside"] -= 1
+        state["served"] += 1
+
+    async def most_at_once(middleware, methods: list[str]) -> int:
+        state["most"] = 0
+        await asyncio.gather(*(middleware({"type": "http", "method": m, "path": "/"}, None, None) for m in methods))
+        return state["most"]
+
+    async def main() -> None:
+        middleware = SerializedWrites(app)
+        assert await most_at_once(middleware, ["POST", "PATCH", "DELETE", "PUT", "POST"]) == 1
+        assert await most_at_once(middleware, ["GET", "GET", "HEAD", "OPTIONS"]) == 4
+
+    asyncio.run(main())
+    assert state["served"] == 9
