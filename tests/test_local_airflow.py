@@ -149,11 +149,16 @@ def test_a_signal_stops_every_process_it_started(request, tmp_path: Path, sig: s
             _request("PATCH", dag, {"is_paused": False}, token)
             _request("POST", f"{dag}/dagRuns", {"logical_date": None}, token)
             _wait_until(lambda: _running_dask_workers(supervisor), supervisor, tmp_path, 600, "a task's Dask workers")
-        started = psutil.Process(supervisor.pid).children(recursive=True)
-        names = " ".join(_cmdlines(started))
         services = ["api_server", "scheduler", "dag-processor", "triggerer", "serve-logs", "LocalExecutor"]
-        for service in services + (["airflow worker -- 0", "dask worker"] if busy else []):
-            assert service in names, (service, names)
+        expected = services + (["airflow worker -- 0", "dask worker"] if busy else [])
+        started: list[psutil.Process] = []
+
+        def all_running() -> bool:  # a process renames itself once started: wait for every one, not one snapshot
+            started[:] = psutil.Process(supervisor.pid).children(recursive=True)
+            names = " ".join(_cmdlines(started))
+            return all(service in names for service in expected)
+
+        _wait_until(all_running, supervisor, tmp_path, 120, f"every process of {expected}")
     except BaseException:
         _kill_all(supervisor)
         raise
