@@ -32,7 +32,7 @@ from metaclip_tasks.errors import CurationError
 from metaclip_tasks.language import LanguageFilter
 from metaclip_tasks._watscan import scan
 from metaclip_tasks.links import PageLinks, first_string
-from metaclip_tasks.matching import url_uid
+from metaclip_tasks.matching import url_uids
 from metaclip_tasks.shards import PAIRS_SCHEMA, ShardWriter
 
 FORMATS = ("warc", "wat")
@@ -265,7 +265,7 @@ def _pairs(links: pa.Table, language: LanguageFilter, counts: Counter) -> pa.Tab
         links, langs = links.filter(kept), langs.filter(kept)
     counts["other_language"] += found - len(links)
     counts["pairs"] += len(links)
-    uids = pa.array([url_uid(u) for u in links.column("url").to_pylist()], pa.string())
+    uids = url_uids(links.column("url"))
     return pa.Table.from_arrays([uids, links.column("url"), links.column("alt"), links.column("page_url"), langs,
                                  links.column("title")], schema=PAIRS_SCHEMA)  # fmt: skip
 

@@ -54,7 +54,7 @@ from metaclip_tasks.evaluate import evaluate_checkpoint, load_coco
 from metaclip_tasks.ingest import COUNTERS as INGEST_COUNTERS
 from metaclip_tasks.ingest import extract_file, file_format
 from metaclip_tasks.language import LanguageFilter, check_languages
-from metaclip_tasks.matching import Matcher, match_shard, url_uid
+from metaclip_tasks.matching import Matcher, match_shard, url_uids
 from metaclip_tasks.metadata.build import ENTRIES, MetadataParams, build_metadata
 from metaclip_tasks.metadata.store import load_metadata, metadata_report
 from metaclip_tasks.report import STANDARD_TS, plot_ablation, plot_entry_counts, tail_ratios
@@ -142,7 +142,7 @@ def _import_part(source: str, start: int, stop: int, output_uri: str, params: Pa
             urls = part.column(params.url_column)
             part = part.filter(pc.fill_null(pc.greater(pc.utf8_length(urls), 0), False))
             urls = part.column(params.url_column)
-            uids = part.column(params.uid_column) if params.uid_column else pa.array([url_uid(u) for u in urls.to_pylist()], pa.string())
+            uids = part.column(params.uid_column) if params.uid_column else url_uids(urls)
             nulls = pa.nulls(len(part), pa.string())
             writer.write(pa.Table.from_arrays([uids, urls, part.column(params.text_column), nulls, nulls, nulls],
                                                 schema=PAIRS_SCHEMA))
