@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ import pytest
 from metaclip_tasks.artifacts import ArtifactStore
 from metaclip_tasks.local_airflow import ADMIN, all_healthy, api_ready, api_token, password_file
 from metaclip_tasks.settings import REPO
+from tests.test_local_airflow import _free_port, _start
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
@@ -52,12 +52,6 @@ UI_TIMEOUT_MS = 60_000  # one UI step (a page, a form) with the other core busy
 DEMO_TIMEOUT = 1500  # seconds: the demo DAG on 2 cores, one of them busy elsewhere
 FINISHED = {"success", "failed"}
 playwright_api.expect.set_options(timeout=UI_TIMEOUT_MS)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -163,19 +157,7 @@ def airflow(tmp_path_factory) -> Airflow:
     state folder of its own, once every service heartbeats and every DAG is parsed."""
     state = tmp_path_factory.mktemp("airflow-ui")
     port = _free_port()
-    env = {
-        **os.environ,
-        "METACLIP_ROOT": str(state / "root"),
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
-        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(_free_port()),
-    }
-    env.pop("METACLIP_POOLS", None)  # the shipped pools (demo, pool1, ...)
-    with open(state / "supervisor.out", "w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "metaclip_tasks.local_airflow", "standalone", "--state-dir", str(state),
-             "--port", str(port), "--ready-timeout", "300"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    process, _ = _start(state, port)  # as tests/test_local_airflow.py starts it: free log-server ports, the shipped pools
     airflow = Airflow(state, port, process)
     try:
         airflow.wait(lambda: api_ready(port), 300, "the API server to answer")
@@ -467,3 +449,15 @@ def test_curation_view_api_wants_a_token(demo_run, airflow: Airflow) -> None:
         assert without in (401, 403) or login, (path, without, str(answer)[:300])
         with_token, answer = airflow.request("GET", path)
         assert with_token == 200, (path, with_token, str(answer)[:300])
+
+
+def test_a_publishing_task_links_to_its_artifact_page(demo_run, airflow: Airflow) -> None:
+    """The view's extra link on a task instance of the demo run points at the artifact it published."""
+    path = f"/dags/{DEMO}/dagRuns/{demo_run['dag_run_id']}/taskInstances/count_and_balance/links"
+    links = json.dumps(airflow.api("GET", path))
+    found = re.findall(r"/metaclip/artifacts/(\w+)/(\w+)", links)
+    assert found, links
+    stage, version = found[0]
+    assert airflow.store.require(stage, version).version == version
+    status, _ = airflow.request("GET", f"/metaclip/artifacts/{stage}/{version}")
+    assert status == 200
