@@ -5,14 +5,15 @@
  *
  *   html    the record holds "HTML-Metadata" (an HTML response's metadata: a page)
  *   base    it holds "Base" (the page has a <base href>: the reader parses the whole record)
- *   images  how many "IMG@/src" links it has
+ *   images  how many links it has whose path is "IMG@/src" (a link object starts with its path)
  *   urls, alts, titles   the url, alt and title of each image link whose alt is a non-empty string
  *                        (None where a key is absent), in record order
  *
- * None means "not certain": an "IMG@/src" that does not start a link object written as Common Crawl
- * writes them ({"path":"IMG@/src","key":"value",...}: flat, compact, every value a JSON string, path
- * first and only once), a string that is not valid JSON or UTF-8, or a lone surrogate.  The reader then
- * parses the whole record with orjson, which gives the same links or refuses the record.
+ * None means "not certain": an image link not written as Common Crawl writes them ({"path":"IMG@/src",
+ * "key":"value",...}: flat, compact, every value a JSON string, path first and only once), a literal
+ * "IMG@/src" anywhere else in the record, a string that is not valid JSON or UTF-8, or a lone
+ * surrogate.  The reader then parses the whole record with orjson, which gives the same links or
+ * refuses the record.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -117,11 +118,10 @@ static int valid(const char *s, Py_ssize_t n) {
 
 enum { URL, ALT, TITLE, FIELDS };
 
-/* One link object starting at p ({"path":"IMG@/src"...}); 1 when read (fields set, new references or
- * NULL), 0 when it is not written as expected, -1 on a Python error. */
+/* The rest of a link object, from just after its path's value; 1 when read (fields set, new references
+ * or NULL), 0 when it is not written as expected, -1 on a Python error. */
 static int link_object(const char *p, const char *end, char *buffer, PyObject *fields[FIELDS]) {
     Py_ssize_t n;
-    p += sizeof("{\"path\":\"IMG@/src\"") - 1;
     for (;;) {
         if (p >= end) return 0;
         if (*p == '}') return 1;
@@ -165,19 +165,29 @@ static PyObject *scan(PyObject *module, PyObject *arg) {
         if (buffer == NULL) PyErr_NoMemory();
         goto done;
     }
-    Py_ssize_t images = 0;
+    /* Every link object is an array item that starts {"path":"...": each path is decoded (an escaped
+     * one too), and every literal "IMG@/src" in the record must be such a path, else the record is
+     * parsed whole. */
+    Py_ssize_t images = 0, literal = 0, written = 0, n;
+    for (const char *q = data; (q = find(q, end, NEEDLE("\"IMG@/src\"", 4))) != NULL; q++) literal++;
     const char *p = data;
     const size_t prefix = sizeof("{\"path\":") - 1;
     for (;;) {
-        const char *found = find(p, end, NEEDLE("\"IMG@/src\"", 4));
-        if (found == NULL) break;
-        images++;
-        if (found - data < (Py_ssize_t)prefix || memcmp(found - prefix, "{\"path\":", prefix) != 0) {
+        const char *start = find(p, end, NEEDLE("{\"path\":", 0));
+        if (start == NULL) break;
+        p = start + prefix;
+        if (p >= end || *p != '"' || start == data || (start[-1] != '[' && start[-1] != ',')) continue;  /* not an item of an array, as links are */
+        const char *after = json_string(p, end, buffer, &n);
+        if (after == NULL) {
             result = Py_NewRef(Py_None);
             goto done;
         }
+        p = after;
+        if (n != 8 || memcmp(buffer, "IMG@/src", 8) != 0) continue;
+        images++;
+        written += after - (start + prefix) == (Py_ssize_t)(sizeof("\"IMG@/src\"") - 1);
         PyObject *fields[FIELDS] = {NULL, NULL, NULL};
-        int read = link_object(found - prefix, end, buffer, fields);
+        int read = link_object(after, end, buffer, fields);
         if (read == 1 && fields[ALT] != NULL && PyUnicode_GET_LENGTH(fields[ALT]) > 0) {
             PyObject *row[FIELDS];
             for (int i = 0; i < FIELDS; i++) row[i] = fields[i] != NULL ? fields[i] : Py_None;
@@ -190,7 +200,10 @@ static PyObject *scan(PyObject *module, PyObject *arg) {
             result = Py_NewRef(Py_None);
             goto done;
         }
-        p = found + sizeof("\"IMG@/src\"") - 1;
+    }
+    if (written != literal) {
+        result = Py_NewRef(Py_None);
+        goto done;
     }
     result = Py_BuildValue("(OOnOOO)", Py_True, base ? Py_True : Py_False, images, urls, alts, titles);
 done:

@@ -74,3 +74,6 @@ def test_flags_and_plain_cases():
     assert scan(b'{"HTML-Metadata":{"Links":[{"path":"IMG@/src","alt":null}]}}') is None  # not a string
     assert scan(b'{"HTML-Metadata":{"Links":[{"path":"IMG@/src","alt":"\\ud800"}]}}') is None  # a lone surrogate
     assert scan(bytearray(b"no page")) == (False, False, 0, [], [], [])
+    escaped = b'{"HTML-Metadata":{"Links":[{"path":"IMG@\\/src","url":"/a","alt":"x"}]}}'  # "\/" is "/" in JSON
+    assert scan(escaped) == (True, False, 1, ["/a"], ["x"], [None])
+    assert scan(b'{"HTML-Metadata":{"Head":{"path":"IMG@/src"},"Links":[]}}') is None  # not a link: parsed whole
