@@ -91,8 +91,11 @@ def _strip(sources: pa.Array) -> pa.Array:
 
 def _rewrite(texts: pa.Array, needs: str, fn: Callable[[pa.Array], pa.Array]) -> pa.Array:
     """``fn`` applied to the strings matching ``needs`` (an RE2 search that is cheaper than ``fn``), the rest kept."""
-    mask = pa.array(_matches(texts, needs))
-    return pc.replace_with_mask(texts, mask, fn(texts.filter(mask))) if pc.any(mask).as_py() else texts
+    mask = _matches(texts, needs)
+    if not mask.any():
+        return texts
+    chosen = pa.array(mask)
+    return pc.replace_with_mask(texts, chosen, fn(texts.filter(chosen)))
 
 
 def first_string(value: Any) -> str | None:
