@@ -7,19 +7,21 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo airflow test bench system-packages
 
-$(STAMP): pyproject.toml setup.py metaclip_tasks/_watscan.c
+$(STAMP): pyproject.toml setup.py metaclip_tasks/_watscan.c metaclip_tasks/_uids.c
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[airflow,download,train,dev]'
 	touch $(STAMP)
 
 # Debian packages, one apt-get install of those missing: wordnet-base (the WordNet 3.0 database
-# files, the metadata's first source) and chromium (the browser the UI tests drive, tests/test_ui.py).
+# files, the metadata's first source), chromium (the browser the UI tests drive, tests/test_ui.py),
+# docker-compose (tests/test_docker.py checks the compose file), gcc and libssl-dev (the C
+# extensions pip builds: setup.py). Installed before the venv, which compiles them.
 system-packages:
-	@missing="$$(test -f /usr/share/wordnet/data.noun || echo wordnet-base) $$(command -v chromium >/dev/null || echo chromium) $$(command -v docker-compose >/dev/null || echo docker-compose)"; \
+	@missing="$$(test -f /usr/share/wordnet/data.noun || echo wordnet-base) $$(command -v chromium >/dev/null || echo chromium) $$(command -v docker-compose >/dev/null || echo docker-compose) $$(command -v gcc >/dev/null || echo gcc) $$(test -f /usr/include/openssl/evp.h || echo libssl-dev)"; \
 	if [ -n "$$(echo $$missing)" ]; then $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; fi
 
 # The main job: the curation demo DAG run through Airflow (SQLite, LocalExecutor, local Dask, .state/).
-demo: $(STAMP) system-packages
+demo: system-packages $(STAMP)
 	$(VENV)/bin/python -m metaclip_tasks.local_airflow demo
 
 # A local Airflow on the same embedded defaults: the API server and UI on http://localhost:8080 (log
@@ -27,13 +29,13 @@ demo: $(STAMP) system-packages
 # dag-processor and triggerer, logs in .state/logs/. Ctrl-C or SIGTERM stops every process it
 # started. AIRFLOW_ARGS: e.g. "--port 8081 --state-dir /tmp/airflow".
 AIRFLOW_ARGS ?=
-airflow: $(STAMP) system-packages
+airflow: system-packages $(STAMP)
 	$(VENV)/bin/python -m metaclip_tasks.local_airflow standalone $(AIRFLOW_ARGS)
 
-test: $(STAMP) system-packages
+test: system-packages $(STAMP)
 	$(VENV)/bin/python -m pytest
 
-bench: $(STAMP) system-packages
+bench: system-packages $(STAMP)
 	$(VENV)/bin/python -m benchmarks.matching
 	$(VENV)/bin/python -m benchmarks.balancing
 	$(VENV)/bin/python -m benchmarks.match_snapshot

@@ -1,6 +1,11 @@
-"""The one compiled part: the WAT record scan of ingestion (metaclip_tasks/_watscan.c); the rest of
-the project's metadata is in pyproject.toml."""
+"""The compiled parts: the WAT record scan of ingestion (metaclip_tasks/_watscan.c), the pair uids'
+sha224 (metaclip_tasks/_uids.c, OpenSSL's libcrypto); the rest of the project's metadata is in pyproject.toml."""
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("metaclip_tasks._watscan", ["metaclip_tasks/_watscan.c"], extra_compile_args=["-O2"])])
+setup(
+    ext_modules=[
+        Extension("metaclip_tasks._watscan", ["metaclip_tasks/_watscan.c"], extra_compile_args=["-O2"]),
+        Extension("metaclip_tasks._uids", ["metaclip_tasks/_uids.c"], extra_compile_args=["-O2"], libraries=["crypto"]),
+    ]
+)

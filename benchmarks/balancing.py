@@ -23,7 +23,8 @@ import pyarrow.parquet as pq
 
 from benchmarks.metadata_500k import CAPTIONS, benchmark_metadata
 from metaclip_tasks.balancing import entry_probabilities, keep_mask, t_for_tail_ratio
-from metaclip_tasks.matching import Matcher, url_uid
+from metaclip_tasks.matching import Matcher
+from metaclip_tasks.uids import url_uid
 
 
 def reference_balance(matched: list[list[int]], entry_prob: np.ndarray) -> list[bool]:

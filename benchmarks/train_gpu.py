@@ -42,7 +42,8 @@ def prepare(out: Path, image_size: int) -> None:
     import pyarrow.parquet as pq
 
     from metaclip_tasks.download import DownloadOptions, download_stats, run_img2dataset, write_url_list
-    from metaclip_tasks.matching import Matcher, match_shard, url_uid
+    from metaclip_tasks.matching import Matcher, match_shard
+    from metaclip_tasks.uids import url_uid
     from metaclip_tasks.metadata.wordnet import wordnet_entries
     from metaclip_tasks.shared_data import COCO
 

@@ -32,7 +32,7 @@ from metaclip_tasks.errors import CurationError
 from metaclip_tasks.language import LanguageFilter
 from metaclip_tasks._watscan import scan
 from metaclip_tasks.links import PageLinks, first_string
-from metaclip_tasks.matching import url_uids
+from metaclip_tasks.uids import url_uids
 from metaclip_tasks.shards import PAIRS_SCHEMA, ShardWriter
 
 FORMATS = ("warc", "wat")

@@ -17,7 +17,6 @@ reference (one automaton, one text at a time).
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -49,17 +48,6 @@ def spacing(text: str) -> str:
     for char in CHARS_TO_SPACE:
         spaced = spaced.replace(char, " ")
     return spaced
-
-
-def url_uid(url: str) -> str:
-    """MetaCLIP's pair id: the first 24 hex characters of sha224(url)."""
-    return hashlib.sha224(url.encode("utf-8")).hexdigest()[:24]
-
-
-def url_uids(urls: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """:func:`url_uid` of each URL of a string column, as a string array (one loop, no call per URL)."""
-    sha224 = hashlib.sha224
-    return pa.array([sha224(u.encode("utf-8")).hexdigest()[:24] for u in urls.to_pylist()], pa.string())
 
 
 _LOW_BYTES_MASK = np.array([(1 << (8 * n)) - 1 for n in range(9)], dtype=np.uint64)

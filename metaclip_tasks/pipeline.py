@@ -54,7 +54,7 @@ from metaclip_tasks.evaluate import evaluate_checkpoint, load_coco
 from metaclip_tasks.ingest import COUNTERS as INGEST_COUNTERS
 from metaclip_tasks.ingest import extract_file, file_format
 from metaclip_tasks.language import LanguageFilter, check_languages
-from metaclip_tasks.matching import Matcher, match_shard, url_uids
+from metaclip_tasks.matching import Matcher, match_shard
 from metaclip_tasks.metadata.build import ENTRIES, MetadataParams, build_metadata
 from metaclip_tasks.metadata.store import load_metadata, metadata_report
 from metaclip_tasks.report import STANDARD_TS, plot_ablation, plot_entry_counts, tail_ratios
@@ -62,6 +62,7 @@ from metaclip_tasks.shards import MATCHED_SCHEMA, PAIRS_SCHEMA, ShardReader, Sha
 from metaclip_tasks.snapshots import check_snapshot, is_crawl_id, snapshot_date
 from metaclip_tasks.stage import Build, Input, Stage
 from metaclip_tasks.train import TrainConfig, check_device, run_training
+from metaclip_tasks.uids import url_uids
 
 COUNTS = "counts.npy"
 _MATCHERS: dict[tuple[str, str], Matcher] = {}  # per Dask worker process: (metadata version, backend) -> matcher

@@ -29,7 +29,7 @@ from metaclip_tasks.balancing import (
     uniform_draws,
 )
 from metaclip_tasks.errors import CurationError
-from metaclip_tasks.matching import url_uid
+from metaclip_tasks.uids import url_uid
 from metaclip_tasks.shards import MATCHED_SCHEMA
 
 COUNTS = st.lists(st.integers(0, 50), min_size=1, max_size=30).filter(any)

@@ -17,7 +17,8 @@ import pytest
 
 from metaclip_tasks.artifacts import ArtifactStore
 from metaclip_tasks.balancing import entry_probabilities, keep_mask, tail_ratio, tail_ratio_warning
-from metaclip_tasks.matching import Matcher, url_uid
+from metaclip_tasks.matching import Matcher
+from metaclip_tasks.uids import url_uid
 from metaclip_tasks.pipeline import STAGES
 from metaclip_tasks.shared_data import CAPTIONS
 

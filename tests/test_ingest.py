@@ -17,7 +17,7 @@ from fastwarc.warc import ArchiveIterator, WarcRecordType
 
 from metaclip_tasks.ingest import extract_file
 from metaclip_tasks.language import LanguageFilter
-from metaclip_tasks.matching import url_uid
+from metaclip_tasks.uids import url_uid
 from metaclip_tasks.shared_data import WARC
 from tests.commoncrawl_files import (HTML_TYPES, _content_type, base_href, elements, entity, parse_html, parse_http,
                                      warc_record, write_warc, write_wat)  # fmt: skip

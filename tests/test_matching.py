@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from metaclip_tasks.errors import CurationError
-from metaclip_tasks.matching import Matcher, match_shard, spacing, url_uid
+from metaclip_tasks.matching import Matcher, match_shard, spacing
+from metaclip_tasks.uids import url_uid
 
 BACKENDS = ["tokens", "ahocorasick"]
 
@@ -113,11 +114,6 @@ def test_real_captions_against_metaclip_reference(captions_table: pa.Table, word
     expected = [sorted({i for _, i in automaton.iter(spacing(t))}) if t else [] for t in texts]
     assert Matcher(wordnet).match(texts) == expected
     assert sum(map(len, expected)) > 10_000
-
-
-def test_url_uid_is_metaclips() -> None:
-    url = "https://example.com/a.jpg"
-    assert url_uid(url) == hashlib.sha224(url.encode()).hexdigest()[:24]
 
 
 def _write(path: Path, table: pa.Table) -> Path:
