@@ -1,17 +1,20 @@
 """Dask clusters for the stages: a configured scheduler, or a local cluster sized to the work.
 
-Local clusters share the machine: each worker holds one of ``os.cpu_count()`` core slots (an
-``flock`` on a file per core), so tasks running at once (three mapped match tasks under the
+Local clusters share the machine: each worker holds one of ``os.cpu_count()`` core slots (a
+POSIX lock on a file per core), so tasks running at once (three mapped match tasks under the
 LocalExecutor) together start at most one worker per core, and a task starts no more workers
 than it has shards.  A task that finds every slot taken waits for one.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from operator import add
@@ -28,29 +31,52 @@ def _slots_dir() -> Path:
     return path
 
 
+_HELD: set[Path] = set()  # the core slots this process holds: POSIX locks are the process's, not a thread's
+_HELD_GUARD = threading.Lock()
+WAIT_SECONDS = 0.5
+
+
+def _try_slot(path: Path) -> IO[str] | None:
+    """The slot's file, locked by this process, or None when another process holds it."""
+    f = open(path, "w")
+    try:
+        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        f.close()  # this process held no lock on the file: closing releases nothing of its own
+        if e.errno in (errno.EACCES, errno.EAGAIN):
+            return None
+        raise
+    return f
+
+
 @contextmanager
 def core_slots(want: int) -> Iterator[int]:
-    """Hold up to ``want`` of the machine's core slots (at least one, waiting if needed); yields how many."""
+    """Hold up to ``want`` of the machine's core slots (at least one, waiting if needed); yields how many.
+
+    A slot is a POSIX record lock (``lockf``) on a file per core: unlike ``flock``, it is not
+    inherited by the Dask workers the holder forks, so a task killed while its workers linger
+    releases its slots at once (with ``flock`` orphaned workers held them, and every later task on
+    the machine waited for ever)."""
     cores = os.cpu_count() or 1
     directory = _slots_dir()
-    held: list[IO[str]] = []
+    held: dict[Path, IO[str]] = {}
     try:
-        for i in range(cores):
-            if len(held) >= want:
-                break
-            f = open(directory / f"core-{i}.lock", "w")
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                held.append(f)
-            except BlockingIOError:
-                f.close()
-        if not held:  # every core is busy: wait for one
-            held.append(open(directory / f"core-{os.getpid() % cores}.lock", "w"))
-            fcntl.flock(held[0], fcntl.LOCK_EX)
+        while not held:
+            with _HELD_GUARD:
+                for path in (directory / f"core-{i}.lock" for i in range(cores)):
+                    if len(held) >= want:
+                        break
+                    if path not in _HELD and (f := _try_slot(path)) is not None:
+                        held[path] = f
+                        _HELD.add(path)
+            if not held:  # every core is busy: wait for one
+                time.sleep(WAIT_SECONDS)
         yield len(held)
     finally:
-        for f in held:
-            f.close()
+        with _HELD_GUARD:
+            for path, f in held.items():
+                _HELD.discard(path)
+                f.close()
 
 
 @contextmanager

@@ -1,0 +1,46 @@
+"""Core slots of local Dask clusters: a killed task's slots are free at once, even while the
+workers it forked live on."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+
+from metaclip_tasks.cluster import core_slots
+
+HOLDER = textwrap.dedent(
+    """
+    import multiprocessing, os, sys, time
+    from metaclip_tasks.cluster import core_slots
+
+    with core_slots(os.cpu_count() or 1):
+        worker = multiprocessing.get_context("fork").Process(target=time.sleep, args=(600,))
+        worker.start()  # as a LocalCluster's nanny forks its worker: the slot files' descriptors go with it
+        print(worker.pid, flush=True)
+        time.sleep(600)
+    """
+)
+
+
+def test_a_killed_holders_slots_are_free_while_its_forked_worker_lives(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("METACLIP_DASK_SLOTS", str(tmp_path / "slots"))
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})  # fmt: skip
+    worker = psutil.Process(int(holder.stdout.readline()))
+    try:
+        holder.send_signal(signal.SIGKILL)  # as Airflow kills a task whose run was marked failed
+        holder.wait()
+        assert worker.is_running()
+        began = time.monotonic()
+        with core_slots(os.cpu_count() or 1) as n:
+            assert n == (os.cpu_count() or 1)  # every slot, not waiting for the orphaned worker
+        assert time.monotonic() - began < 30
+    finally:
+        worker.kill()
