@@ -49,7 +49,7 @@ DEMO_POOL = "demo"
 DAGS = sorted(p.stem for p in (REPO / "dags").glob("metaclip_*.py"))
 OTHER_DAGS = [d for d in DAGS if d != DEMO]
 UI_TIMEOUT_MS = 60_000  # one UI step (a page, a form) with the other core busy
-DEMO_TIMEOUT = 1500  # seconds: the demo DAG on 2 cores, one of them busy elsewhere
+DEMO_TIMEOUT = 900  # seconds: the demo DAG (about a minute) on 2 cores, one of them busy elsewhere
 FINISHED = {"success", "failed"}
 playwright_api.expect.set_options(timeout=UI_TIMEOUT_MS)
 
@@ -115,8 +115,8 @@ class Airflow:
             parts.append(f"--- {log.name}\n" + log.read_text(errors="replace")[-chars:])
         return "\n".join(parts)
 
-    def wait(self, condition, timeout: float, what: str, every: float = 2):
-        """``condition()``'s first truthy value; fails with the services' logs after ``timeout`` s."""
+    def wait(self, condition, timeout: float, what: str, every: float = 2, detail=None):
+        """``condition()``'s first truthy value; fails with ``detail()`` and the services' logs after ``timeout`` s."""
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:
@@ -127,7 +127,7 @@ class Airflow:
             if value:
                 return value
             if time.monotonic() > deadline:
-                pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}:\n{self.logs()}")
+                pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}:\n{detail() if detail else ''}\n{self.logs()}")
             time.sleep(every)
 
 
@@ -296,16 +296,18 @@ def demo_run(page, airflow: Airflow, shots: Path, wordnet) -> dict:
         current = airflow.api("GET", path)
         return current if current["state"] in FINISHED else None
 
+    def task_states() -> str:
+        tasks = airflow.api("GET", f"{path}/taskInstances?limit=100")["task_instances"]
+        return str({t["task_id"] + (f"[{t['map_index']}]" if t["map_index"] >= 0 else ""): t["state"] for t in tasks})
+
     began = time.monotonic()
-    done = airflow.wait(finished, DEMO_TIMEOUT, f"the demo run {run['dag_run_id']} to finish", every=5)
+    done = airflow.wait(finished, DEMO_TIMEOUT, f"the demo run {run['dag_run_id']} to finish", every=5, detail=task_states)
     print(f"\nthe demo DAG ran in {time.monotonic() - began:.0f} s")
     page.goto(f"{airflow.base}/dags/{DEMO}/runs/{run['dag_run_id']}")
     page.wait_for_timeout(2000)
     page.screenshot(path=shots / "run-demo.png", full_page=True)
     if done["state"] != "success":
-        tasks = airflow.api("GET", f"{path}/taskInstances?limit=100")["task_instances"]
-        states = {t["task_id"] + (f"[{t['map_index']}]" if t["map_index"] >= 0 else ""): t["state"] for t in tasks}
-        pytest.fail(f"the demo run ended {done['state']}: {states}\n{airflow.logs()}")
+        pytest.fail(f"the demo run ended {done['state']}: {task_states()}\n{airflow.logs()}")
     return done
 
 
