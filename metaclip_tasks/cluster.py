@@ -26,7 +26,9 @@ from dask.distributed import Client, LocalCluster
 
 
 def _slots_dir() -> Path:
-    path = Path(os.environ.get("METACLIP_DASK_SLOTS") or Path(tempfile.gettempdir()) / f"metaclip-dask-slots-{os.getuid()}")
+    path = Path(
+        os.environ.get("METACLIP_DASK_SLOTS") or Path(tempfile.gettempdir()) / f"metaclip-dask-slots-{os.getuid()}"
+    )
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -38,7 +40,7 @@ WAIT_SECONDS = 0.5
 
 def _try_slot(path: Path) -> IO[str] | None:
     """The slot's file, locked by this process, or None when another process holds it."""
-    f = open(path, "w")
+    f = open(path, "w")  # noqa: SIM115 (held open while the slot is: the lock lives with it)
     try:
         fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
@@ -93,17 +95,19 @@ def dask_client(address: str | None = None, work: int | None = None) -> Iterator
             yield client
         return
     want = max(1, min(work or os.cpu_count() or 1, os.cpu_count() or 1))
-    with core_slots(want) as workers, dask.config.set(
-        {"distributed.worker.multiprocessing-method": "fork", "distributed.worker.daemon": False}
-    ):
-        with LocalCluster(
+    with (
+        core_slots(want) as workers,
+        dask.config.set({"distributed.worker.multiprocessing-method": "fork", "distributed.worker.daemon": False}),
+        LocalCluster(
             n_workers=workers,
             threads_per_worker=1,
             processes=True,
             dashboard_address=":0",  # a free port: never clashes with another cluster
             silence_logs=logging.WARNING,
-        ) as cluster, Client(cluster) as client:
-            yield client
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
 
 
 def tree_sum(client: Client, futures: list) -> object:
