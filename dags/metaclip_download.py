@@ -1,7 +1,8 @@
 """metaclip_download: the images of a curated subset as webdataset shards, with img2dataset.
 
 The subset is the pool's balanced set for (t or target tail ratio, seed), balanced first if
-it is not yet.  img2dataset runs as a subprocess with its progress in the task log; failures
+it is not yet; with a download budget, the superset that training balances from in its loader
+(paper A.2).  img2dataset runs as a subprocess with its progress in the task log; failures
 (404, timeouts, undecodable images) are counted per reason, never fatal.
 """
 
@@ -23,13 +24,13 @@ from metaclip_airflow import (
 )
 
 from metaclip_tasks import curation
-from metaclip_tasks.curation import Subset
+from metaclip_tasks.curation import OnlineDownload, Subset
 from metaclip_tasks.download import DownloadOptions
 
 with manual_dag(
     "metaclip_download",
     "Download a curated subset's images into webdataset shards (img2dataset)",
-    params={**subset_params(), **dataclass_params(DownloadOptions)},
+    params={**subset_params(), **dataclass_params(DownloadOptions), **dataclass_params(OnlineDownload)},
     tags=["download"],
     doc_md=__doc__,
 ) as dag:
@@ -40,6 +41,7 @@ with manual_dag(
         with bad_input_fails():
             curation.check_subset(store(), from_params(Subset, params))
             from_params(DownloadOptions, params)
+            from_params(OnlineDownload, params)
 
     @task(outlets=[DOWNLOADED_ASSET], retries=2, retry_delay=timedelta(minutes=1), retry_exponential_backoff=2.0)
     def download() -> dict:
@@ -47,7 +49,11 @@ with manual_dag(
         params = context["params"]
         with bad_input_fails(), cluster() as client:
             artifact = curation.download_subset(
-                store(), from_params(Subset, params), from_params(DownloadOptions, params), client
+                store(),
+                from_params(Subset, params),
+                from_params(DownloadOptions, params),
+                client,
+                online=from_params(OnlineDownload, params),
             )
         event = publish(artifact, t=artifact.input("curated").params["t"])
         return {**event, "failures_by_reason": artifact.stats["failures_by_reason"]}

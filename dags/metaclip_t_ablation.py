@@ -2,7 +2,8 @@
 
 For one seed the subsets are nested (smaller t inside larger t), which the comparison
 checks.  With ``download`` the largest subset is downloaded once and every smaller one is a
-view of it; with ``train`` a model is trained and evaluated per t: the paper's Table 6.
+view of it; with ``train`` a model is trained and evaluated per t: the paper's Table 6.  With
+``online_balancing`` each t trains on the whole download, balanced for t in the loader each epoch.
 """
 
 from __future__ import annotations
@@ -78,6 +79,13 @@ with manual_dag(
             description="training recipe per t (vit-b-32: the paper's, on GPUs)",
         ),
         "device": Param("cpu", type="string", enum=["cuda", "cpu"], title="Device", description="where to train"),
+        "online_balancing": Param(
+            False,
+            type="boolean",
+            title="Balance in the loader",
+            description="train each t on the whole download, re-balanced for t each epoch (paper A.2), "
+            "instead of on its fixed view",
+        ),
     },  # fmt: skip
     tags=["balancing", "ablation"],
     doc_md=__doc__,
@@ -128,7 +136,11 @@ with manual_dag(
                 item["t"], artifact(item["downloaded"]), artifact(item["view"]) if item["view"] else None
             )
             checkpoint, metrics = curation.train_and_evaluate(
-                store(), plan, config, os.environ.get("METACLIP_EVAL_COCO", str(COCO))
+                store(),
+                plan,
+                config,
+                os.environ.get("METACLIP_EVAL_COCO", str(COCO)),
+                online=params["online_balancing"],
             )
         publish(checkpoint, t=item["t"])
         return publish(metrics, t=item["t"])

@@ -4,8 +4,10 @@ The subset (pool, t or target tail ratio, seed) is balanced and downloaded if it
 (cache hits otherwise).  Training uses open_clip's own trainer on the Airflow pool ``gpu``
 (torchrun over every visible GPU).  ``recipe`` picks the paper's ViT-B/32 recipe (the
 default, GPU) or ``tiny-cpu`` (a 2-layer model for a CPU); a GPU recipe with no GPU visible
-is refused before any work unless ``device`` is ``cpu``.  Evaluation: zero-shot on COCO's 80
-categories and image-text retrieval on the COCO val images (``$METACLIP_EVAL_COCO``).
+is refused before any work unless ``device`` is ``cpu``.  With ``download_budget`` the pool's
+matched pairs are downloaded up to that budget and the loader re-balances for the subset's t
+each epoch (paper A.2): epoch 0 is the offline subset, later epochs a fresh sample of the head.
+Evaluation: zero-shot on COCO's 80 categories and image-text retrieval on the COCO val images (``$METACLIP_EVAL_COCO``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from metaclip_airflow import (
 )
 
 from metaclip_tasks import curation
-from metaclip_tasks.curation import Subset
+from metaclip_tasks.curation import OnlineDownload, Subset
 from metaclip_tasks.download import DownloadOptions
 from metaclip_tasks.pipeline import EVALUATE, TRAIN, EvaluateParams
 from metaclip_tasks.shared_data import COCO
@@ -97,6 +99,7 @@ with manual_dag(
             description="empty: the recipe's; the loader, not the GPU, bounds a ViT-B/32 step (BENCHMARKS.md)",
         ),
         "image_size": dataclass_params(DownloadOptions)["image_size"],
+        "download_budget": dataclass_params(OnlineDownload)["download_budget"],
     },  # fmt: skip
     tags=["training"],
     doc_md=__doc__,
@@ -114,20 +117,30 @@ with manual_dag(
         with bad_input_fails():
             check_device(_config())
             curation.check_subset(store(), from_params(Subset, params))
+            from_params(OnlineDownload, params)
 
     @task(outlets=[DOWNLOADED_ASSET], retries=2, retry_delay=timedelta(minutes=1), retry_exponential_backoff=2.0)
     def download() -> dict:
         p = get_current_context()["params"]
         with bad_input_fails(), cluster() as client:
             downloaded = curation.download_subset(
-                store(), from_params(Subset, p), DownloadOptions(image_size=p["image_size"]), client
+                store(),
+                from_params(Subset, p),
+                DownloadOptions(image_size=p["image_size"]),
+                client,
+                online=from_params(OnlineDownload, p),
             )
         return publish(downloaded, t=downloaded.input("curated").params["t"])
 
     @task(outlets=[CHECKPOINT_ASSET], pool="gpu", queue="gpu", retries=1, retry_delay=timedelta(minutes=5))
     def train(downloaded: dict) -> dict:
+        p = get_current_context()["params"]
         with bad_input_fails():
-            return publish(run(store(), TRAIN, _config(), {"downloaded": artifact(downloaded)}))
+            online = p["download_budget"] is not None  # balance for the subset's t in the loader, each epoch
+            config = replace(
+                _config(), balance_t=curation.subset_t(store(), from_params(Subset, p)) if online else None
+            )
+            return publish(run(store(), TRAIN, config, {"downloaded": artifact(downloaded)}))
 
     @task(outlets=[METRICS_ASSET])
     def evaluate(checkpoint: dict) -> dict:

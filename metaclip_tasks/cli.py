@@ -22,7 +22,7 @@ EPILOG = "Paper: Xu et al., Demystifying CLIP Data (ICLR 2024), sections 3.2-3.5
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from metaclip_tasks.curation import Subset
+    from metaclip_tasks.curation import OnlineDownload, Subset
     from metaclip_tasks.download import DownloadOptions
     from metaclip_tasks.metadata.build import MetadataParams
     from metaclip_tasks.pipeline import Ingest, MatchParams, PairsImport
@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "The images of a pool's curated subset as webdataset shards, failures counted by reason.", dask)
     P.add_arguments(download, Subset)
     P.add_arguments(download, DownloadOptions)
+    P.add_arguments(download, OnlineDownload)
 
     metadata = sub.add_parser("metadata", help="build, import and describe metadata (the entry list)",
                               description="MetaCLIP's metadata (paper section 3.1): WordNet synsets, Wikipedia unigrams "
@@ -229,8 +230,9 @@ def _run(args: argparse.Namespace) -> None:
             from metaclip_tasks.download import DownloadOptions
 
             options = P.from_arguments(DownloadOptions, args)
+            online = P.from_arguments(curation.OnlineDownload, args)
             with _client(args) as client:
-                a = curation.download_subset(store, subset, options, client)
+                a = curation.download_subset(store, subset, options, client, online=online)
             _done(a, f"{a.stats['successes']:,} of {a.stats['count']:,} images; failures {a.stats['failures_by_reason']}")
             return
         with _client(args) as client:

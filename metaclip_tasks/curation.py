@@ -8,7 +8,7 @@ of the artifact store, so the same decision holds wherever the pipeline is drive
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from metaclip_tasks import params as P
@@ -18,6 +18,7 @@ from metaclip_tasks.counting import load_counts
 from metaclip_tasks.download import DownloadOptions
 from metaclip_tasks.errors import CurationError
 from metaclip_tasks.metadata.build import MetadataParams
+from metaclip_tasks.online import download_cap
 from metaclip_tasks.pipeline import (
     ABLATION,
     BALANCE,
@@ -221,15 +222,42 @@ def download_once(store: ArtifactStore, curated: Sequence[Artifact], options: Do
     return plans
 
 
-def download_subset(store: ArtifactStore, subset: Subset, options: DownloadOptions, client: Any = None, log: Any = print) -> Artifact:
-    """A curated subset's images (balanced first unless cached)."""
-    return run(store, DOWNLOAD, options, {"curated": curated_subset(store, subset, client)}, log=log)
+@dataclass(frozen=True)
+class OnlineDownload:
+    """What to download for balancing in the training loader (paper A.2): a superset of the subset."""
+
+    download_budget: int | None = field(default=None, metadata={
+        "help": "download the pool's matched pairs up to about this many (the subset of the largest t' >= t with "
+                "sum min(count, t') within it; every pair when all fit) and balance for t in the loader each epoch; "
+                "empty: the subset itself", "minimum": 1, "title": "Download budget (pairs)"})  # fmt: skip
+
+
+def subset_t(store: ArtifactStore, subset: Subset) -> int:
+    """The t of a subset: as given, or chosen on the pool's counts for its target tail ratio."""
+    subset = P.check(subset)
+    return pool_t(counted_pool(store, subset.pool, subset.metadata_version), subset.t, subset.target_tail_ratio)
+
+
+def download_subset(store: ArtifactStore, subset: Subset, options: DownloadOptions, client: Any = None, log: Any = print,
+                    online: OnlineDownload | None = None) -> Artifact:  # fmt: skip
+    """A curated subset's images (balanced first unless cached); with a download budget, those of the
+    superset the loader balances from (the budget checked before anything is balanced or downloaded)."""
+    subset = P.check(subset)
+    budget = P.check(online or OnlineDownload()).download_budget
+    counts = counted_pool(store, subset.pool, subset.metadata_version)
+    t = pool_t(counts, subset.t, subset.target_tail_ratio)
+    cap = download_cap(load_counts(counts.stored(COUNTS)), t, budget)
+    return run(store, DOWNLOAD, options, {"curated": balance(store, counts, cap, subset.seed, client)}, log=log)
 
 
 def train_and_evaluate(store: ArtifactStore, plan_or_download: DownloadPlan | Artifact, config: TrainConfig, eval_set: str,
-                       log: Any = print) -> tuple[Artifact, Artifact]:  # fmt: skip
-    """A model trained on a download (or a view of it), then evaluated: (checkpoint, metrics)."""
-    if isinstance(plan_or_download, DownloadPlan):
+                       log: Any = print, online: bool = False) -> tuple[Artifact, Artifact]:  # fmt: skip
+    """A model trained on a download (or a view of it), then evaluated: (checkpoint, metrics). ``online``:
+    a plan's t is balanced in the loader over the whole download, not trained on as its fixed view."""
+    if isinstance(plan_or_download, DownloadPlan) and online:
+        inputs = {"downloaded": plan_or_download.downloaded, "view": None}
+        config = replace(config, balance_t=plan_or_download.t)
+    elif isinstance(plan_or_download, DownloadPlan):
         inputs = {"downloaded": plan_or_download.downloaded, "view": plan_or_download.view}
     else:
         inputs = {"downloaded": plan_or_download, "view": None}

@@ -9,6 +9,7 @@ straight to it.  Without a Dask client the same work runs in this process.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import sys
 import tempfile
@@ -57,6 +58,7 @@ from metaclip_tasks.language import LanguageFilter, check_languages
 from metaclip_tasks.matching import Matcher, match_shard
 from metaclip_tasks.metadata.build import ENTRIES, MetadataParams, build_metadata
 from metaclip_tasks.metadata.store import load_metadata, metadata_report
+from metaclip_tasks.online import LoaderRule, expected_kept, kept_per_epoch, loader_rule
 from metaclip_tasks.report import STANDARD_TS, plot_ablation, plot_entry_counts, tail_ratios
 from metaclip_tasks.shards import MATCHED_SCHEMA, PAIRS_SCHEMA, ShardReader, ShardWriter, part_name
 from metaclip_tasks.snapshots import check_snapshot, is_crawl_id, snapshot_date
@@ -553,11 +555,42 @@ def build_download_view(build: Build) -> dict[str, Any]:
     return {"samples": index.num_rows, "t": curated.params["t"], "downloaded_samples": downloaded.stats["successes"]}
 
 
+def _downloaded_entries(curated: Artifact, uids: pa.Array) -> pa.Table:
+    """(uid, matched_entry_ids) of the curated pairs whose image downloaded."""
+    parts = []
+    for shard in curated.data_files():
+        with ShardReader(shard, ["uid", "matched_entry_ids"], string_columns=["uid"]) as reader:
+            reader.require_int_lists("matched_entry_ids")
+            table = reader.file.read(columns=["uid", "matched_entry_ids"])
+        parts.append(table.filter(pc.is_in(table["uid"], value_set=uids)))
+    return pa.concat_tables(parts).combine_chunks()
+
+
+def _loader_rule(config: TrainConfig, source: Artifact) -> tuple[LoaderRule, Artifact] | None:
+    """The loader's balancing rule for ``config.balance_t`` on the subset ``source`` holds (or None)."""
+    if config.balance_t is None:
+        return None
+    curated = source.input("curated")
+    counts = load_counts(curated.input("pool_counts").stored(COUNTS))
+    return loader_rule(counts, config.balance_t, int(curated.params["t"]), int(curated.params["seed"])), curated
+
+
+def _online_figures(rule: LoaderRule, t: int, curated: Artifact, index: pa.Table) -> dict[str, Any]:
+    """What the loader should keep: epoch 0's exact count (the offline subset's downloaded pairs),
+    later epochs' expectation and standard deviation."""
+    pairs = _downloaded_entries(curated, index["uid"].combine_chunks())
+    expected, sd = expected_kept(rule, pairs["matched_entry_ids"])
+    first = int(rule.keep(pairs["uid"], pairs["matched_entry_ids"], 0).sum())
+    return {"t": t, "seed": rule.seed, "download_t": int(curated.params["t"]), "downloaded_pairs": pairs.num_rows,
+            "epoch0_kept": first, "expected_kept": expected, "kept_sd": sd}  # fmt: skip
+
+
 def build_train(build: Build) -> dict[str, Any]:
     config: TrainConfig = build.params
     check_device(config)
     downloaded, view = build["downloaded"], build["view"]
     source = view or downloaded
+    online = _loader_rule(config, source)  # a download smaller than the subset is refused before any work
     with tempfile.TemporaryDirectory(prefix="metaclip-train-") as scratch:  # the trainer reads and writes local files
         with source.open("index.parquet") as f:
             index = pq.read_table(f)
@@ -568,12 +601,23 @@ def build_train(build: Build) -> dict[str, Any]:
             shards = [str(p) for p in materialize_view(shards_dir, index, Path(scratch) / "view")]
         if not shards or not index.num_rows:
             raise CurationError(f"{source.stage} {source.version} holds no downloaded sample to train on")
-        logs = Path(scratch) / "logs"
-        checkpoint = run_training(config, shards, index.num_rows, logs, "train", build.log)
+        logs, samples, balance, stats = Path(scratch) / "logs", index.num_rows, None, {}
+        if online:
+            rule, curated = online
+            stats = _online_figures(rule, config.balance_t, curated, index)
+            # an epoch as long as the offline subset's, or the 4 sd above expectation: rarely cut short
+            samples = max(stats["epoch0_kept"], math.ceil(stats["expected_kept"] + 4 * stats["kept_sd"]))
+            balance = (Path(scratch) / "rule.npz", logs / "balance")
+            rule.save(balance[0])
+            balance[1].mkdir(parents=True)
+        checkpoint = run_training(config, shards, samples, logs, "train", build.log, balance)
+        if balance:
+            stats["epochs"] = kept_per_epoch(balance[1])
         build.output.put(checkpoint, "checkpoint.pt")
         shutil.rmtree(logs / "train" / "checkpoints")
         build.output.put(logs, "logs")
-    return {"samples": index.num_rows, "model": config.model, "epochs": config.epochs, "device": config.device}
+    return {"samples": samples, "model": config.model, "epochs": config.epochs, "device": config.device,
+            **({"online_balancing": stats} if online else {})}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -610,8 +654,11 @@ EVALUATE = Stage("evaluate", 1, EvaluateParams, build_evaluate, {"checkpoint": I
 
 
 def _t_of(artifact: Artifact) -> int:
-    """The t of the curated subset a download, view, checkpoint or metrics artifact was made from."""
+    """The t of the curated subset a download, view, checkpoint or metrics artifact was made from (for a
+    checkpoint balanced in its loader, the t it balanced for)."""
     while artifact.stage != "curated":
+        if artifact.stage == "checkpoint" and artifact.params.get("balance_t"):
+            return int(artifact.params["balance_t"])
         artifact = next(a for stage in ("curated", "download_view", "downloaded", "checkpoint") for a in artifact.inputs(stage))
     return int(artifact.params["t"])
 

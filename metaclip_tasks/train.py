@@ -14,10 +14,11 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from metaclip_tasks.errors import CurationError
+from metaclip_tasks.online import LOG_FLAG, RULE_FLAG
 
 MODEL_CONFIGS = Path(__file__).with_name("model_configs")
 
@@ -41,6 +42,9 @@ class TrainConfig:
     device: str = "cuda"  # "cpu" only when asked for explicitly
     gpus: int = 0  # 0: every visible GPU
     seed: int = 0
+    balance_t: int | None = field(default=None, metadata={
+        "help": "balancing in the loader (paper A.2): re-draw the head for this t each epoch; empty: the download as it is",
+        "minimum": 1})  # fmt: skip
 
 
 PAPER_VIT_B32 = TrainConfig()
@@ -68,8 +72,10 @@ def check_device(config: TrainConfig) -> TrainConfig:
     return replace(config, gpus=min(config.gpus or gpus, gpus))
 
 
-def train_command(config: TrainConfig, shards: Sequence[str], num_samples: int, logs: Path, name: str) -> list[str]:
-    """The command line: open_clip's trainer, through torchrun when more than one GPU trains.
+def train_command(config: TrainConfig, shards: Sequence[str], num_samples: int, logs: Path, name: str,
+                  balance: tuple[Path, Path] | None = None) -> list[str]:  # fmt: skip
+    """The command line: open_clip's trainer, through torchrun when more than one GPU trains; with
+    ``balance`` (a loader rule file, a folder for its reports) the loader balances each epoch.
 
     Each step sees ``global_batch_size`` samples: per-GPU batch x GPUs x ``accum_freq``; with
     accumulation open_clip caches the features of every micro-batch, so fewer GPUs train the
@@ -93,6 +99,7 @@ def train_command(config: TrainConfig, shards: Sequence[str], num_samples: int, 
         f"--beta2={config.beta2}", f"--eps={config.eps}", f"--precision={config.precision}",
         f"--workers={config.workers}", f"--seed={config.seed}", f"--logs={logs}", f"--name={name}",
         "--save-frequency=1", "--report-to=", "--log-every-n-steps=1",
+        *([f"{RULE_FLAG}={balance[0]}", f"{LOG_FLAG}={balance[1]}"] if balance else []),
     ]  # fmt: skip
 
 
@@ -103,13 +110,14 @@ def run_training(
     logs: Path,
     name: str = "train",
     log: Callable[[str], object] = print,
+    balance: tuple[Path, Path] | None = None,
 ) -> Path:
     """Train; stream the trainer's output to ``log``; return the last epoch's checkpoint."""
     config = check_device(config)
     env = {**os.environ, "WANDB_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false"}
     if config.device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
-    command = train_command(config, shards, num_samples, logs, name)
+    command = train_command(config, shards, num_samples, logs, name, balance)
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as process:
         for line in process.stdout:
             log(line.rstrip())
