@@ -18,7 +18,7 @@ import pytest
 from metaclip_tasks import params as P
 from metaclip_tasks.artifacts import ArtifactStore
 from metaclip_tasks.counting import load_counts
-from metaclip_tasks.curation import Subset
+from metaclip_tasks.curation import OnlineDownload, Subset
 from metaclip_tasks.download import DownloadOptions
 from metaclip_tasks.matching import Matcher
 from metaclip_tasks.metadata.build import MetadataParams
@@ -40,7 +40,7 @@ DASK_TASKS = {
     "metaclip_curation_demo": ["match", "count_and_balance"], "metaclip_metadata": ["fetch_sources", "build"],
     "metaclip_download": ["download"], "metaclip_train": ["download", "train"],
 }  # fmt: skip
-PARAM_CLASSES = (Subset, DownloadOptions, MetadataParams, MatchParams, PairsImport, Ingest)
+PARAM_CLASSES = (Subset, DownloadOptions, OnlineDownload, MetadataParams, MatchParams, PairsImport, Ingest)
 
 
 def test_every_dag_imports_with_its_id_and_no_cycle(dagbag) -> None:
@@ -113,7 +113,7 @@ def test_params_shared_with_the_library_take_its_defaults(dagbag) -> None:
                 compared.add(name)
     # every class is represented, so a renamed field or param does not silently skip the check
     assert {"pool", "t", "target_tail_ratio", "seed", "metadata_version", "image_size", "threads", "backend",
-            "url_column", "rows_per_shard", "sources", "min_pmi", "wikipedia_dumps"} <= compared  # fmt: skip
+            "url_column", "rows_per_shard", "sources", "min_pmi", "wikipedia_dumps", "download_budget"} <= compared  # fmt: skip
 
 
 def test_timetable_runs_once_per_crawl_and_round_trips(dagbag) -> None:
