@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo airflow test bench system-packages
 
-$(STAMP): pyproject.toml setup.py metaclip_tasks/_watscan.c metaclip_tasks/_uids.c
+$(STAMP): pyproject.toml setup.py metaclip_tasks/_watscan.c metaclip_tasks/_match.c metaclip_tasks/_uids.c
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[airflow,download,train,dev]'
 	touch $(STAMP)

@@ -2,12 +2,15 @@
 
 The definition is MetaCLIP's: a text is *spaced* (see :func:`spacing`) and entry ``e``
 matches when ``f" {e} "`` is a sub-string of the spaced text.  :class:`Matcher` computes
-exactly that for whole batches of texts at a time, with no Python work per match:
+exactly that for whole batches of texts at a time, with no Python work per text or per match:
 
 * ``"tokens"`` (default): a spaced text is a sequence of space-separated tokens and a
   spaced entry matches exactly when its own token sequence is a contiguous run of the
-  text's tokens.  Tokens become integer ids through one dictionary look-up each, and a
-  trie over token ids is walked with numpy, one level per step, for a whole batch.
+  text's tokens.  A compiled kernel (``metaclip_tasks/_match.c``) spaces each text, finds
+  each token's id in a hash table of the metadata's tokens and walks a trie over token ids.
+  Its tables are plain arrays, built once with numpy and saved with the metadata artifact
+  (:meth:`Matcher.arrays`), so a worker memory-maps them (:meth:`Matcher.load`) instead of
+  building, and worker processes on one host share their pages.
 * ``"ahocorasick"``: one pyahocorasick automaton over the spaced entries (the released
   MetaCLIP approach), run once over a whole batch joined into one string.
 
@@ -18,25 +21,27 @@ reference (one automaton, one text at a time).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from metaclip_tasks import _match
 from metaclip_tasks.arrays import binary_parts, to_binary
 from metaclip_tasks.files import Stored
-from metaclip_tasks.hashing import ByteHasher, IntHashIndex
 from metaclip_tasks.shards import MATCHED_SCHEMA, ShardReader, ShardWriter
 
 PUNCTS_TO_WRAP = (",", ".", ";", ":", "?", "!", "`")
 CHARS_TO_SPACE = ("\t", "\n", "\r")
-# Characters used to join a batch into one string; one absent from the batch is picked.
-_SEP_CANDIDATES = tuple(chr(c) for c in [*range(0x00, 0x20), 0x7F] if chr(c) not in CHARS_TO_SPACE)
-_SPACE = 0x20
-_HASH_BASES = (0x100000001B3, 0x2545F4914F6CDD1D, 0x5851F42D4C957F2D, 0x27BB2EE687B0B0FD)
+# Characters used to join a batch into one string (the automaton); one absent from the batch is picked.
+_SEP_CANDIDATES = tuple(chr(c) for c in [*range(0x20), 0x7F] if chr(c) not in CHARS_TO_SPACE)
+# The token engine's arrays, in the order the kernel takes them (see metaclip_tasks/_match.c).
+TABLES = ("vocab_table", "vocab_offsets", "vocab_data", "edge_table", "key_ptr", "key_entries")
+_INLINE = 24  # bytes of a token kept in its vocabulary slot
 Backend = Literal["tokens", "ahocorasick"]
 
 
@@ -50,19 +55,6 @@ def spacing(text: str) -> str:
     return spaced
 
 
-_LOW_BYTES_MASK = np.array([(1 << (8 * n)) - 1 for n in range(9)], dtype=np.uint64)
-
-
-def _packed(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """The bytes ``data[start:end]`` (at most 8) as one little-endian uint64, for each range.
-
-    Every packed token ends with a space byte, so the packing is injective.
-    """
-    padded = np.concatenate([data, np.zeros(8, np.uint8)])
-    words = np.ndarray((len(data),), dtype="<u8", buffer=padded, strides=(1,))  # unaligned view
-    return words[starts] & _LOW_BYTES_MASK[ends - starts]
-
-
 def _impossible_tokens(tokens: pa.LargeBinaryArray) -> np.ndarray:
     """Which tokens no spaced text contains: with tab/newline/CR, or wrapped punctuation inside."""
     offsets, data = binary_parts(tokens)
@@ -74,6 +66,19 @@ def _impossible_tokens(tokens: pa.LargeBinaryArray) -> np.ndarray:
     return whitespace | (punct & (lengths > 1))
 
 
+def _hash_table(keys: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The kernel's open-addressing table (int64[2**k, 1 + width]: key, then its row; -1: an empty slot) of distinct keys."""
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    rows = rows.reshape(len(keys), rows.shape[1] if rows.ndim == 2 else 1)
+    table = _match.table(np.ascontiguousarray(keys, dtype=np.uint64), rows, rows.shape[1])
+    return np.frombuffer(table, dtype=np.int64).reshape(-1, 1 + rows.shape[1])
+
+
+def _pair(low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Two non-negative int32 columns as one int64: ``low | high << 32``."""
+    return np.asarray(low, dtype=np.int64) | (np.asarray(high, dtype=np.int64) << 32)
+
+
 @dataclass(frozen=True)
 class MatchResult:
     """Matches of a batch as a CSR: text ``i`` matched ``entry_ids[offsets[i]:offsets[i+1]]``."""
@@ -83,17 +88,24 @@ class MatchResult:
 
     def to_arrow(self) -> pa.ListArray:
         """The matches as an arrow ``list<int32>`` array, one list per text."""
+        if self.offsets[-1] > np.iinfo(np.int32).max:
+            raise ValueError("more than 2**31 matches in one batch: match fewer texts at a time")
         return pa.ListArray.from_arrays(pa.array(self.offsets.astype(np.int32)), pa.array(self.entry_ids))
 
-    def to_lists(self) -> list[list[int]]:
-        """The matches as Python lists, one per text."""
-        values = self.entry_ids.tolist()
-        bounds = self.offsets.tolist()
-        return [values[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+    def to_lists(self, ints: list | None = None) -> list[list[int]]:
+        """The matches as Python lists, one per text; ``ints`` (one slot per entry id, None until used)
+        keeps one int object per id across calls, so lists share them instead of allocating."""
+        offsets, ids = np.ascontiguousarray(self.offsets, np.int64), np.ascontiguousarray(self.entry_ids, np.int32)
+        return _match.to_lists(offsets, ids, [] if ints is None else ints)
+
+
+def _kernel_result(offsets_and_ids: tuple[bytes, bytes]) -> MatchResult:
+    offsets, ids = offsets_and_ids
+    return MatchResult(np.frombuffer(offsets, dtype=np.int64), np.frombuffer(ids, dtype=np.int32))
 
 
 class Matcher:
-    """Matches texts against a fixed list of metadata entries; build once, reuse for many texts."""
+    """Matches texts against a fixed list of metadata entries; build once (or load), reuse for many texts."""
 
     def __init__(self, entries: Sequence[str], backend: Backend = "tokens", batch_size: int = 16384) -> None:
         if backend not in ("tokens", "ahocorasick"):
@@ -104,34 +116,58 @@ class Matcher:
         self.num_entries = len(entries)
         self.backend = backend
         self.batch_size = batch_size
+        self._ints: list | None = None  # the int object of each entry id that match() returned
         # Duplicated entries share one key; each key lists its entry ids (a CSR).
         encoded = to_binary(entries)
         keys = encoded.dictionary_encode()
         key_of_entry = keys.indices.to_numpy().astype(np.int64)
         n_keys = len(keys.dictionary)
         order = np.argsort(key_of_entry, kind="stable")
-        self._key_ids = order.astype(np.int32)
-        self._key_ptr = np.searchsorted(key_of_entry[order], np.arange(n_keys + 1)).astype(np.int64)
-        self._single_id = bool(n_keys == len(entries))
-        offsets, data = binary_parts(keys.dictionary)
-        present = np.bincount(data[offsets[0] : offsets[-1]], minlength=256) > 0
-        self._seps = [c for c in _SEP_CANDIDATES if not present[ord(c)]]
+        key_entries = order.astype(np.int32)
+        key_ptr = np.searchsorted(key_of_entry[order], np.arange(n_keys + 1)).astype(np.int64)
         if backend == "tokens":
-            self._build_token_trie(keys.dictionary)
+            self._tables = (*self._token_tables(keys.dictionary), key_ptr, key_entries)
         else:
+            self._key_ids, self._key_ptr, self._single_id = key_entries, key_ptr, bool(n_keys == len(entries))
+            offsets, data = binary_parts(keys.dictionary)
+            present = np.bincount(data[offsets[0] : offsets[-1]], minlength=256) > 0
+            self._seps = [c for c in _SEP_CANDIDATES if not present[ord(c)]]
             self._build_automaton([k.decode("utf-8", "surrogatepass") for k in keys.dictionary.to_pylist()])
         del encoded, keys
         pa.default_memory_pool().release_unused()  # the build's temporaries are large and one-off
 
+    @classmethod
+    def load(cls, arrays: Mapping[str, np.ndarray | str | Path]) -> Matcher:
+        """The token engine from its saved arrays (:meth:`arrays`), or the paths of their .npy files,
+        which are memory-mapped: nothing is built, and processes mapping the same files share pages."""
+        missing = sorted(set(TABLES) - set(arrays))
+        if missing:
+            raise ValueError(f"a saved matcher needs the arrays {', '.join(missing)}")
+        loaded = [
+            a if isinstance(a, np.ndarray) else np.load(a, mmap_mode="r", allow_pickle=False)
+            for a in (arrays[n] for n in TABLES)
+        ]
+        matcher = cls.__new__(cls)
+        matcher.backend, matcher.batch_size, matcher._ints = "tokens", 16384, None
+        matcher._tables = tuple(loaded)
+        matcher.num_entries = len(matcher._tables[TABLES.index("key_entries")])
+        return matcher
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The token engine's tables by name, to save with the metadata (see :meth:`load`)."""
+        if self.backend != "tokens":
+            raise ValueError("only the token engine is saved; the automaton is built where it is used")
+        return dict(zip(TABLES, self._tables, strict=True))
+
     # -- building ---------------------------------------------------------------------
 
-    def _build_token_trie(self, keys: pa.LargeBinaryArray) -> None:
-        """A trie over token ids, built level by level with numpy (no per-entry Python work)."""
+    def _token_tables(self, keys: pa.LargeBinaryArray) -> tuple[np.ndarray, ...]:
+        """The kernel's vocabulary and trie over token ids, built level by level with numpy."""
         split = pc.split_pattern(keys, pattern=" ")
         key_off = split.offsets.to_numpy().astype(np.int64)
         encoded = split.flatten().dictionary_encode()
         tok, vocab = encoded.indices.to_numpy().astype(np.int64), encoded.dictionary
-        n_vocab, n_keys = max(len(vocab), 1), len(keys)
+        n_vocab, n_keys = len(vocab), len(keys)
         n_tok = np.diff(key_off)
         # keys with a token that no spaced text can contain never match: leave them out
         bad = np.bincount(np.repeat(np.arange(n_keys), n_tok), weights=_impossible_tokens(vocab)[tok], minlength=n_keys)
@@ -147,31 +183,32 @@ class Matcher:
             state_of_key[ks] = n_states + new
             n_states += len(edge)
         parents, toks, children = (np.concatenate(a or [np.zeros(0, np.int64)]) for a in (parents, toks, children))
-        self._state_key = np.full(n_states, -1, dtype=np.int64)
-        self._state_key[state_of_key[alive]] = np.flatnonzero(alive)
+        # a state's info: (the key it completes + 1) << 1 | whether it has children
+        state_key = np.full(n_states, -1, dtype=np.int64)
+        state_key[state_of_key[alive]] = np.flatnonzero(alive)
+        state_info = (state_key + 1) << 1
         root = parents == 0
-        self._root_child = np.full(n_vocab, -1, dtype=np.int64)
-        self._root_child[toks[root]] = children[root]
-        self._edges = IntHashIndex(parents[~root] * n_vocab + toks[~root], children[~root])
-        self._has_children = np.zeros(n_states, dtype=bool)
-        self._has_children[parents[~root]] = True
-        self._n_vocab = n_vocab
-        # Token ids by their bytes, each followed by one space: tokens of up to 8 bytes are
-        # packed exactly into a uint64; longer ones are found by hash and then compared.
-        space = pa.scalar(b" ", pa.large_binary())
-        self._vocab_bytes = pc.binary_join_element_wise(vocab, space, pa.scalar(b"", pa.large_binary()))
-        offsets, data = binary_parts(self._vocab_bytes)
-        starts, ends = offsets[:-1], offsets[1:]
-        short = ends - starts <= 8
-        self._short_index = IntHashIndex(_packed(data, starts[short], ends[short]), np.flatnonzero(short))
-        for base in _HASH_BASES:
-            self._hasher = ByteHasher(base)
-            hashes = self._hasher.hash_ranges(data, starts[~short], ends[~short])
-            if len(np.unique(hashes)) == len(hashes):
-                break
-        else:  # pragma: no cover - four independent 64-bit hashes all colliding
-            raise RuntimeError("could not find a collision-free hash for the metadata tokens")
-        self._long_index = IntHashIndex(hashes, np.flatnonzero(~short))
+        state_info[parents[~root]] |= 1
+        edge_table = _hash_table(
+            parents[~root] * n_vocab + toks[~root], _pair(children[~root], state_info[children[~root]])
+        )
+        root_child = np.full(n_vocab, -1, dtype=np.int64)
+        root_child[toks[root]] = children[root]
+        offsets, data = binary_parts(vocab)
+        vocab_data = data[offsets[0] : offsets[-1]].copy()
+        vocab_offsets = offsets - offsets[0]
+        lengths = np.diff(vocab_offsets)
+        inline = np.zeros((n_vocab, _INLINE), dtype=np.uint8)  # each token's first bytes, zero-padded
+        shown = np.minimum(lengths, _INLINE)
+        row = np.repeat(np.arange(n_vocab), shown)
+        column = np.arange(int(shown.sum())) - np.repeat(np.cumsum(shown) - shown, shown)
+        inline[row, column] = vocab_data[vocab_offsets[row] + column]
+        hashes = np.frombuffer(_match.token_hashes(vocab_offsets, vocab_data), np.uint64)
+        root_info = np.where(root_child >= 0, state_info[np.maximum(root_child, 0)], 0)
+        rows = np.column_stack(
+            [_pair(np.arange(n_vocab), lengths), root_child & 0xFFFFFFFF | root_info << 32, inline.view(np.int64)]
+        )
+        return _hash_table(hashes, rows), vocab_offsets, vocab_data, edge_table
 
     def _build_automaton(self, keys: list[str]) -> None:
         import ahocorasick
@@ -187,12 +224,33 @@ class Matcher:
 
     def match(self, texts: Sequence[Any]) -> list[list[int]]:
         """For each text, the sorted, distinct ids of the entries it matches ([] for non-strings)."""
-        return self.match_batch(texts).to_lists()
+        if self._ints is None:
+            self._ints = [None] * self.num_entries
+        return self.match_batch(texts).to_lists(self._ints)
 
     def match_batch(self, texts: Sequence[Any]) -> MatchResult:
         """Matches of ``texts`` as a CSR; null or non-string texts match nothing."""
         texts = list(texts)
-        return _concat_results(self._match_chunk(texts[i : i + self.batch_size]) for i in range(0, len(texts), self.batch_size))
+        if self.backend == "tokens":
+            return _kernel_result(_match.match_list(self._tables, texts))
+        return _concat_results(
+            self._match_chunk(texts[i : i + self.batch_size]) for i in range(0, len(texts), self.batch_size)
+        )
+
+    def match_arrow(self, texts: pa.Array | pa.ChunkedArray) -> pa.ListArray:
+        """Matches of an arrow string column as a ``list<int32>`` array (nulls match nothing), columnar:
+        the token engine reads the arrow buffers, with no Python object per text."""
+        if isinstance(texts, pa.ChunkedArray):
+            texts = texts.combine_chunks()
+        if not (pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type)):
+            raise TypeError(f"expected a string array of texts, got {texts.type}")
+        if self.backend != "tokens":
+            return self.match_batch(texts.to_pylist()).to_arrow()
+        validity, offsets, data = texts.buffers()
+        width = 8 if pa.types.is_large_string(texts.type) else 4
+        found = _match.match_arrow(self._tables, offsets, width, data if data is not None else b"",
+                                   validity if texts.null_count else None, texts.offset, len(texts))  # fmt: skip
+        return _kernel_result(found).to_arrow()
 
     def _match_chunk(self, texts: list[Any]) -> MatchResult:
         if set(map(type, texts)) <= {str}:
@@ -214,64 +272,9 @@ class Matcher:
 
     def _match_chunk_joined(self, texts: list[str], sep: str, valid: np.ndarray | bool) -> MatchResult:
         spaced = spacing(f" {sep} ".join(texts) if sep else texts[0])
-        if self.backend == "tokens":
-            text_idx, key_ids = self._walk_tokens(spaced, sep)
-        else:
-            text_idx, key_ids = self._scan_automaton(spaced, sep)
+        text_idx, key_ids = self._scan_automaton(spaced, sep)
         keep = np.broadcast_to(np.asarray(valid), len(texts))[text_idx] if not np.all(valid) else slice(None)
         return self._collect(len(texts), text_idx[keep], key_ids[keep])
-
-    def _token_ids(self, spaced: str, sep: str) -> tuple[np.ndarray, np.ndarray]:
-        """Vocabulary id of each space-delimited token of ``spaced`` (-1: none), and its text."""
-        data = spaced[1:].encode("utf-8", "surrogatepass")  # every token now ends with one space
-        raw = np.frombuffer(data, dtype=np.uint8)
-        ends = np.flatnonzero(raw == _SPACE) + 1
-        starts = np.concatenate([np.zeros(1, np.int64), ends[:-1]])
-        ids = np.full(len(ends), -1, dtype=np.int64)
-        short = ends - starts <= 8
-        ids[short] = self._short_index.lookup(_packed(raw, starts[short], ends[short]))
-        long_ = np.flatnonzero(~short)
-        candidate = self._long_index.lookup(self._hasher.hash_ranges(raw, starts[long_], ends[long_]))
-        found = long_[candidate >= 0]
-        if len(found):
-            tokens = pa.LargeBinaryArray.from_buffers(
-                pa.large_binary(), len(ends), [None, pa.py_buffer(np.concatenate([[0], ends])), pa.py_buffer(data)]
-            )
-            candidate = candidate[candidate >= 0]
-            same = pc.equal(tokens.take(found), self._vocab_bytes.take(candidate)).to_numpy(zero_copy_only=False)
-            ids[found[same]] = candidate[same]
-        if not sep:
-            return ids, np.zeros(len(ids), dtype=np.int64)
-        is_sep = (ends - starts == 2) & (raw[starts] == ord(sep))
-        return ids, np.cumsum(is_sep)
-
-    def _walk_tokens(self, spaced: str, sep: str) -> tuple[np.ndarray, np.ndarray]:
-        ids, text_of_token = self._token_ids(spaced, sep)
-        known = np.flatnonzero(ids >= 0)
-        state = self._root_child[ids[known]].astype(np.int64)
-        hit = state >= 0
-        pos, state = known[hit], state[hit]
-        found_pos, found_state = [], []
-        n_tok, n_vocab = len(ids), self._n_vocab
-        depth = 1
-        while len(pos):
-            found_pos.append(pos)
-            found_state.append(state)
-            more = self._has_children[state] & (pos + depth < n_tok)
-            pos, state = pos[more], state[more]
-            tok = ids[pos + depth]
-            ok = tok >= 0
-            pos, state, tok = pos[ok], state[ok], tok[ok]
-            child = self._edges.lookup(state * n_vocab + tok)
-            ok = child >= 0
-            pos, state = pos[ok], child[ok]
-            depth += 1
-        if not found_pos:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
-        pos, state = np.concatenate(found_pos), np.concatenate(found_state)
-        key_ids = self._state_key[state]
-        is_key = key_ids >= 0
-        return text_of_token[pos[is_key]], key_ids[is_key]
 
     def _scan_automaton(self, spaced: str, sep: str) -> tuple[np.ndarray, np.ndarray]:
         if self._automaton is None:
@@ -310,7 +313,9 @@ def _concat_results(results: Iterable[MatchResult]) -> MatchResult:
     for r in results:
         offsets.append(r.offsets[1:] + base)
         base += int(r.offsets[-1])
-    return MatchResult(np.concatenate(offsets), np.concatenate([r.entry_ids for r in results] or [np.zeros(0, np.int32)]))
+    return MatchResult(
+        np.concatenate(offsets), np.concatenate([r.entry_ids for r in results] or [np.zeros(0, np.int32)])
+    )
 
 
 @dataclass(frozen=True)
@@ -330,13 +335,12 @@ def match_shard(source: str | Stored, output_uri: str, matcher: Matcher, *, batc
     with (ShardReader(source, ["uid", "url", "text"], string_columns=["uid", "url", "text"]) as reader,
           ShardWriter(output_uri, MATCHED_SCHEMA) as writer):  # fmt: skip
         for batch in reader.batches(batch_rows):
-            result = matcher.match_batch(batch.column("text").to_pylist())
-            keep = pa.array(np.diff(result.offsets) > 0)
-            matched = result.to_arrow().filter(keep)
+            found = matcher.match_arrow(batch.column("text"))
+            keep = pc.greater(pc.list_value_length(found), 0)
             chosen = batch.filter(keep)
-            writer.write(pa.Table.from_arrays([chosen.column("uid"), chosen.column("url"), chosen.column("text"), matched],
+            writer.write(pa.Table.from_arrays([chosen.column("uid"), chosen.column("url"), chosen.column("text"), found.filter(keep)],
                                               schema=MATCHED_SCHEMA))  # fmt: skip
-            ids = matched.flatten().to_numpy()
+            ids = found.values.to_numpy()
             counts += np.bincount(ids, minlength=matcher.num_entries).astype(np.uint64)
             stats["pairs_in"] += len(batch)
             stats["pairs_matched"] += len(chosen)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +14,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from metaclip_tasks.errors import CurationError
-from metaclip_tasks.matching import Matcher, match_shard, spacing
+from metaclip_tasks.matching import TABLES, Matcher, match_shard, spacing
 from metaclip_tasks.uids import url_uid
 
-BACKENDS = ["tokens", "ahocorasick"]
+BACKENDS = ["tokens", "tokens (loaded)", "ahocorasick"]
+
+
+def make_matcher(entries: list[str], backend: str, batch_size: int = 16384) -> Matcher:
+    """A matcher of ``backend``; "tokens (loaded)" is the token engine saved as .npy files and memory-mapped back."""
+    if backend != "tokens (loaded)":
+        return Matcher(entries, backend=backend, batch_size=batch_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {}
+        for name, array in Matcher(entries).arrays().items():
+            paths[name] = Path(tmp, f"{name}.npy")
+            np.save(paths[name], array)
+        return Matcher.load(paths)  # the maps outlive the files' names
 
 
 def naive_match(entries: list[str], texts: list) -> list[list[int]]:
@@ -58,30 +71,30 @@ def test_spacing_is_the_character_by_character_definition(text: str) -> None:
     batch_size=st.integers(1, 5),
 )
 def test_matcher_equals_the_naive_definition(entries, texts, backend, batch_size) -> None:
-    matcher = Matcher(entries, backend=backend, batch_size=batch_size)
+    matcher = make_matcher(entries, backend=backend, batch_size=batch_size)
     assert matcher.match(texts) == naive_match(entries, texts)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_duplicated_entries_all_match(backend: str) -> None:
     entries = ["cat", "dog", "cat", "black cat", "cat"]
-    assert Matcher(entries, backend=backend).match(["a black cat."]) == [[0, 2, 3, 4]]
+    assert make_matcher(entries, backend=backend).match(["a black cat."]) == [[0, 2, 3, 4]]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_inner_punctuation_spaces_and_unicode(backend: str) -> None:
     entries = ["new york", "St. Louis", "st . louis", "u.s.", "café", "東京", "a  b", "", "x!", "?"]
     texts = ["I ♥ New York, new york!", "st. louis", "Café au lait; café.", "東京 tower", "a  b", "why?", "x!"]
-    assert Matcher(entries, backend=backend).match(texts) == naive_match(entries, texts)
+    assert make_matcher(entries, backend=backend).match(texts) == naive_match(entries, texts)
     # "New York" is not "new york"; the empty entry matches wherever spacing leaves two spaces
-    assert Matcher(entries, backend=backend).match(texts)[0] == [0, 7]
+    assert make_matcher(entries, backend=backend).match(texts)[0] == [0, 7]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_empty_and_very_long_texts(backend: str) -> None:
     entries = ["red", "red car", "car"]
     long_text = "a red car, " * 200_000 + "end"
-    result = Matcher(entries, backend=backend).match(["", long_text, "   "])
+    result = make_matcher(entries, backend=backend).match(["", long_text, "   "])
     assert result == [[], [0, 1, 2], []]
 
 
@@ -90,7 +103,7 @@ def test_texts_holding_every_separator_fall_back_exactly(backend: str) -> None:
     every_control = "".join(chr(c) for c in [*range(0x20), 0x7F])
     entries = ["x", "x y", "\x01"]
     texts = [every_control + " x y", "x \x01 y", "y"]
-    assert Matcher(entries, backend=backend).match(texts) == naive_match(entries, texts)
+    assert make_matcher(entries, backend=backend).match(texts) == naive_match(entries, texts)
 
 
 def test_non_strings_match_nothing() -> None:
@@ -135,7 +148,11 @@ def test_match_shard_output_counts_and_stats(tmp_path: Path) -> None:
     assert out.schema.names == ["uid", "url", "text", "matched_entry_ids"]
     assert out.schema.field("matched_entry_ids").type == pa.list_(pa.int32())
     assert out.column("url").to_pylist() == ["http://a/1.jpg", "http://a/3.jpg", "http://a/5.jpg"]
-    assert out.column("uid").to_pylist() == [url_uid("http://a/1.jpg"), url_uid("http://a/3.jpg"), url_uid("http://a/5.jpg")]
+    assert out.column("uid").to_pylist() == [
+        url_uid("http://a/1.jpg"),
+        url_uid("http://a/3.jpg"),
+        url_uid("http://a/5.jpg"),
+    ]
     assert out.column("matched_entry_ids").to_pylist() == [[0, 1, 2], [0], [0, 1, 3]]
     assert result.counts.dtype == np.uint64
     assert result.counts.tolist() == [3, 2, 1, 1]
@@ -161,3 +178,49 @@ def test_match_shard_bad_input_names_the_problem_and_writes_nothing(tmp_path: Pa
         match_shard(str(corrupt), out, matcher)
     assert not (tmp_path / "out.parquet").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def _encodable(text: str) -> bool:
+    return "\ud800" not in text and not any(0xD800 <= ord(c) <= 0xDFFF for c in text)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    entries=st.lists(st.one_of(SMALL_TEXT, st.text(max_size=6)), max_size=12),
+    texts=st.lists(st.one_of(ANY_TEXT.filter(_encodable), st.none()), max_size=10),
+    backend=st.sampled_from(BACKENDS),
+    skip=st.integers(0, 2),
+    large=st.booleans(),
+)
+def test_match_arrow_equals_the_naive_definition(entries, texts, backend, skip, large) -> None:
+    """The columnar path reads an arrow column's buffers (offsets, validity, a slice's offset) as the definition reads its texts."""
+    column = pa.array(["x y"] * skip + texts, type=pa.large_string() if large else pa.string()).slice(skip)
+    matched = make_matcher(entries, backend=backend).match_arrow(column)
+    assert matched.type == pa.list_(pa.int32())
+    assert matched.to_pylist() == naive_match(entries, texts)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_tokens_longer_than_a_slot_holds(backend: str) -> None:
+    """Tokens beyond the 24 bytes a vocabulary slot keeps are compared in full."""
+    stem = "x" * 24
+    entries = [stem + "a", stem + "b " + stem, stem, "é" * 20]
+    texts = [f"{stem}a {stem}b {stem}", f"{stem}b {stem}c", stem + "a.", "é" * 20 + " " + "é" * 19]
+    assert make_matcher(entries, backend=backend).match(texts) == naive_match(entries, texts)
+
+
+def test_saved_arrays_are_deterministic() -> None:
+    entries = ["red", "red car", "car", "a  b", "東京 tower", "x" * 40 + " y", "red"]
+    first, second = Matcher(entries).arrays(), Matcher(list(entries)).arrays()
+    assert list(first) == list(second) == list(TABLES)
+    assert all(first[name].tobytes() == second[name].tobytes() for name in TABLES)
+    assert Matcher.load(first).match(["a red car", "東京 tower"]) == [[0, 1, 2, 6], [4]]
+    with pytest.raises(ValueError, match="needs the arrays key_entries"):
+        Matcher.load({name: first[name] for name in TABLES[:-1]})
+    with pytest.raises(ValueError, match="only the token engine is saved"):
+        Matcher(entries, backend="ahocorasick").arrays()
+
+
+def test_match_arrow_takes_strings_only() -> None:
+    with pytest.raises(TypeError, match="expected a string array of texts, got int64"):
+        Matcher(["a"]).match_arrow(pa.array([1]))
