@@ -7,7 +7,10 @@
  *   base    it holds "Base" (the page has a <base href>: the reader parses the whole record)
  *   images  how many links it has whose path is "IMG@/src" (a link object starts with its path)
  *   urls, alts, titles   the url, alt and title of each image link whose alt is a non-empty string
- *                        (None where a key is absent), in record order
+ *                        (None where a key is absent, or the url empty), in record order, normalised
+ *                        as ingestion keeps them (metaclip_tasks/links.py): the url stripped
+ *                        (``src.strip()``, then tabs and newlines removed), alt and title squeezed
+ *                        (``" ".join(text.split())``)
  *
  * None means "not certain": an image link not written as Common Crawl writes them ({"path":"IMG@/src",
  * "key":"value",...}: flat, compact, every value a JSON string, path first and only once), a literal
@@ -108,8 +111,69 @@ static PyObject *text(const char *s, Py_ssize_t n) {
     return value;
 }
 
+/* Python's whitespace among ASCII bytes (what str.split and str.strip remove). */
+static int space(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1C && c <= 0x1F); }
+
+static int ascii(const char *s, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] >= 0x80) return 0;
+    return 1;
+}
+
+static PyObject *ascii_text(const char *s, Py_ssize_t n) {
+    PyObject *value = PyUnicode_New(n, 127);
+    if (value != NULL) memcpy(PyUnicode_DATA(value), s, (size_t)n);
+    return value;
+}
+
+enum Kind { SOURCE, TEXT };
+
+/* A decoded url (SOURCE: stripped, then tabs and newlines removed) or alt/title (TEXT: squeezed) as
+ * a str, in place for ASCII, by Python's own str methods otherwise; NULL as text() does. */
+static PyObject *normalised(char *s, Py_ssize_t n, enum Kind kind) {
+    if (!ascii(s, n)) {
+        PyObject *value = text(s, n), *result = NULL;
+        if (value == NULL) return NULL;
+        if (kind == TEXT) {
+            PyObject *words = PyUnicode_Split(value, NULL, -1), *blank = PyUnicode_FromString(" ");
+            if (words != NULL && blank != NULL) result = PyUnicode_Join(blank, words);
+            Py_XDECREF(words);
+            Py_XDECREF(blank);
+        } else {
+            result = PyObject_CallMethod(value, "strip", NULL);
+            const char *removed[] = {"\t", "\n", "\r"};
+            for (int i = 0; i < 3 && result != NULL; i++) {
+                PyObject *what = PyUnicode_FromString(removed[i]), *none = PyUnicode_FromString("");
+                PyObject *next = what && none ? PyUnicode_Replace(result, what, none, -1) : NULL;
+                Py_XDECREF(what);
+                Py_XDECREF(none);
+                Py_SETREF(result, next);
+            }
+        }
+        Py_DECREF(value);
+        return result;
+    }
+    Py_ssize_t start = 0, stop = n, w = 0;
+    while (start < stop && space((unsigned char)s[start])) start++;
+    while (stop > start && space((unsigned char)s[stop - 1])) stop--;
+    if (kind == TEXT) {
+        int gap = 0;
+        for (Py_ssize_t i = start; i < stop; i++) {
+            if (space((unsigned char)s[i])) { gap = 1; continue; }
+            if (gap) s[w++] = ' ';
+            gap = 0;
+            s[w++] = s[i];
+        }
+    } else {
+        for (Py_ssize_t i = start; i < stop; i++)
+            if (s[i] != '\t' && s[i] != '\n' && s[i] != '\r') s[w++] = s[i];
+    }
+    return ascii_text(s, w);
+}
+
 /* 1 when valid UTF-8 (as orjson requires of what it parses), 0 when not, -1 on a Python error. */
 static int valid(const char *s, Py_ssize_t n) {
+    if (ascii(s, n)) return 1;
     PyObject *value = text(s, n);
     if (value == NULL) return PyErr_Occurred() ? -1 : 0;
     Py_DECREF(value);
@@ -136,8 +200,10 @@ static int link_object(const char *p, const char *end, char *buffer, PyObject *f
         else if ((ok = valid(buffer, n)) != 1) return ok;
         p = json_string(p, end, buffer, &n);
         if (p == NULL) return 0;
-        if (which >= 0) {
-            PyObject *value = text(buffer, n);
+        if (which == URL && n == 0) {
+            Py_XSETREF(fields[URL], Py_NewRef(Py_None)); /* an empty src: no source at all */
+        } else if (which >= 0) {
+            PyObject *value = normalised(buffer, n, which == URL ? SOURCE : TEXT);
             if (value == NULL) return PyErr_Occurred() ? -1 : 0;
             Py_XSETREF(fields[which], value); /* a repeated key: the last one, as JSON parsers read it */
         } else if ((ok = valid(buffer, n)) != 1) {
@@ -188,7 +254,7 @@ static PyObject *scan(PyObject *module, PyObject *arg) {
         written += after - (start + prefix) == (Py_ssize_t)(sizeof("\"IMG@/src\"") - 1);
         PyObject *fields[FIELDS] = {NULL, NULL, NULL};
         int read = link_object(after, end, buffer, fields);
-        if (read == 1 && fields[ALT] != NULL && PyUnicode_GET_LENGTH(fields[ALT]) > 0) {
+        if (read == 1 && fields[ALT] != NULL && PyUnicode_GET_LENGTH(fields[ALT]) > 0) { /* a blank alt squeezes to "" */
             PyObject *row[FIELDS];
             for (int i = 0; i < FIELDS; i++) row[i] = fields[i] != NULL ? fields[i] : Py_None;
             if (PyList_Append(urls, row[URL]) < 0 || PyList_Append(alts, row[ALT]) < 0 || PyList_Append(titles, row[TITLE]) < 0)

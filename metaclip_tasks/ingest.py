@@ -27,13 +27,13 @@ from fastwarc.warc import ArchiveIterator, WarcRecordType
 from selectolax.lexbor import LexborHTMLParser
 
 from metaclip_tasks import files
+from metaclip_tasks._watscan import scan
 from metaclip_tasks.commoncrawl import open_stream, transient
 from metaclip_tasks.errors import CurationError
 from metaclip_tasks.language import LanguageFilter
-from metaclip_tasks._watscan import scan
 from metaclip_tasks.links import PageLinks, first_string
-from metaclip_tasks.uids import url_uids
 from metaclip_tasks.shards import PAIRS_SCHEMA, ShardWriter
+from metaclip_tasks.uids import url_uids
 
 FORMATS = ("warc", "wat")
 COUNTERS = ("records", "pages", "images", "with_alt", "relative_resolved", "non_http_dropped", "other_language",
@@ -225,7 +225,7 @@ def wat_links(stream: IO[bytes], counts: Counter) -> Iterator[pa.Table]:
         if scanned is not None and not scanned[1]:
             _, _, count, urls, alts, titles = scanned
             if count:
-                links.add(page_url, page_url, urls, alts, titles, images=count)
+                links.add(page_url, page_url, urls, alts, titles, images=count, normalise=False)
         else:
             parsed = _wat_html(data, counts)
             if parsed is None:

@@ -22,9 +22,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 # Python's whitespace (what str.split and str.strip remove); no code point above U+3000 is one.
-WHITESPACE = "".join(c for c in map(chr, range(0x3001)) if c.isspace())
-_WS = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in WHITESPACE) + "]"
-_UNSQUEEZED = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in WHITESPACE if c != " ") + "]|  |^ | $"  # what squeeze changes
 _ABSOLUTE = re.compile(r"https?://[^/?#]", re.IGNORECASE)  # an http(s) URL with a host
 _ABSOLUTE_ASCII = "^[hH][tT][tT][pP][sS]?://[^/?#]"  # the same in RE2, ASCII letters only (the rest: one by one)
 _SCHEME = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*:")
@@ -79,23 +76,23 @@ _JOINS = (
 LINKS_SCHEMA = pa.schema([("page_url", pa.string()), ("url", pa.string()), ("alt", pa.string()), ("title", pa.string())])
 
 
-def squeeze(texts: pa.Array) -> pa.Array:
-    """``" ".join(text.split())`` of each string (nulls kept); only those it changes are rewritten."""
-    return _rewrite(texts, _UNSQUEEZED, lambda t: pc.utf8_trim(pc.replace_substring_regex(t, _WS + "+", " "), " "))
+def squeeze(text: str) -> str:
+    """An alt-text or title as kept: ``" ".join(text.split())``."""
+    return " ".join(text.split())
 
 
-def _strip(sources: pa.Array) -> pa.Array:
-    """``src.strip()`` with tabs and newlines then removed, of each string."""
-    return _rewrite(sources, f"^{_WS}|{_WS}$|[\t\n\r]", lambda t: pc.replace_substring_regex(t, f"^{_WS}+|{_WS}+$|[\t\n\r]", ""))
+def strip_source(src: str) -> str:
+    """A ``src`` as resolved: ``src.strip()``, then tabs and newlines removed."""
+    return src.strip().replace("\t", "").replace("\n", "").replace("\r", "")
 
 
-def _rewrite(texts: pa.Array, needs: str, fn: Callable[[pa.Array], pa.Array]) -> pa.Array:
-    """``fn`` applied to the strings matching ``needs`` (an RE2 search that is cheaper than ``fn``), the rest kept."""
-    mask = _matches(texts, needs)
-    if not mask.any():
-        return texts
-    chosen = pa.array(mask)
-    return pc.replace_with_mask(texts, chosen, fn(texts.filter(chosen)))
+def normalised(srcs: Sequence[Any], alts: Sequence[Any], titles: Sequence[Any]) -> tuple[list, list, list]:
+    """A page's image attributes as :class:`PageLinks` keeps them: each value read with
+    :func:`first_string`, a source stripped (an empty one is None), alt-texts and titles squeezed."""
+    sources = [strip_source(v) if (v := first_string(x)) else None for x in srcs]
+    return sources, [squeeze(v) if (v := first_string(x)) is not None else None for x in alts], [
+        squeeze(v) if (v := first_string(x)) is not None else None for x in titles
+    ]
 
 
 def first_string(value: Any) -> str | None:
@@ -103,14 +100,6 @@ def first_string(value: Any) -> str | None:
     if isinstance(value, list):
         value = next((v for v in value if isinstance(v, str)), None)
     return value if isinstance(value, str) else None
-
-
-def _strings(values: list[Any]) -> pa.Array:
-    """A string column; a value that is not a string (a list, a number) is read with :func:`first_string`."""
-    try:
-        return pa.array(values, pa.string())
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return pa.array([first_string(v) for v in values], pa.string())
 
 
 def _per_link(pages: pa.Array, needed: np.ndarray, bases: list[str], of_base: Callable[[str], str | None]) -> pa.Array:
@@ -166,10 +155,13 @@ class PageLinks:
         return len(self.srcs)
 
     def add(self, page_url: str, base: str, srcs: Sequence[Any], alts: Sequence[Any], titles: Sequence[Any],
-            images: int | None = None) -> None:  # fmt: skip
-        """One page's images; ``images`` counts them when those without an alt-text were left out already."""
+            images: int | None = None, normalise: bool = True) -> None:  # fmt: skip
+        """One page's images; ``images`` counts them when those without an alt-text were left out already;
+        ``normalise=False`` when the values are already as :func:`normalised` makes them (the WAT scan's)."""
         if not len(srcs) == len(alts) == len(titles):
             raise ValueError("srcs, alts and titles differ in length")
+        if normalise:
+            srcs, alts, titles = normalised(srcs, alts, titles)
         self.images += len(srcs) if images is None else images
         if srcs:
             self.pages += [len(self.page_urls)] * len(srcs)
@@ -209,9 +201,8 @@ class PageLinks:
         """The links with an alt-text and an http(s) URL, in page order (``LINKS_SCHEMA``), counted
         (images, with_alt, relative_resolved, non_http_dropped); the gathered pages are then cleared."""
         page = pa.array(self.pages, pa.int32())
-        src, alt, title = _strings(self.srcs), squeeze(_strings(self.alts)), squeeze(_strings(self.titles))
-        candidate = _mask(pc.not_equal(alt, "")) & _mask(pc.not_equal(src, ""))
-        src = _strip(src)
+        src, alt, title = (pa.array(values, pa.string()) for values in (self.srcs, self.alts, self.titles))
+        candidate = _mask(pc.not_equal(alt, "")) & _mask(pc.is_valid(src))  # a blank src counts, resolving to nothing
         absolute = candidate & _matches(src, _ABSOLUTE_ASCII)
         rest = np.flatnonzero(candidate & ~absolute)  # the few that are not absolute: resolved apart
         rest_url = self._resolve_rest(src.take(rest), page.take(rest), counts)

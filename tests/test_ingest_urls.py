@@ -11,15 +11,15 @@ import sys
 from collections import Counter
 from urllib.parse import urljoin
 
-import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metaclip_tasks.links import WHITESPACE, PageLinks, squeeze
+from metaclip_tasks.links import PageLinks
 
 BASES = ["http://example.com/a/b.html?q=1#f", "https://user@h.example:8443/dir/", "http://h", "HTTPS://H.example/x/y/z",
          "http://[::1]/a/", "http://h/a//b/../c;p/d?q", "http://h/./x/", "ftp://files.example/dir/", "not a url",
          "http://[broken/"]  # fmt: skip
+WHITESPACE = "".join(c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace())  # Python's own
 HTTP = re.compile(r"https?://[^/?#]", re.IGNORECASE)  # an http(s) URL with a host: kept as written
 PIECES = ["/", "//", ".", "..", "a", "b.jpg", "?", "#", ";p", "%2e", " ", "\\", ":", "@", "http:", "https:", "HtTp://", "data:",
           "x.y", "\t", "\n", "\x01", "\x1c", "\xa0", "\u3000", "é", "[", "]", "ſ"]  # fmt: skip
@@ -80,16 +80,6 @@ def test_sources_resolve_as_urljoin(base, src):
     got, _ = resolved([(base, [(src, "an alt", None)])])
     found = literal(base, src, "an alt", None)
     assert got == ([found] if found else [])
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.lists(st.text(alphabet=st.sampled_from(["a", " ", *WHITESPACE, "\x00", "\u200b", "é"]), max_size=8)))
-def test_squeeze_is_join_split(texts):
-    assert squeeze(pa.array(texts, pa.string())).to_pylist() == [" ".join(t.split()) for t in texts]
-
-
-def test_whitespace_is_pythons_own():
-    assert WHITESPACE == "".join(c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace())
 
 
 def test_alt_and_title_whitespace_is_normalised_and_empty_alts_dropped():

@@ -1,6 +1,6 @@
 """The compiled WAT record scan (metaclip_tasks/_watscan.c) against its literal definition: the
 record parsed whole by orjson, its ``HTML-Metadata.Links`` with ``path == "IMG@/src"``, those with a
-non-empty string alt.  Link objects written as Common Crawl writes them are always read; anything
+string alt that is not blank, their values normalised by Python's own string methods.  Link objects written as Common Crawl writes them are always read; anything
 else may be refused (None: the reader then parses the whole record), never read differently; a
 Common Crawl link is refused only when "IMG@/src" also stands as another value, where the scan
 cannot tell it from a link's start."""
@@ -8,15 +8,16 @@ cannot tell it from a link's start."""
 from __future__ import annotations
 
 import json
+import sys
 
 import orjson
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-
 from metaclip_tasks._watscan import scan
 
-TEXT = st.text(alphabet=st.one_of(st.characters(codec="utf-8"), st.sampled_from(['"', "\\", "/", "}", "{", "\n", "\x00", "é", "😀"])),
-               max_size=12)  # fmt: skip
+WHITESPACE = [c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace()]  # what str.split and str.strip remove
+TEXT = st.text(alphabet=st.one_of(st.characters(codec="utf-8"), st.sampled_from(['"', "\\", "/", "}", "{", "\n", "\x00", "é", "😀", "\r",
+                                                                                 *WHITESPACE, *WHITESPACE])), max_size=12)  # fmt: skip
 KEYS = st.sampled_from(["url", "alt", "title", "target", "rel", "text", "é", 'q"uote'])
 
 
@@ -26,13 +27,22 @@ def record(links: list[dict], ensure_ascii: bool, base: bool = False) -> bytes:
     return json.dumps(body, ensure_ascii=ensure_ascii, separators=(",", ":")).encode()
 
 
+def squeezed(text: str | None) -> str | None:
+    return None if text is None else " ".join(text.split())
+
+
+def stripped(src: str | None) -> str | None:
+    return src.strip().replace("\t", "").replace("\n", "").replace("\r", "") if src else None
+
+
 def literal(data: bytes) -> tuple:
-    """What the scan means, from the whole record parsed."""
+    """What the scan means, from the whole record parsed: the image links with an alt-text that is not
+    blank, the url stripped (None when empty), alt-texts and titles squeezed."""
     html = orjson.loads(data)["Envelope"]["Payload-Metadata"]["HTTP-Response-Metadata"]["HTML-Metadata"]
     images = [x for x in html["Links"] if x.get("path") == "IMG@/src"]
-    kept = [x for x in images if isinstance(x.get("alt"), str) and x["alt"]]
-    return (True, "Base" in html["Head"], len(images), [x.get("url") for x in kept], [x.get("alt") for x in kept],
-            [x.get("title") for x in kept])  # fmt: skip
+    kept = [x for x in images if isinstance(x.get("alt"), str) and x["alt"].split()]
+    return (True, "Base" in html["Head"], len(images), [stripped(x.get("url")) for x in kept],
+            [squeezed(x.get("alt")) for x in kept], [squeezed(x.get("title")) for x in kept])  # fmt: skip
 
 
 LINK = st.builds(lambda path, fields: {"path": path, **fields}, st.sampled_from(["IMG@/src", "A@/href"]),
@@ -74,6 +84,9 @@ def test_flags_and_plain_cases():
     assert scan(b'{"HTML-Metadata":{"Links":[{"path":"IMG@/src","alt":null}]}}') is None  # not a string
     assert scan(b'{"HTML-Metadata":{"Links":[{"path":"IMG@/src","alt":"\\ud800"}]}}') is None  # a lone surrogate
     assert scan(bytearray(b"no page")) == (False, False, 0, [], [], [])
+    spaced = b'{"HTML-Metadata":{"Links":[{"path":"IMG@/src","url":" /a\\tb\\n ","alt":" a\\u00a0 b\\n","title":"\\u3000"},{"path":"IMG@/src","url":"","alt":"c"}]}}'
+    assert scan(spaced) == (True, False, 2, ["/ab", None], ["a b", "c"], ["", None])  # stripped, squeezed; an empty url is None
+    assert scan(b'{"HTML-Metadata":{"Links":[{"path":"IMG@/src","url":"/a","alt":" \\t "}]}}') == (True, False, 1, [], [], [])
     escaped = b'{"HTML-Metadata":{"Links":[{"path":"IMG@\\/src","url":"/a","alt":"x"}]}}'  # "\/" is "/" in JSON
     assert scan(escaped) == (True, False, 1, ["/a"], ["x"], [None])
     assert scan(b'{"HTML-Metadata":{"Head":{"path":"IMG@/src"},"Links":[]}}') is None  # not a link: parsed whole
