@@ -8,8 +8,10 @@ straight to it.  Without a Dask client the same work runs in this process.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -55,7 +57,7 @@ from metaclip_tasks.evaluate import evaluate_checkpoint, load_coco
 from metaclip_tasks.ingest import COUNTERS as INGEST_COUNTERS
 from metaclip_tasks.ingest import extract_file, file_format
 from metaclip_tasks.language import LanguageFilter, check_languages
-from metaclip_tasks.matching import Matcher, match_shard
+from metaclip_tasks.matching import TABLES, Matcher, match_shard
 from metaclip_tasks.metadata.build import ENTRIES, MetadataParams, build_metadata
 from metaclip_tasks.metadata.store import load_metadata, metadata_report
 from metaclip_tasks.online import LoaderRule, expected_kept, kept_per_epoch, loader_rule
@@ -67,6 +69,7 @@ from metaclip_tasks.train import TrainConfig, check_device, run_training
 from metaclip_tasks.uids import url_uids
 
 COUNTS = "counts.npy"
+MATCHER = "matcher"  # a metadata artifact's built token engine: matcher/<table>.npy, one per matching.TABLES
 _MATCHERS: dict[tuple[str, str], Matcher] = {}  # per Dask worker process: (metadata version, backend) -> matcher
 
 
@@ -314,11 +317,18 @@ def _metadata_sources(params: MetadataParams) -> dict[str, list[dict[str, Any]]]
     return {source: [files.fingerprint(uri) for uri in uris] for source, uris in params.input_files().items()}
 
 
+def _write_matcher(build: Build, entries: list[str]) -> None:
+    """The token engine of ``entries``, built once and saved beside them: match workers memory-map it."""
+    for name, array in Matcher(entries).arrays().items():
+        build.output.save_array(f"{MATCHER}/{name}.npy", array)
+
+
 def build_metadata_stage(build: Build) -> dict[str, Any]:
     result = build_metadata(build.params, build.client)
     if not result.entries:
         raise CurationError(f"the metadata from {', '.join(build.params.sources)} has no entries: check the source files")
     result.write(build.output)
+    _write_matcher(build, result.entries)
     return {**result.stats(), **metadata_report(result.entries)}
 
 
@@ -339,12 +349,14 @@ def _import_digest(params: MetadataImport) -> str:
 def build_metadata_import(build: Build) -> dict[str, Any]:
     entries = load_metadata(build.params.path)
     build.output.write_bytes(ENTRIES, json.dumps(entries, ensure_ascii=False).encode("utf-8"))
+    _write_matcher(build, entries)
     return metadata_report(entries)
 
 
-METADATA_BUILD = Stage("metadata_build", 1, MetadataParams, build_metadata_stage, produces="metadata",
+# version 2: the artifact holds the built matcher (matcher/*.npy) besides the entries
+METADATA_BUILD = Stage("metadata_build", 2, MetadataParams, build_metadata_stage, produces="metadata",
                        libraries=("mwparserfromhell",), external=_metadata_sources)  # fmt: skip
-METADATA_IMPORT = Stage("metadata_import", 1, MetadataImport, build_metadata_import, produces="metadata", external=_import_digest)
+METADATA_IMPORT = Stage("metadata_import", 2, MetadataImport, build_metadata_import, produces="metadata", external=_import_digest)
 
 
 # -- match: each snapshot's pairs against the metadata (section 3.2) ------------------------------
@@ -358,24 +370,59 @@ class MatchParams:
                                                      "identity": False})  # fmt: skip
 
 
-def _worker_matcher(entries: files.Stored, metadata_version: str, backend: str) -> Matcher:
-    """The matcher for a metadata version, built once per worker process and then reused."""
+def _saved_matcher(metadata: Artifact) -> tuple[files.Stored, ...]:
+    """The files of the matcher saved with ``metadata`` (in matching.TABLES order), or () for an
+    artifact made before matchers were saved."""
+    names = [f"{MATCHER}/{name}.npy" for name in TABLES]
+    return tuple(metadata.stored(n) for n in names) if set(names) <= set(metadata.files()) else ()
+
+
+def _local_file(stored: files.Stored) -> str:
+    """A local path of a saved matcher file, verified: the file itself on a local root, else a copy in this
+    host's temporary folder named by its sha256 (verified before it is renamed into place), which every
+    worker process of the host maps."""
+    fs, path = files.filesystem(stored.uri)
+    if not files.is_local(fs):
+        local = Path(tempfile.gettempdir()) / "metaclip-matchers" / f"{stored.sha256}.npy"
+        if not local.is_file():
+            local.parent.mkdir(parents=True, exist_ok=True)
+            partial = local.with_name(f".{local.name}.{uuid.uuid4().hex}")
+            try:
+                fs.get(path, str(partial))
+                files.verify(dataclasses.replace(stored, uri=str(partial)))
+                os.replace(partial, local)
+            finally:
+                partial.unlink(missing_ok=True)
+        stored, path = dataclasses.replace(stored, uri=str(local)), str(local)
+    files.verify(stored)
+    return path
+
+
+def _worker_matcher(entries: files.Stored, saved: Sequence[files.Stored], metadata_version: str, backend: str) -> Matcher:
+    """The matcher for a metadata version, once per worker process: the token engine memory-mapped from the
+    metadata artifact (the pages shared by the host's workers), else built from the entries."""
     key = (metadata_version, backend)
     if key not in _MATCHERS:
         _MATCHERS.clear()  # one metadata at a time keeps workers' memory bounded
-        _MATCHERS[key] = Matcher(load_metadata(entries), backend=backend)  # type: ignore[arg-type]
+        if backend == "tokens" and saved:
+            _MATCHERS[key] = Matcher.load({name: _local_file(f) for name, f in zip(TABLES, saved, strict=True)})
+        else:
+            _MATCHERS[key] = Matcher(load_metadata(entries), backend=backend)  # type: ignore[arg-type]
     return _MATCHERS[key]
 
 
-def _match_task(shard: files.Stored, output: str, entries: files.Stored, metadata_version: str, backend: str):
-    return match_shard(shard, output, _worker_matcher(entries, metadata_version, backend))
+def _match_task(
+    shard: files.Stored, output: str, entries: files.Stored, saved: Sequence[files.Stored], metadata_version: str, backend: str
+):
+    return match_shard(shard, output, _worker_matcher(entries, saved, metadata_version, backend))
 
 
 def build_match(build: Build) -> dict[str, Any]:
     pairs, metadata = build["pairs"], build["metadata"]
     shards = pairs.data_files()
     outputs = [build.output.uri_of(f"{DATA}/{shard.name}") for shard in shards]
-    task = {"entries": metadata.stored(ENTRIES), "metadata_version": metadata.version, "backend": build.params.backend}
+    task = {"entries": metadata.stored(ENTRIES), "saved": _saved_matcher(metadata), "metadata_version": metadata.version,
+            "backend": build.params.backend}  # fmt: skip
     results = _each_shard(build.client, "match", _match_task, shards, outputs, **task)
     if build.client is None:
         counts = sum_counts([r.counts for r in results])
