@@ -235,7 +235,7 @@ static PyObject *scan(PyObject *module, PyObject *arg) {
      * one too), and every literal "IMG@/src" in the record must be such a path, else the record is
      * parsed whole. */
     Py_ssize_t images = 0, literal = 0, written = 0, n;
-    for (const char *q = data; (q = find(q, end, NEEDLE("\"IMG@/src\"", 4))) != NULL; q++) literal++;
+    for (const char *q = data; (q = find(q, end, NEEDLE("\"IMG@/src\"", 3))) != NULL; q++) literal++;
     const char *p = data;
     const size_t prefix = sizeof("{\"path\":") - 1;
     for (;;) {
