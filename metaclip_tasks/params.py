@@ -49,9 +49,17 @@ def to_dict(params: Any) -> dict[str, Any]:
 
 
 def identity(params: Any) -> dict[str, Any]:
-    """The fields that decide the output (``identity`` not False): what a version hashes."""
+    """The fields that decide the output: what a version hashes.  ``identity`` False: never (a path,
+    a worker count); ``"when-set"``: only away from its default (a param added later whose default
+    keeps the earlier output, so that adding it leaves every existing version as it was)."""
     full = to_dict(params)
-    return {f.name: full[f.name] for f in dataclasses.fields(params) if f.metadata.get("identity", True)}
+    kept = {}
+    for f in dataclasses.fields(params):
+        mode = f.metadata.get("identity", True)
+        if mode is False or (mode == "when-set" and full[f.name] == json.loads(json.dumps(f.default))):
+            continue
+        kept[f.name] = full[f.name]
+    return kept
 
 
 def _check_value(name: str, hint: Any, value: Any, meta: Mapping[str, Any]) -> Any:

@@ -44,7 +44,7 @@ class TrainConfig:
     seed: int = 0
     balance_t: int | None = field(default=None, metadata={
         "help": "balancing in the loader (paper A.2): re-draw the head for this t each epoch; empty: the download as it is",
-        "minimum": 1})  # fmt: skip
+        "minimum": 1, "identity": "when-set"})  # fmt: skip
 
 
 PAPER_VIT_B32 = TrainConfig()

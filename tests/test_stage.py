@@ -32,6 +32,7 @@ from metaclip_tasks.pipeline import (
     PoolCountsParams,
 )
 from metaclip_tasks.stage import run
+from metaclip_tasks.train import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 TEXTS = ["a red car", "black dog, photo", "nothing here", "red car and black dog", "dog"]
@@ -43,6 +44,7 @@ from dataclasses import replace
 from metaclip_tasks.artifacts import ArtifactStore
 from metaclip_tasks.pipeline import *
 from metaclip_tasks.stage import run
+from metaclip_tasks.train import TrainConfig
 
 def chain(store, src, meta, match=MATCH):
     pairs = run(store, PAIRS_IMPORT, PairsImport("CC-MAIN-2023-06", (src,)))
@@ -111,6 +113,27 @@ def test_identity_params_make_the_version_and_the_location_does_not(tmp_path: Pa
     pq.write_table(pa.table({"url": ["https://x/9.jpg"], "text": ["a cat"]}), moved)
     d = run(store, PAIRS_IMPORT, PairsImport("CC-MAIN-2023-06", (str(moved),)))
     assert d.version != a.version  # other content: another version
+
+
+@dataclasses.dataclass(frozen=True)
+class _Before:
+    t: int = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class _After:
+    t: int = 5
+    added: int | None = dataclasses.field(default=None, metadata={"identity": "when-set"})
+    where: str = dataclasses.field(default="here", metadata={"identity": False})
+
+
+def test_a_param_added_when_set_keeps_earlier_versions_until_it_is_set() -> None:
+    """A param whose default keeps the earlier output ("when-set") is left out of the version at
+    its default: adding it (e.g. the train stage's balance_t) leaves every existing checkpoint current."""
+    assert P.identity(_After()) == P.identity(_Before()) == {"t": 5}
+    assert P.identity(_After(added=3)) == {"t": 5, "added": 3}
+    assert P.identity(_After(where="there")) == {"t": 5}
+    assert "balance_t" not in P.identity(TrainConfig()) and P.identity(TrainConfig(balance_t=2))["balance_t"] == 2
 
 
 def test_inputs_and_params_are_checked_before_anything_is_written(tmp_path: Path, inputs) -> None:
