@@ -15,7 +15,9 @@
  *   vocab_offsets int64[V + 1], vocab_data uint8[...]  each token's bytes (compared beyond 24 bytes)
  *   edge_table   int64[E, 2]  per slot: state * V + token id; child | info << 32 (-1: empty)
  *   key_ptr      int64[K + 1], key_entries int32[...]  each key's entry ids, ascending
- * A state's info is (key + 1) << 1 | more: the key it completes (-1: none) and whether it has children.
+ * A state's info is (what + 1) << 2 | one << 1 | more: what it completes (-1: nothing), which is the entry
+ * id itself when its key has one entry (one set: no look-up in key_ptr), else the key; more: whether the
+ * state has children.
  * One probe of a table reads one slot, which holds all a step needs: a token costs one cache miss
  * and each step of the walk one more, and every text's slots are prefetched before they are read.
  *
@@ -264,11 +266,17 @@ static int walk(const Tables *t, const Token *tokens, size_t n_tok, Work *w) {
     for (size_t i = 0; i < n_tok; i++) {
         int32_t state = tokens[i].state, info = tokens[i].info;
         for (size_t j = i + 1; state >= 0; j++) {
-            int32_t key = (info >> 1) - 1;
-            if (key >= 0) {
-                int64_t a = t->key_ptr[key], b = t->key_ptr[key + 1];
+            int32_t what = (info >> 2) - 1;
+            if (what >= 0) {
+                int64_t a = 0, b = 1;
+                const int32_t *ids = &what;
+                if (!(info & 2)) {
+                    a = t->key_ptr[what];
+                    b = t->key_ptr[what + 1];
+                    ids = t->key_entries;
+                }
                 if (reserve(&w->found, 4 * (size_t)(b - a)) < 0) return -1;
-                memcpy(w->found.data + w->found.len, t->key_entries + a, 4 * (size_t)(b - a));
+                memcpy(w->found.data + w->found.len, ids + a, 4 * (size_t)(b - a));
                 w->found.len += 4 * (size_t)(b - a);
             }
             if (!(info & 1) || j >= n_tok || tokens[j].id < 0) break;
@@ -462,6 +470,8 @@ static PyObject *to_lists(PyObject *self, PyObject *args) {
     const int64_t *off = offsets.buf;
     const int32_t *values = ids.buf;
     Py_ssize_t n = offsets.len / 8 - 1, n_ints = PyList_GET_SIZE(ints);
+    /* the lists hold only ints, so they make no cycle: no collection while they are made */
+    int collecting = PyGC_Disable();
     PyObject *lists = PyList_New(n < 0 ? 0 : n);
     for (Py_ssize_t i = 0; lists != NULL && i < n; i++) {
         PyObject *list = PyList_New((Py_ssize_t)(off[i + 1] - off[i]));
@@ -489,6 +499,7 @@ static PyObject *to_lists(PyObject *self, PyObject *args) {
             PyList_SET_ITEM(list, (Py_ssize_t)(j - off[i]), value);
         }
     }
+    if (collecting) PyGC_Enable();
     PyBuffer_Release(&offsets);
     PyBuffer_Release(&ids);
     return lists;

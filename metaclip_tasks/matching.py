@@ -126,7 +126,7 @@ class Matcher:
         key_entries = order.astype(np.int32)
         key_ptr = np.searchsorted(key_of_entry[order], np.arange(n_keys + 1)).astype(np.int64)
         if backend == "tokens":
-            self._tables = (*self._token_tables(keys.dictionary), key_ptr, key_entries)
+            self._tables = (*self._token_tables(keys.dictionary, key_ptr, key_entries), key_ptr, key_entries)
         else:
             self._key_ids, self._key_ptr, self._single_id = key_entries, key_ptr, bool(n_keys == len(entries))
             offsets, data = binary_parts(keys.dictionary)
@@ -161,8 +161,12 @@ class Matcher:
 
     # -- building ---------------------------------------------------------------------
 
-    def _token_tables(self, keys: pa.LargeBinaryArray) -> tuple[np.ndarray, ...]:
+    def _token_tables(
+        self, keys: pa.LargeBinaryArray, key_ptr: np.ndarray, key_entries: np.ndarray
+    ) -> tuple[np.ndarray, ...]:
         """The kernel's vocabulary and trie over token ids, built level by level with numpy."""
+        if len(key_entries) >= 1 << 29:
+            raise ValueError("the token engine holds fewer than 2**29 entries (a state's info is an int32)")
         split = pc.split_pattern(keys, pattern=" ")
         key_off = split.offsets.to_numpy().astype(np.int64)
         encoded = split.flatten().dictionary_encode()
@@ -183,10 +187,14 @@ class Matcher:
             state_of_key[ks] = n_states + new
             n_states += len(edge)
         parents, toks, children = (np.concatenate(a or [np.zeros(0, np.int64)]) for a in (parents, toks, children))
-        # a state's info: (the key it completes + 1) << 1 | whether it has children
+        # a state's info: (what it completes + 1) << 2 | one entry << 1 | whether it has children, where what
+        # it completes is the entry of a key of one entry, else the key (-1: no key)
         state_key = np.full(n_states, -1, dtype=np.int64)
         state_key[state_of_key[alive]] = np.flatnonzero(alive)
-        state_info = (state_key + 1) << 1
+        key = np.maximum(state_key, 0)
+        one = (state_key >= 0) & (key_ptr[key + 1] - key_ptr[key] == 1) if n_keys else np.zeros(n_states, dtype=bool)
+        what = np.where(one, key_entries[key_ptr[key]] if n_keys else 0, state_key)
+        state_info = (what + 1) << 2 | one.astype(np.int64) << 1
         root = parents == 0
         state_info[parents[~root]] |= 1
         edge_table = _hash_table(
