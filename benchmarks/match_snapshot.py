@@ -8,7 +8,10 @@ benchmark metadata:
 * one core: the match stage in this process (no Dask), its matcher already built;
 * Dask: the same stage on a LocalCluster of ``--workers`` single-threaded process workers, whose
   workers read their shard from the root and write their matched shard straight back to it.
-  "cold" includes each worker loading the metadata and building its matcher; "warm" reuses it.
+  "cold" includes each worker getting its matcher (verifying and memory-mapping the one saved
+  with the metadata artifact; from S3, a copy per host first); "warm" reuses it.  "first task"
+  is that step alone, timed in each worker of a fresh cluster (the slowest worker's is shown).
+  Each figure is the median of ``--rounds`` runs; each cold run has a fresh cluster.
 
 Every run publishes byte-identical artifacts (checked); pairs/s and ratios are printed.
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -27,11 +31,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from benchmarks.metadata_500k import CAPTIONS, benchmark_metadata
-from metaclip_tasks import curation
+from metaclip_tasks import curation, files
 from metaclip_tasks.artifacts import Artifact, ArtifactStore
 from metaclip_tasks.cluster import dask_client
 from metaclip_tasks.local_s3 import local_s3
-from metaclip_tasks.pipeline import _MATCHERS, METADATA_IMPORT, PAIRS_IMPORT, MetadataImport, PairsImport
+from metaclip_tasks.metadata.build import ENTRIES
+from metaclip_tasks.pipeline import (
+    _MATCHERS,
+    METADATA_IMPORT,
+    PAIRS_IMPORT,
+    MetadataImport,
+    PairsImport,
+    _saved_matcher,
+    _worker_matcher,
+)
 from metaclip_tasks.stage import run
 
 SNAPSHOT = "CC-MAIN-2023-06"
@@ -56,11 +69,28 @@ def _timed_match(store: ArtifactStore, pairs: Artifact, meta: Artifact, client) 
     return elapsed, matched
 
 
+def _forget_matchers() -> None:
+    """Start the next cluster's workers (forked from this process) as fresh processes start: with no
+    matcher and no file verified yet."""
+    _MATCHERS.clear()
+    files._VERIFIED.clear()
+
+
+def _matcher_seconds(entries: files.Stored, saved: tuple[files.Stored, ...], version: str) -> float:
+    """How long this worker takes to get its matcher: what its first task spends before matching."""
+    start = time.perf_counter()
+    _worker_matcher(entries, saved, version, "tokens")
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--copies", type=int, default=50, help="copies of the 10,000 captions")
     parser.add_argument("--shards", type=int, default=16, help="shards of the pairs artifact")
     parser.add_argument("--workers", type=int, default=2, help="Dask workers (one thread each)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="timed runs of each kind, a fresh cluster each (median shown)"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp, local_s3("metaclip-bench") as bucket:
@@ -74,20 +104,36 @@ def main() -> None:
             pairs = run(store, PAIRS_IMPORT, PairsImport(SNAPSHOT, (str(source),), rows_per_shard=-(-n // args.shards)))
             meta = run(store, METADATA_IMPORT, MetadataImport(str(tmp / "metadata.json")))
             _MATCHERS.clear()
-            _timed_match(store, pairs, meta, None)  # builds this process's matcher
-            one_core, matched = _timed_match(store, pairs, meta, None)
+            _timed_match(store, pairs, meta, None)  # loads this process's matcher
+            one_core = []
+            for _ in range(args.rounds):
+                elapsed, matched = _timed_match(store, pairs, meta, None)
+                one_core.append(elapsed)
             files.add(json.dumps(matched.manifest["files"]))
+            _forget_matchers()
             with dask_client(work=args.workers) as client:
-                cold, _ = _timed_match(store, pairs, meta, client)
-                warm, matched = _timed_match(store, pairs, meta, client)
-            files.add(json.dumps(matched.manifest["files"]))
-            rows.append((label, n / one_core, n / cold, n / warm))
+                assert len(client.scheduler_info()["workers"]) == args.workers, "fewer free cores than --workers"
+                first = max(
+                    client.run(_matcher_seconds, meta.stored(ENTRIES), _saved_matcher(meta), meta.version).values()
+                )
+            cold, warm = [], []
+            for _ in range(args.rounds):
+                _forget_matchers()
+                with dask_client(work=args.workers) as client:
+                    cold.append(_timed_match(store, pairs, meta, client)[0])
+                    elapsed, matched = _timed_match(store, pairs, meta, client)
+                    warm.append(elapsed)
+                files.add(json.dumps(matched.manifest["files"]))
+            one_core, cold, warm = (statistics.median(times) for times in (one_core, cold, warm))
+            rows.append((label, n / one_core, n / cold, n / warm, first))
         assert len(files) == 1, "the roots and drivers published different matched shards"
-        print(f"| root | one core | Dask cold ({args.workers} workers) | Dask warm | warm vs one core |")
-        print("| --- | ---: | ---: | ---: | ---: |")
-        for label, single, cold, warm in rows:
-            print(f"| {label} | {single:,.0f} | {cold:,.0f} | {warm:,.0f} | {warm / single:.2f}x |")
-        (_, local_single, _, local_warm), (_, s3_single, _, s3_warm) = rows
+        print(f"| root | one core | Dask cold ({args.workers} workers) | Dask warm | cold vs one core | warm vs one core "
+              "| first task's matcher |")  # fmt: skip
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for label, single, cold, warm, first in rows:
+            print(f"| {label} | {single:,.0f} | {cold:,.0f} | {warm:,.0f} | {cold / single:.2f}x | {warm / single:.2f}x "
+                  f"| {first:.3f} s |")  # fmt: skip
+        (_, local_single, _, local_warm, _), (_, s3_single, _, s3_warm, _) = rows
         print(f"S3 / local: one core {s3_single / local_single:.2f}x, Dask warm {s3_warm / local_warm:.2f}x")
 
 
