@@ -41,6 +41,7 @@ CHARS_TO_SPACE = ("\t", "\n", "\r")
 _SEP_CANDIDATES = tuple(chr(c) for c in [*range(0x20), 0x7F] if chr(c) not in CHARS_TO_SPACE)
 # The token engine's arrays, in the order the kernel takes them (see metaclip_tasks/_match.c).
 TABLES = ("vocab_table", "vocab_offsets", "vocab_data", "edge_table", "key_ptr", "key_entries")
+_TABLE_TYPES = (("<i8", 2), ("<i8", 1), ("|u1", 1), ("<i8", 2), ("<i8", 1), ("<i4", 1))  # dtype and ndim of each
 _INLINE = 24  # bytes of a token kept in its vocabulary slot
 Backend = Literal["tokens", "ahocorasick"]
 
@@ -108,6 +109,7 @@ class Matcher:
     """Matches texts against a fixed list of metadata entries; build once (or load), reuse for many texts."""
 
     def __init__(self, entries: Sequence[str], backend: Backend = "tokens", batch_size: int = 16384) -> None:
+        """``batch_size``: texts the automaton joins into one string (the token engine takes them all at once)."""
         if backend not in ("tokens", "ahocorasick"):
             raise ValueError(f"unknown matching backend {backend!r}: use 'tokens' or 'ahocorasick'")
         bad = next((i for i, e in enumerate(entries) if not isinstance(e, str)), None)
@@ -147,6 +149,11 @@ class Matcher:
             a if isinstance(a, np.ndarray) else np.load(a, mmap_mode="r", allow_pickle=False)
             for a in (arrays[n] for n in TABLES)
         ]
+        for name, array, (dtype, ndim) in zip(TABLES, loaded, _TABLE_TYPES, strict=True):
+            if array.dtype.str != dtype or array.ndim != ndim or not array.flags.c_contiguous:
+                raise ValueError(
+                    f"saved matcher array {name} is {array.dtype.str}[{array.ndim}-d], not {dtype}[{ndim}-d]"
+                )
         matcher = cls.__new__(cls)
         matcher.backend, matcher.batch_size, matcher._ints = "tokens", 16384, None
         matcher._tables = tuple(loaded)

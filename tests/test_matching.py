@@ -217,6 +217,8 @@ def test_saved_arrays_are_deterministic() -> None:
     assert Matcher.load(first).match(["a red car", "東京 tower"]) == [[0, 1, 2, 6], [4]]
     with pytest.raises(ValueError, match="needs the arrays key_entries"):
         Matcher.load({name: first[name] for name in TABLES[:-1]})
+    with pytest.raises(ValueError, match=r"array key_entries is <i8\[1-d\], not <i4\[1-d\]"):
+        Matcher.load({**first, "key_entries": first["key_entries"].astype(np.int64)})
     with pytest.raises(ValueError, match="only the token engine is saved"):
         Matcher(entries, backend="ahocorasick").arrays()
 
