@@ -42,6 +42,7 @@ from metaclip_tasks.balancing import (
 from metaclip_tasks.cluster import tree_sum
 from metaclip_tasks.commoncrawl import CC_BASE, LISTINGS, crawl_files, with_retries
 from metaclip_tasks.counting import COUNTS_DTYPE, load_counts, sum_counts, top_entries
+from metaclip_tasks.dedup import KEY_DTYPE, first_occurrences, pair_keys
 from metaclip_tasks.download import (
     DownloadOptions,
     download_stats,
@@ -51,7 +52,6 @@ from metaclip_tasks.download import (
     subset_index,
     write_url_list,
 )
-from metaclip_tasks.dedup import KEY_DTYPE, first_occurrences, pair_keys
 from metaclip_tasks.errors import CurationError
 from metaclip_tasks.evaluate import evaluate_checkpoint, load_coco
 from metaclip_tasks.ingest import COUNTERS as INGEST_COUNTERS
@@ -64,12 +64,12 @@ from metaclip_tasks.online import LoaderRule, expected_kept, kept_per_epoch, loa
 from metaclip_tasks.report import STANDARD_TS, plot_ablation, plot_entry_counts, tail_ratios
 from metaclip_tasks.shards import MATCHED_SCHEMA, PAIRS_SCHEMA, ShardReader, ShardWriter, part_name
 from metaclip_tasks.snapshots import check_snapshot, is_crawl_id, snapshot_date
-from metaclip_tasks.stage import Build, Input, Stage
+from metaclip_tasks.stage import Build, Input, Stage, run
 from metaclip_tasks.train import TrainConfig, check_device, run_training
 from metaclip_tasks.uids import url_uids
 
 COUNTS = "counts.npy"
-MATCHER = "matcher"  # a metadata artifact's built token engine: matcher/<table>.npy, one per matching.TABLES
+MATCHER = "matcher"  # a matcher artifact's folder: matcher/<table>.npy, one per matching.TABLES
 _MATCHERS: dict[tuple[str, str], Matcher] = {}  # per Dask worker process: (metadata version, backend) -> matcher
 
 
@@ -317,18 +317,11 @@ def _metadata_sources(params: MetadataParams) -> dict[str, list[dict[str, Any]]]
     return {source: [files.fingerprint(uri) for uri in uris] for source, uris in params.input_files().items()}
 
 
-def _write_matcher(build: Build, entries: list[str]) -> None:
-    """The token engine of ``entries``, built once and saved beside them: match workers memory-map it."""
-    for name, array in Matcher(entries).arrays().items():
-        build.output.save_array(f"{MATCHER}/{name}.npy", array)
-
-
 def build_metadata_stage(build: Build) -> dict[str, Any]:
     result = build_metadata(build.params, build.client)
     if not result.entries:
         raise CurationError(f"the metadata from {', '.join(build.params.sources)} has no entries: check the source files")
     result.write(build.output)
-    _write_matcher(build, result.entries)
     return {**result.stats(), **metadata_report(result.entries)}
 
 
@@ -349,14 +342,12 @@ def _import_digest(params: MetadataImport) -> str:
 def build_metadata_import(build: Build) -> dict[str, Any]:
     entries = load_metadata(build.params.path)
     build.output.write_bytes(ENTRIES, json.dumps(entries, ensure_ascii=False).encode("utf-8"))
-    _write_matcher(build, entries)
     return metadata_report(entries)
 
 
-# version 2: the artifact holds the built matcher (matcher/*.npy) besides the entries
-METADATA_BUILD = Stage("metadata_build", 2, MetadataParams, build_metadata_stage, produces="metadata",
+METADATA_BUILD = Stage("metadata_build", 1, MetadataParams, build_metadata_stage, produces="metadata",
                        libraries=("mwparserfromhell",), external=_metadata_sources)  # fmt: skip
-METADATA_IMPORT = Stage("metadata_import", 2, MetadataImport, build_metadata_import, produces="metadata", external=_import_digest)
+METADATA_IMPORT = Stage("metadata_import", 1, MetadataImport, build_metadata_import, produces="metadata", external=_import_digest)
 
 
 # -- match: each snapshot's pairs against the metadata (section 3.2) ------------------------------
@@ -370,11 +361,27 @@ class MatchParams:
                                                      "identity": False})  # fmt: skip
 
 
-def _saved_matcher(metadata: Artifact) -> tuple[files.Stored, ...]:
-    """The files of the matcher saved with ``metadata`` (in matching.TABLES order), or () for an
-    artifact made before matchers were saved."""
-    names = [f"{MATCHER}/{name}.npy" for name in TABLES]
-    return tuple(metadata.stored(n) for n in names) if set(names) <= set(metadata.files()) else ()
+@dataclass(frozen=True)
+class MatcherBuild:
+    """The token engine of a metadata artifact, built once: it takes no params."""
+
+
+def build_matcher(build: Build) -> dict[str, Any]:
+    """The token engine's tables as ``.npy`` files (deterministic: same entries, same bytes)."""
+    arrays = Matcher(load_metadata(build["metadata"].stored(ENTRIES))).arrays()
+    for name, array in arrays.items():
+        build.output.save_array(f"{MATCHER}/{name}.npy", array)
+    return {"bytes": int(sum(a.nbytes for a in arrays.values()))}
+
+
+# Derived from the metadata alone, beside it: the match stage makes it on first use and its workers
+# memory-map it, so neither the metadata's version nor any match's depends on it.
+MATCHER_BUILD = Stage("matcher_build", 1, MatcherBuild, build_matcher, {"metadata": Input("metadata")}, produces="matcher")
+
+
+def _saved_matcher(matcher: Artifact) -> tuple[files.Stored, ...]:
+    """The files of a matcher artifact, in matching.TABLES order."""
+    return tuple(matcher.stored(f"{MATCHER}/{name}.npy") for name in TABLES)
 
 
 def _local_file(stored: files.Stored) -> str:
@@ -399,8 +406,8 @@ def _local_file(stored: files.Stored) -> str:
 
 
 def _worker_matcher(entries: files.Stored, saved: Sequence[files.Stored], metadata_version: str, backend: str) -> Matcher:
-    """The matcher for a metadata version, once per worker process: the token engine memory-mapped from the
-    metadata artifact (the pages shared by the host's workers), else built from the entries."""
+    """The matcher for a metadata version, once per worker process: the token engine memory-mapped from its
+    matcher artifact (the pages shared by the host's workers), else (another backend) built from the entries."""
     key = (metadata_version, backend)
     if key not in _MATCHERS:
         _MATCHERS.clear()  # one metadata at a time keeps workers' memory bounded
@@ -421,8 +428,10 @@ def build_match(build: Build) -> dict[str, Any]:
     pairs, metadata = build["pairs"], build["metadata"]
     shards = pairs.data_files()
     outputs = [build.output.uri_of(f"{DATA}/{shard.name}") for shard in shards]
-    task = {"entries": metadata.stored(ENTRIES), "saved": _saved_matcher(metadata), "metadata_version": metadata.version,
-            "backend": build.params.backend}  # fmt: skip
+    backend = build.params.backend
+    saved = _saved_matcher(run(build.store, MATCHER_BUILD, MatcherBuild(), {"metadata": metadata}, log=build.log)) if (
+        backend == "tokens" and build.store is not None) else ()  # fmt: skip
+    task = {"entries": metadata.stored(ENTRIES), "saved": saved, "metadata_version": metadata.version, "backend": backend}
     results = _each_shard(build.client, "match", _match_task, shards, outputs, **task)
     if build.client is None:
         counts = sum_counts([r.counts for r in results])
@@ -758,5 +767,5 @@ ABLATION = Stage("t_ablation", 1, NoParams, build_ablation, {
     "downloaded": Input("downloaded", many=True, optional=True), "views": Input("download_view", many=True, optional=True),
     "metrics": Input("metrics", many=True, optional=True)})  # fmt: skip
 
-STAGES: dict[str, Stage] = {s.name: s for s in (PAIRS_IMPORT, INGEST, METADATA_BUILD, METADATA_IMPORT, MATCH, POOL_COUNTS, BALANCE,
-                                                DOWNLOAD, DOWNLOAD_VIEW, TRAIN, EVALUATE, ABLATION)}  # fmt: skip
+STAGES: dict[str, Stage] = {s.name: s for s in (PAIRS_IMPORT, INGEST, METADATA_BUILD, METADATA_IMPORT, MATCHER_BUILD, MATCH,
+                                                POOL_COUNTS, BALANCE, DOWNLOAD, DOWNLOAD_VIEW, TRAIN, EVALUATE, ABLATION)}  # fmt: skip

@@ -223,8 +223,9 @@ def test_rerunning_a_command_is_a_cache_hit_with_identical_files(chain: dict) ->
 def test_artifacts_list_show_lineage_and_stages(chain: dict) -> None:
     root = chain["root"]
     listed = ok(metaclip("artifacts", "--root", root, "list")).splitlines()
-    assert sorted({line.split()[0] for line in listed}) == ["curated", "matched", "metadata", "pairs", "pool_counts"]
-    assert len(listed) == 3 + 3 + 1 + 1 + 1
+    kinds = ["curated", "matched", "matcher", "metadata", "pairs", "pool_counts"]
+    assert sorted({line.split()[0] for line in listed}) == kinds  # the matcher: made beside the metadata by match
+    assert len(listed) == 3 + 3 + 1 + 1 + 1 + 1
     matched = ok(metaclip("artifacts", "--root", root, "list", "--stage", "matched")).splitlines()
     assert [line.split()[0] for line in matched] == ["matched"] * 3
 

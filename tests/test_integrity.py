@@ -61,7 +61,7 @@ def test_artifacts_verify_command(small_chain, capsys) -> None:
     root = str(small_chain.root)
     assert main(["artifacts", "--root", root, "verify"]) == 0
     out = capsys.readouterr().out
-    assert out.count("ok      ") == 5 and "FAILED" not in out
+    assert out.count("ok      ") == 6 and "FAILED" not in out  # pairs, metadata, matcher, matched, pool_counts, curated
     assert main(["artifacts", "--root", root, "verify", "matched", small_chain.matched.version]) == 0
     capsys.readouterr()
     shard = Path(small_chain.curated.data_files()[0].uri)
@@ -70,8 +70,8 @@ def test_artifacts_verify_command(small_chain, capsys) -> None:
     assert main(["artifacts", "--root", root, "verify"]) == 1
     captured = capsys.readouterr()
     assert f"FAILED  curated {small_chain.curated.version}: file {shard} has sha256" in captured.out
-    assert captured.out.count("ok      ") == 4
-    assert captured.err.strip() == "metaclip: error: 1 of 5 artifacts failed verification (see above)"
+    assert captured.out.count("ok      ") == 5
+    assert captured.err.strip() == "metaclip: error: 1 of 6 artifacts failed verification (see above)"
 
 
 @pytest.mark.parametrize("content", [b"", b"{not json", b"[]", b'{"params": {}}'])
@@ -81,11 +81,11 @@ def test_a_broken_manifest_is_reported_not_fatal(small_chain, capsys, content: b
     root = str(small_chain.root)
     assert main(["artifacts", "--root", root, "list"]) == 0
     captured = capsys.readouterr()
-    assert len(captured.out.splitlines()) == 4  # the other artifacts are listed
+    assert len(captured.out.splitlines()) == 5  # the other artifacts are listed
     assert captured.err.startswith(f"metaclip: warning: pool_counts {small_chain.counts.version}: manifest.json ")
     assert main(["artifacts", "--root", root, "verify"]) == 1
     captured = capsys.readouterr()
-    assert "BROKEN  pool_counts" in captured.out and "1 of 5 artifacts failed" in captured.err
+    assert "BROKEN  pool_counts" in captured.out and "1 of 6 artifacts failed" in captured.err
     with pytest.raises(CurationError, match=f"pool_counts {small_chain.counts.version}: manifest.json"):
         small_chain.store.require("pool_counts", small_chain.counts.version)
 

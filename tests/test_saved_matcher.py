@@ -1,9 +1,9 @@
-"""The matcher saved with the metadata artifact: listed in its manifest, byte-identical from run to
-run, verified and memory-mapped (never built) by match workers, copied once per host from a remote root."""
+"""The matcher saved beside the metadata (a ``matcher`` artifact the match stage makes on first use):
+byte-identical from run to run, leaving the metadata's and the match's versions alone, verified and
+memory-mapped (never built) by match workers, copied once per host from a remote root."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -15,8 +15,15 @@ from metaclip_tasks import curation, pipeline
 from metaclip_tasks.artifacts import Artifact, ArtifactStore
 from metaclip_tasks.errors import CurationError
 from metaclip_tasks.matching import TABLES, Matcher
-from metaclip_tasks.pipeline import METADATA_IMPORT, PAIRS_IMPORT, MetadataImport, PairsImport
-from metaclip_tasks.stage import run
+from metaclip_tasks.pipeline import (
+    MATCHER_BUILD,
+    METADATA_IMPORT,
+    PAIRS_IMPORT,
+    MatcherBuild,
+    MetadataImport,
+    PairsImport,
+)
+from metaclip_tasks.stage import find, run
 
 ENTRIES = ["red", "car", "red car", "dog", "black dog", "東京", "red"]
 TEXTS = ["a red car.", "black dog", "nothing", "東京 dog", None]
@@ -47,11 +54,20 @@ def _fresh_workers():
     pipeline._MATCHERS.clear()
 
 
-def test_the_metadata_artifact_holds_the_matcher_and_the_match_stage_loads_it(tmp_path: Path, monkeypatch) -> None:
+def _matcher(store: ArtifactStore, meta: Artifact) -> Artifact:
+    return run(store, MATCHER_BUILD, MatcherBuild(), {"metadata": meta})
+
+
+def test_the_match_stage_saves_the_matcher_beside_the_metadata_and_loads_it(tmp_path: Path, monkeypatch) -> None:
     store, meta, pairs = _stores(tmp_path, str(tmp_path / "root"))
-    assert set(SAVED) <= set(meta.files())
-    other = run(ArtifactStore(tmp_path / "other"), METADATA_IMPORT, MetadataImport(str(tmp_path / "m.json")))
-    assert other.version == meta.version and other.manifest["files"] == meta.manifest["files"]  # byte-identical
+    assert meta.files() == ["entries.json"]  # the metadata as it was: its version and every match's unchanged
+    assert find(store, MATCHER_BUILD, MatcherBuild(), {"metadata": meta}) is None
+    saved = _matcher(store, meta)
+    assert set(saved.files()) == set(SAVED) and saved.input("metadata") == meta
+    other_store = ArtifactStore(tmp_path / "other")
+    other_meta = run(other_store, METADATA_IMPORT, MetadataImport(str(tmp_path / "m.json")))
+    other = _matcher(other_store, other_meta)
+    assert other.version == saved.version and other.manifest["files"] == saved.manifest["files"]  # byte-identical
 
     def refuse(*args, **kwargs):
         raise AssertionError("a match worker built its matcher")
@@ -64,9 +80,16 @@ def test_the_metadata_artifact_holds_the_matcher_and_the_match_stage_loads_it(tm
     assert _matched_ids(matched) == [ids for ids in Matcher(ENTRIES).match(TEXTS) if ids]
 
 
+def test_a_match_makes_the_matcher_once(tmp_path: Path) -> None:
+    store, meta, pairs = _stores(tmp_path, str(tmp_path / "root"))
+    curation.match(store, pairs, meta, None)
+    assert [a.version for a in store.list("matcher")] == [_matcher(store, meta).version]
+    assert _matcher(store, meta).cache_hit
+
+
 def test_a_changed_matcher_file_is_refused(tmp_path: Path) -> None:
     store, meta, pairs = _stores(tmp_path, str(tmp_path / "root"))
-    path = Path(meta.stored("matcher/edge_table.npy").uri)
+    path = Path(_matcher(store, meta).stored("matcher/edge_table.npy").uri)
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF
     path.write_bytes(bytes(data))
@@ -74,12 +97,9 @@ def test_a_changed_matcher_file_is_refused(tmp_path: Path) -> None:
         curation.match(store, pairs, meta, None)
 
 
-def test_an_artifact_without_a_saved_matcher_builds_one(tmp_path: Path) -> None:
+def test_the_other_backend_builds_from_the_entries(tmp_path: Path) -> None:
     _, meta, _ = _stores(tmp_path, str(tmp_path / "root"))
-    files = [f for f in meta.manifest["files"] if not f["name"].startswith("matcher/")]
-    older = dataclasses.replace(meta, manifest={**meta.manifest, "files": files})
-    assert pipeline._saved_matcher(older) == ()
-    matcher = pipeline._worker_matcher(older.stored("entries.json"), (), older.version, "tokens")
+    matcher = pipeline._worker_matcher(meta.stored("entries.json"), (), meta.version, "ahocorasick")
     assert matcher.match(TEXTS) == Matcher(ENTRIES).match(TEXTS)
 
 
@@ -88,5 +108,5 @@ def test_a_remote_root_is_copied_once_per_host(tmp_path: Path, monkeypatch) -> N
     store, meta, pairs = _stores(tmp_path, "memory://saved-matcher-root")
     matched = curation.match(store, pairs, meta, None)
     cached = sorted(p.name for p in (tmp_path / "host" / "metaclip-matchers").iterdir())
-    assert cached == sorted(f"{meta.stored(name).sha256}.npy" for name in SAVED)  # verified copies only
+    assert cached == sorted(f"{_matcher(store, meta).stored(name).sha256}.npy" for name in SAVED)  # verified copies only
     assert _matched_ids(matched) == [ids for ids in Matcher(ENTRIES).match(TEXTS) if ids]

@@ -20,7 +20,7 @@ from metaclip_tasks.artifacts import ArtifactStore
 from metaclip_tasks.counting import load_counts
 from metaclip_tasks.curation import OnlineDownload, Subset
 from metaclip_tasks.download import DownloadOptions
-from metaclip_tasks.matching import TABLES, Matcher
+from metaclip_tasks.matching import Matcher
 from metaclip_tasks.metadata.build import MetadataParams
 from metaclip_tasks.pipeline import PAIRS_IMPORT, Ingest, MatchParams, PairsImport
 from metaclip_tasks.snapshots import PAPER_POOL2_RANGE, snapshot_date, snapshots_between
@@ -350,8 +350,7 @@ def test_metadata_dag_builds_an_artifact_the_match_dag_takes(dagbag, three_snaps
     ]
     assert len(built) == 1
     assert built[0].stats["by_source"] == {"wordnet": 86_654, "unigram": 1_683, "bigram": 3_492, "title": 2}
-    saved = {f"matcher/{name}.npy" for name in TABLES}  # the built matcher, which match workers memory-map
-    assert {f["name"] for f in built[0].manifest["files"]} == {"entries.json", "entries.sources.json", *saved}
+    assert {f["name"] for f in built[0].manifest["files"]} == {"entries.json", "entries.sources.json"}
     assert _asset_events("metadata")[-1]["version"] == built[0].version
 
     run_ = _run(dagbag, "metaclip_match_snapshot", snapshot=THREE[0], metadata_version=built[0].version,
