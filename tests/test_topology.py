@@ -245,13 +245,22 @@ class Losses:
                     except OSError:
                         continue
                     if title.startswith(b"airflow worker -- "):  # a task process (its title: the TI's id)
-                        self.celery.update(host=host, killed=host.kill())
                         ti_id = title.decode(errors="replace").split()[-1].strip("\0")
-                        running = self.api("GET", "/api/v2/dags/~/dagRuns/~/taskInstances?state=running&limit=100")
-                        (ti,) = [ti for ti in running["task_instances"] if ti["id"] == ti_id]  # a new id on retry
-                        self.celery["task"] = (ti["dag_id"], ti["dag_run_id"], ti["task_id"])
+                        self.celery.update(host=host, ti_id=ti_id, killed=host.kill())
+                        self._name_the_lost_task(ti_id)
                         return
             time.sleep(0.1)
+
+    def _name_the_lost_task(self, ti_id: str) -> None:
+        """(dag, run, task) of the lost task instance, looked up while it still has that id (a retry gets a new
+        one) and still shows as running (until its heartbeat times out, 30 s)."""
+        for _ in range(20):
+            status, running = self.api.status("GET", "/api/v2/dags/~/dagRuns/~/taskInstances?state=running&limit=100")
+            found = [ti for ti in (running or {}).get("task_instances", []) if ti["id"] == ti_id]
+            if status == 200 and found:
+                self.celery["task"] = (found[0]["dag_id"], found[0]["dag_run_id"], found[0]["task_id"])
+                return
+            time.sleep(0.5)
 
     def disarm(self) -> None:
         self.stop.set()
@@ -260,6 +269,7 @@ class Losses:
     def check(self, instances: list[dict]) -> str:
         """Both hosts were lost in the middle of work, and the work was redone: the lost task by a retry."""
         assert self.celery, "no Celery task ran while the watcher looked"
+        assert "task" in self.celery, f"the lost task instance {self.celery['ti_id']} was not found running"
         assert self.dask.wait(timeout=30) == 0, self.dask.stdout.read()
         dask = json.loads(self.dask.stdout.read().splitlines()[-1])
         assert dask["tasks"] and dask["killed"]
