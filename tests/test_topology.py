@@ -291,7 +291,6 @@ def test_the_cluster_topology_survives_lost_workers_with_identical_artifacts(
 ) -> None:
     raw = _raw_pairs(tmp_path, captions_table)
     embedded_seconds = _embedded(tmp_path / "embedded", raw)
-    print(f"\nembedded: {embedded_seconds:.1f} s", flush=True)
 
     names = ["db", "redis", "s3", "api", "scheduler", "dag-processor", "triggerer", "celery-1", "celery-2",
              "dask-scheduler", "dask-1", "dask-2", "client"]  # fmt: skip
@@ -317,9 +316,8 @@ def test_the_cluster_topology_survives_lost_workers_with_identical_artifacts(
         h["db"].run(["runuser", "-u", "postgres", "--", str(PG_BIN / "createdb"), "-h", str(pg_folder), "-U", "airflow",
                      "airflow"])  # fmt: skip
         _wait(lambda: h["client"].call(_http, "GET", s3["AWS_ENDPOINT_URL"])[0], 120, "the S3 server", logs, 0.5)
-        seeding = subprocess.Popen(["ip", "netns", "exec", h["client"].ns, sys.executable, "-m", "tests.topology",
-                                    "seed", ROOT, str(raw)], cwd=REPO, env=base, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        seeding = h["client"].popen([sys.executable, "-m", "tests.topology", "seed", ROOT, str(raw)],
+                                    {**base, "PYTHONPATH": str(REPO)}, "seed")  # fmt: skip
 
         db = f"airflow:{pg_password}@{h['db'].ip}:5432/airflow"
         env = airflow_env(
@@ -366,8 +364,7 @@ def test_the_cluster_topology_survives_lost_workers_with_identical_artifacts(
         )
         for dag_id in dags:
             api("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
-        out, _ = seeding.communicate(timeout=300)
-        assert seeding.returncode == 0, out
+        assert seeding.wait(timeout=300) == 0, _logs(logs)
 
         losses = None if UNDISTURBED else Losses(h, dask_address, base, api)
         try:
