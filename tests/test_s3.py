@@ -32,7 +32,7 @@ def test_the_demo_on_s3_is_byte_identical_to_a_local_root(tmp_path: Path, s3_buc
         remote_report = run_demo(remote, client)
     assert "s3://metaclip-test/library/artifacts/curated/" in remote_report
     assert local_report.replace(str(tmp_path / "root"), "ROOT") == remote_report.replace(f"{s3_bucket}/library", "ROOT")
-    assert _contents(local) == _contents(remote) and len(_contents(remote)) == 9
+    assert _contents(local) == _contents(remote) and len(_contents(remote)) == 10  # with the matcher beside the metadata
     fs, _ = files.filesystem(s3_bucket)
     for artifact in remote.list():  # what is on S3 is what the manifest says
         for f in artifact.manifest["files"]:
@@ -51,7 +51,7 @@ def test_the_command_line_on_s3(tmp_path: Path, s3_bucket: str, captions_table, 
     assert result.returncode == 0, result.stderr
     assert f"-> {s3_bucket}/cli/artifacts/curated/" in result.stdout
     listing = subprocess.run([str(METACLIP), "artifacts", "list"], env=env, capture_output=True, text=True, timeout=120)
-    assert listing.returncode == 0 and len(listing.stdout.splitlines()) == 9
+    assert listing.returncode == 0 and len(listing.stdout.splitlines()) == 10
     local = ArtifactStore(tmp_path / "root")
     run_demo(local, None)
     assert _contents(ArtifactStore(f"{s3_bucket}/cli")) == _contents(local)
