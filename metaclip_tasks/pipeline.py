@@ -64,7 +64,7 @@ from metaclip_tasks.online import LoaderRule, expected_kept, kept_per_epoch, loa
 from metaclip_tasks.report import STANDARD_TS, plot_ablation, plot_entry_counts, tail_ratios
 from metaclip_tasks.shards import MATCHED_SCHEMA, PAIRS_SCHEMA, ShardReader, ShardWriter, part_name
 from metaclip_tasks.snapshots import check_snapshot, is_crawl_id, snapshot_date
-from metaclip_tasks.stage import Build, Input, Stage, run
+from metaclip_tasks.stage import Build, Input, Stage, find, run
 from metaclip_tasks.train import TrainConfig, check_device, run_training
 from metaclip_tasks.uids import url_uids
 
@@ -424,13 +424,19 @@ def _match_task(
     return match_shard(shard, output, _worker_matcher(entries, saved, metadata_version, backend))
 
 
+def _matcher_of(build: Build, metadata: Artifact) -> Artifact:
+    """The metadata's matcher artifact, made now if absent. An existing one is not read here: each
+    worker verifies the files it maps, so the driver does not fetch them (36 MB from an object store)."""
+    inputs = {"metadata": metadata}
+    return find(build.store, MATCHER_BUILD, MatcherBuild(), inputs) or run(build.store, MATCHER_BUILD, MatcherBuild(), inputs, log=build.log)
+
+
 def build_match(build: Build) -> dict[str, Any]:
     pairs, metadata = build["pairs"], build["metadata"]
     shards = pairs.data_files()
     outputs = [build.output.uri_of(f"{DATA}/{shard.name}") for shard in shards]
     backend = build.params.backend
-    saved = _saved_matcher(run(build.store, MATCHER_BUILD, MatcherBuild(), {"metadata": metadata}, log=build.log)) if (
-        backend == "tokens" and build.store is not None) else ()  # fmt: skip
+    saved = _saved_matcher(_matcher_of(build, metadata)) if backend == "tokens" and build.store is not None else ()
     task = {"entries": metadata.stored(ENTRIES), "saved": saved, "metadata_version": metadata.version, "backend": backend}
     results = _each_shard(build.client, "match", _match_task, shards, outputs, **task)
     if build.client is None:
