@@ -1,22 +1,27 @@
 /* The WAT record scan of Common Crawl ingestion (metaclip_tasks/ingest.py), compiled: one pass over a
  * record's JSON bytes for what the Python reader needs, without parsing the record.
  *
- * scan(data: bytes) -> None | (html: bool, base: bool, images: int, urls, alts, titles)
+ * scan(data: bytes, page: int, pages: list, urls: list, alts: list, titles: list)
+ *     -> None | (html: bool, base: bool, images: int, target: str | None)
  *
  *   html    the record holds "HTML-Metadata" (an HTML response's metadata: a page)
  *   base    it holds "Base" (the page has a <base href>: the reader parses the whole record)
  *   images  how many links it has whose path is "IMG@/src" (a link object starts with its path)
- *   urls, alts, titles   the url, alt and title of each image link whose alt is a non-empty string
- *                        (None where a key is absent, or the url empty), in record order, normalised
- *                        as ingestion keeps them (metaclip_tasks/links.py): the url stripped
- *                        (``src.strip()``, then tabs and newlines removed), alt and title squeezed
- *                        (``" ".join(text.split())``)
+ *   target  the page URL: the envelope's "WARC-Target-URI" string, stripped, without the angle
+ *           brackets some crawlers put around it (as ingest.target_uri); None when it is not one
+ *           plain ASCII string in the record (the reader then takes the record's WARC header)
  *
- * None means "not certain": an image link not written as Common Crawl writes them ({"path":"IMG@/src",
- * "key":"value",...}: flat, compact, every value a JSON string, path first and only once), a literal
- * "IMG@/src" anywhere else in the record, a string that is not valid JSON or UTF-8, or a lone
- * surrogate.  The reader then parses the whole record with orjson, which gives the same links or
- * refuses the record.
+ * For a page without a base, the url, alt and title of each image link whose alt is a non-empty
+ * string are appended to urls, alts and titles (None where a key is absent, or the url empty), in
+ * record order, and ``page`` to pages once per link: the columns of links.PageLinks, normalised as
+ * it keeps them: the url stripped (``src.strip()``, then tabs and newlines removed), alt and title
+ * squeezed (``" ".join(text.split())``).  Nothing is appended otherwise.
+ *
+ * None means "not certain": a page that is not one whole JSON object (its last byte other than '}'),
+ * an image link not written as Common Crawl writes them ({"path":"IMG@/src", "key":"value",...}: flat,
+ * compact, every value a JSON string, path first and only once), a literal "IMG@/src" anywhere else in
+ * the record, a string that is not valid JSON or UTF-8, or a lone surrogate.  The reader then parses
+ * the whole record with orjson, which gives the same links or refuses the record.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -212,25 +217,65 @@ static int link_object(const char *p, const char *end, char *buffer, PyObject *f
     }
 }
 
-static PyObject *scan(PyObject *module, PyObject *arg) {
+/* The page URL: the one "WARC-Target-URI" string of the record, when plain ASCII (else NULL, no error). */
+static PyObject *target(const char *data, const char *end, char *buffer) {
+    static const char key[] = "\"WARC-Target-URI\":";
+    const char *at = find(data, end, NEEDLE(key, 6)), *p;
+    Py_ssize_t n;
+    if (at == NULL || find(at + 1, end, NEEDLE(key, 6)) != NULL) return NULL;
+    p = json_string(at + sizeof(key) - 1, end, buffer, &n);
+    if (p == NULL || !ascii(buffer, n)) return NULL;
+    Py_ssize_t start = 0, stop = n;
+    while (start < stop && space((unsigned char)buffer[start])) start++;
+    while (stop > start && space((unsigned char)buffer[stop - 1])) stop--;
+    if (stop - start >= 2 && buffer[start] == '<' && buffer[stop - 1] == '>') {
+        start++, stop--;
+        while (start < stop && space((unsigned char)buffer[start])) start++;
+        while (stop > start && space((unsigned char)buffer[stop - 1])) stop--;
+    }
+    return ascii_text(buffer + start, stop - start);
+}
+
+/* Whether the record ends as a JSON object does (``data.rstrip().endswith(b"}")``): else it is cut short. */
+static int whole(const char *data, const char *end) {
+    while (end > data && (end[-1] == ' ' || (end[-1] >= '\t' && end[-1] <= '\r'))) end--;
+    return end > data && end[-1] == '}';
+}
+
+enum { PAGES, URLS, ALTS, TITLES, COLUMNS };
+
+static PyObject *scan(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
+    if (nargs != 6) return PyErr_Format(PyExc_TypeError, "scan() takes 6 arguments (%zd given)", nargs);
+    PyObject *page = args[1], *columns[COLUMNS] = {args[2], args[3], args[4], args[5]};
+    if (!PyLong_Check(page)) return PyErr_Format(PyExc_TypeError, "scan(): page must be an int");
+    for (int i = 0; i < COLUMNS; i++)
+        if (!PyList_CheckExact(columns[i])) return PyErr_Format(PyExc_TypeError, "scan(): pages, urls, alts and titles must be lists");
+    Py_ssize_t length[COLUMNS];
+    for (int i = 0; i < COLUMNS; i++) length[i] = PyList_GET_SIZE(columns[i]);
     Py_buffer view;
-    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) return NULL;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
     const char *data = view.buf, *end = data + view.len;
-    PyObject *result = NULL, *urls = NULL, *alts = NULL, *titles = NULL;
+    PyObject *result = NULL, *url = NULL;
     char *buffer = NULL;
+    int certain = 0;
     int html = find(data, end, NEEDLE("\"HTML-Metadata\"", 1)) != NULL;
     if (!html) {
-        result = Py_BuildValue("(OOn[][][])", Py_False, Py_False, (Py_ssize_t)0);
+        result = Py_BuildValue("(OOnO)", Py_False, Py_False, (Py_ssize_t)0, Py_None);
+        goto done;
+    }
+    if (!whole(data, end)) {
+        result = Py_NewRef(Py_None);
         goto done;
     }
     int base = find(data, end, NEEDLE("\"Base\"", 1)) != NULL;
-    urls = PyList_New(0), alts = PyList_New(0), titles = PyList_New(0);
     buffer = PyMem_Malloc((size_t)view.len + 1);
-    if (urls == NULL || alts == NULL || titles == NULL || buffer == NULL) {
-        if (buffer == NULL) PyErr_NoMemory();
+    if (buffer == NULL) {
+        PyErr_NoMemory();
         goto done;
     }
+    url = target(data, end, buffer);
+    if (url == NULL && PyErr_Occurred()) goto done;
     /* Every link object is an array item that starts {"path":"...": each path is decoded (an escaped
      * one too), and every literal "IMG@/src" in the record must be such a path, else the record is
      * parsed whole. */
@@ -254,11 +299,10 @@ static PyObject *scan(PyObject *module, PyObject *arg) {
         written += after - (start + prefix) == (Py_ssize_t)(sizeof("\"IMG@/src\"") - 1);
         PyObject *fields[FIELDS] = {NULL, NULL, NULL};
         int read = link_object(after, end, buffer, fields);
-        if (read == 1 && fields[ALT] != NULL && PyUnicode_GET_LENGTH(fields[ALT]) > 0) { /* a blank alt squeezes to "" */
-            PyObject *row[FIELDS];
-            for (int i = 0; i < FIELDS; i++) row[i] = fields[i] != NULL ? fields[i] : Py_None;
-            if (PyList_Append(urls, row[URL]) < 0 || PyList_Append(alts, row[ALT]) < 0 || PyList_Append(titles, row[TITLE]) < 0)
-                read = -1;
+        if (read == 1 && !base && fields[ALT] != NULL && PyUnicode_GET_LENGTH(fields[ALT]) > 0) { /* a blank alt squeezes to "" */
+            PyObject *row[COLUMNS] = {page, fields[URL], fields[ALT], fields[TITLE]};
+            for (int i = 0; i < COLUMNS && read == 1; i++)
+                if (PyList_Append(columns[i], row[i] != NULL ? row[i] : Py_None) < 0) read = -1;
         }
         for (int i = 0; i < FIELDS; i++) Py_XDECREF(fields[i]);
         if (read == -1) goto done;
@@ -271,18 +315,22 @@ static PyObject *scan(PyObject *module, PyObject *arg) {
         result = Py_NewRef(Py_None);
         goto done;
     }
-    result = Py_BuildValue("(OOnOOO)", Py_True, base ? Py_True : Py_False, images, urls, alts, titles);
+    result = Py_BuildValue("(OOnO)", Py_True, base ? Py_True : Py_False, images, url != NULL ? url : Py_None);
+    certain = result != NULL;
 done:
-    Py_XDECREF(urls);
-    Py_XDECREF(alts);
-    Py_XDECREF(titles);
+    if (!certain) /* nothing appended: the reader parses the record whole */
+        for (int i = 0; i < COLUMNS; i++)
+            if (PyList_GET_SIZE(columns[i]) > length[i] && PyList_SetSlice(columns[i], length[i], PyList_GET_SIZE(columns[i]), NULL) < 0)
+                Py_CLEAR(result);
+    Py_XDECREF(url);
     PyMem_Free(buffer);
     PyBuffer_Release(&view);
     return result;
 }
 
 static PyMethodDef methods[] = {
-    {"scan", scan, METH_O, "A WAT record's page flags and image links with an alt-text, or None when not certain."},
+    {"scan", (PyCFunction)(void (*)(void))scan, METH_FASTCALL,
+     "A WAT record's page flags and URL, its image links with an alt-text appended to the given lists; None when not certain."},
     {NULL, NULL, 0, NULL},
 };
 

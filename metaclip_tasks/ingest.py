@@ -214,24 +214,19 @@ def wat_links(stream: IO[bytes], counts: Counter) -> Iterator[pa.Table]:
         data = _read_all(record, counts)
         if data is None:
             continue
-        scanned = scan(data)
+        scanned = scan(data, *links.columns())
         if scanned is not None and not scanned[0]:
             continue  # not a page: no JSON parse
-        if not data[-16:].rstrip().endswith(b"}"):
-            counts["bad_records"] += 1  # not a whole JSON object
-            continue
         counts["pages"] += 1
-        page_url = target_uri(record.headers.get("WARC-Target-URI"))
         if scanned is not None and not scanned[1]:
-            _, _, count, urls, alts, titles = scanned
-            if count:
-                links.add(page_url, page_url, urls, alts, titles, images=count, normalise=False)
+            page_url = scanned[3] or target_uri(record.headers.get("WARC-Target-URI"))
+            links.add_page(page_url, page_url, scanned[2])
         else:
             parsed = _wat_html(data, counts)
             if parsed is None:
                 counts["pages"] -= 1
                 continue
-            page_url, html = parsed[0] or page_url, parsed[1]
+            page_url, html = parsed[0] or target_uri(record.headers.get("WARC-Target-URI")), parsed[1]
             head = html.get("Head")
             base = first_string(head.get("Base")) if isinstance(head, dict) else None
             images = [x for x in html.get("Links") or () if isinstance(x, dict) and x.get("path") == "IMG@/src"]

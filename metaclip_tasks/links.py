@@ -155,19 +155,26 @@ class PageLinks:
         return len(self.srcs)
 
     def add(self, page_url: str, base: str, srcs: Sequence[Any], alts: Sequence[Any], titles: Sequence[Any],
-            images: int | None = None, normalise: bool = True) -> None:  # fmt: skip
-        """One page's images; ``images`` counts them when those without an alt-text were left out already;
-        ``normalise=False`` when the values are already as :func:`normalised` makes them (the WAT scan's)."""
+            images: int | None = None) -> None:  # fmt: skip
+        """One page's images; ``images`` counts them when those without an alt-text were left out already."""
         if not len(srcs) == len(alts) == len(titles):
             raise ValueError("srcs, alts and titles differ in length")
-        if normalise:
-            srcs, alts, titles = normalised(srcs, alts, titles)
-        self.images += len(srcs) if images is None else images
+        srcs, alts, titles = normalised(srcs, alts, titles)
         if srcs:
             self.pages += [len(self.page_urls)] * len(srcs)
             self.srcs += srcs
             self.alts += alts
             self.titles += titles
+        self.add_page(page_url, base, len(srcs) if images is None else images)
+
+    def columns(self) -> tuple[int, list[int], list[Any], list[Any], list[Any]]:
+        """The next page's index and the lists a compiled reader appends its links to, already as
+        :func:`normalised` makes them (the WAT scan, :mod:`metaclip_tasks._watscan`); then :meth:`add_page`."""
+        return len(self.page_urls), self.pages, self.srcs, self.alts, self.titles
+
+    def add_page(self, page_url: str, base: str, images: int) -> None:
+        """A page whose links (if any) are in the columns already, with its count of images."""
+        self.images += images
         self.page_urls.append(page_url)
         self.bases.append(base)
 

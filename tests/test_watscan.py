@@ -3,7 +3,8 @@ record parsed whole by orjson, its ``HTML-Metadata.Links`` with ``path == "IMG@/
 string alt that is not blank, their values normalised by Python's own string methods.  Link objects written as Common Crawl writes them are always read; anything
 else may be refused (None: the reader then parses the whole record), never read differently; a
 Common Crawl link is refused only when "IMG@/src" also stands as another value, where the scan
-cannot tell it from a link's start."""
+cannot tell it from a link's start.  The scan appends a page's links to the reader's own lists
+(links.PageLinks' columns), and nothing when it is not certain or the page has a ``<base>``."""
 
 from __future__ import annotations
 
@@ -11,14 +12,31 @@ import json
 import sys
 
 import orjson
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from metaclip_tasks._watscan import scan
+from metaclip_tasks._watscan import scan as scan_into
+
+from metaclip_tasks.ingest import target_uri
 
 WHITESPACE = [c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace()]  # what str.split and str.strip remove
 TEXT = st.text(alphabet=st.one_of(st.characters(codec="utf-8"), st.sampled_from(['"', "\\", "/", "}", "{", "\n", "\x00", "é", "😀", "\r",
                                                                                  *WHITESPACE, *WHITESPACE])), max_size=12)  # fmt: skip
 KEYS = st.sampled_from(["url", "alt", "title", "target", "rel", "text", "é", 'q"uote'])
+
+
+def scan(data: bytes | bytearray, page: int = 7) -> tuple | None:
+    """The scan's answer with the links it appended (after what the lists held), in one tuple: (html,
+    base, images, urls, alts, titles); its page URL is checked apart."""
+    held = ["held"]
+    pages, urls, alts, titles = [*held], [*held], [*held], [*held]
+    found = scan_into(data, page, pages, urls, alts, titles)
+    assert pages[:1] == urls[:1] == alts[:1] == titles[:1] == held
+    pages, urls, alts, titles = pages[1:], urls[1:], alts[1:], titles[1:]
+    assert pages == [page] * len(urls) and len(urls) == len(alts) == len(titles)
+    if found is None or not found[0] or found[1]:
+        assert urls == [], "appended links though not certain, or for a page parsed whole"
+    return None if found is None else (*found[:3], urls, alts, titles)
 
 
 def record(links: list[dict], ensure_ascii: bool, base: bool = False) -> bytes:
@@ -41,7 +59,9 @@ def literal(data: bytes) -> tuple:
     html = orjson.loads(data)["Envelope"]["Payload-Metadata"]["HTTP-Response-Metadata"]["HTML-Metadata"]
     images = [x for x in html["Links"] if x.get("path") == "IMG@/src"]
     kept = [x for x in images if isinstance(x.get("alt"), str) and x["alt"].split()]
-    return (True, "Base" in html["Head"], len(images), [stripped(x.get("url")) for x in kept],
+    if "Base" in html["Head"]:
+        return True, True, len(images), [], [], []  # the reader parses the record for its base
+    return (True, False, len(images), [stripped(x.get("url")) for x in kept],
             [squeezed(x.get("alt")) for x in kept], [squeezed(x.get("title")) for x in kept])  # fmt: skip
 
 
@@ -90,3 +110,33 @@ def test_flags_and_plain_cases():
     escaped = b'{"HTML-Metadata":{"Links":[{"path":"IMG@\\/src","url":"/a","alt":"x"}]}}'  # "\/" is "/" in JSON
     assert scan(escaped) == (True, False, 1, ["/a"], ["x"], [None])
     assert scan(b'{"HTML-Metadata":{"Head":{"path":"IMG@/src"},"Links":[]}}') is None  # not a link: parsed whole
+
+
+def test_page_url_is_the_envelopes_target():
+    def page(header: bytes) -> bytes:
+        return b'{"Envelope":{"WARC-Header-Metadata":{' + header + b'},"HTML-Metadata":{"Links":[]}}}'
+
+    def target(data: bytes) -> str | None:
+        return scan_into(data, 0, [], [], [], [])[3]
+
+    for value in [b'"http://a.example/p?q=1"', b'" <http://a.example/\\/> \\n"', b'"<http://a.example/>"', b'"http:\\/\\/a.example\\/"',
+                  b'"\\u001f http://a.example/ "', b'"<>"', b'""']:  # fmt: skip
+        data = page(b'"WARC-Target-URI":' + value)
+        assert target(data) == target_uri(orjson.loads(data)["Envelope"]["WARC-Header-Metadata"]["WARC-Target-URI"]), value
+    assert target(page(b'"WARC-Target-URI":"http://\\u00e9.example/"')) is None  # not ASCII: the WARC header's
+    assert target(page(b'"WARC-Target-URI":["http://a.example/"]')) is None  # the list form: the WARC header's
+    assert target(page(b'"WARC-Target-URI":"http://a/","WARC-Target-URI":"http://b/"')) is None  # twice
+    assert target(page(b'"WARC-Type":"metadata"')) is None
+    assert scan_into(b'{"WARC-Target-URI":"http://a/"}', 0, [], [], [], []) == (False, False, 0, None)  # not a page
+
+
+def test_a_page_cut_short_is_not_certain_and_arguments_are_checked():
+    assert scan(b'{"HTML-Metadata":{"Links":[{"path":"IMG@/src","url":"/a","alt":"x"}]}}\r\n') is not None
+    assert scan(b'{"HTML-Metadata":{"Links":[{"path":"IMG@/src","url":"/a","alt":"x"}]') is None  # truncated
+    assert scan(b'{"no page":1') == (False, False, 0, [], [], [])  # not a page: not read further
+    with pytest.raises(TypeError, match="6 arguments"):
+        scan_into(b"{}", 0, [], [], [])
+    with pytest.raises(TypeError, match="must be lists"):
+        scan_into(b"{}", 0, [], (), [], [])
+    with pytest.raises(TypeError, match="page must be an int"):
+        scan_into(b"{}", "0", [], [], [], [])
