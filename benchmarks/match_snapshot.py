@@ -11,7 +11,11 @@ benchmark metadata:
   "cold" includes each worker getting its matcher (verifying and memory-mapping the one saved
   beside the metadata, its ``matcher`` artifact; from S3, a copy per host first); "warm" reuses it.  "first task"
   is that step alone, timed in each worker of a fresh cluster (the slowest worker's is shown).
-  Each figure is the median of ``--rounds`` runs; each cold run has a fresh cluster.
+  Each round runs one core, then a fresh cluster's cold and warm runs, back to back: the ratios
+  are the medians of each round's own (the machine's speed drifts by +-20% between rounds, and a
+  round's runs share its speed); pairs/s are the medians over ``--rounds`` rounds.
+* ceiling: the same shards' ``match_shard`` calls in ``--workers`` plain forked processes against
+  one process (no stage, no Dask, nothing else running): what the machine's cores give this work.
 
 Every run publishes byte-identical artifacts (checked); pairs/s and ratios are printed.
 
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import statistics
 import tempfile
 import time
@@ -35,6 +40,7 @@ from metaclip_tasks import curation, files
 from metaclip_tasks.artifacts import Artifact, ArtifactStore
 from metaclip_tasks.cluster import dask_client
 from metaclip_tasks.local_s3 import local_s3
+from metaclip_tasks.matching import match_shard
 from metaclip_tasks.metadata.build import ENTRIES
 from metaclip_tasks.pipeline import (
     _MATCHERS,
@@ -85,13 +91,37 @@ def _matcher_seconds(entries: files.Stored, saved: tuple[files.Stored, ...], ver
     return time.perf_counter() - start
 
 
+def _match_shards(shards: list[files.Stored], output: str, entries: files.Stored, saved: tuple[files.Stored, ...],
+                  version: str) -> float:  # fmt: skip
+    """``match_shard`` over some shards in this process, nothing else (no stage, no Dask): seconds."""
+    matcher = _worker_matcher(entries, saved, version, "tokens")
+    start = time.perf_counter()
+    for shard in shards:
+        match_shard(shard, output, matcher)
+    return time.perf_counter() - start
+
+
+def ceiling(pairs: Artifact, meta: Artifact, saved: tuple[files.Stored, ...], tmp: Path, workers: int, rounds: int) -> list[float]:
+    """What the machine itself allows: the shards matched by ``workers`` plain forked processes (each a
+    share of them, in parallel) against one process, per round (each process warmed by one run first)."""
+    shards, args = pairs.data_files(), (meta.stored(ENTRIES), saved, meta.version)
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        pool.starmap(_match_shards, [(shards, str(tmp / f"ceiling-{w}.parquet"), *args) for w in range(workers)])
+        ratios = []
+        for _ in range(rounds):
+            one = pool.starmap(_match_shards, [(shards, str(tmp / "ceiling-0.parquet"), *args)])[0]
+            shares = [(shards[w::workers], str(tmp / f"ceiling-{w}.parquet"), *args) for w in range(workers)]
+            ratios.append(one / max(pool.starmap(_match_shards, shares)))
+    return ratios
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--copies", type=int, default=50, help="copies of the 10,000 captions")
     parser.add_argument("--shards", type=int, default=16, help="shards of the pairs artifact")
     parser.add_argument("--workers", type=int, default=2, help="Dask workers (one thread each)")
     parser.add_argument(
-        "--rounds", type=int, default=3, help="timed runs of each kind, a fresh cluster each (median shown)"
+        "--rounds", type=int, default=5, help="rounds of one core, cold and warm runs, a fresh cluster each (medians shown)"
     )
     args = parser.parse_args()
 
@@ -100,43 +130,49 @@ def main() -> None:
         source, n = write_source(tmp, args.copies)
         (tmp / "metadata.json").write_text(json.dumps(benchmark_metadata()))
         print(f"{n:,} pairs in {args.shards} shards; metadata: 500,000 entries")
-        rows, files = [], set()
+        rows, published = [], set()
         for label, root in (("local disk", str(tmp / "root")), ("S3 (moto, 127.0.0.1)", f"{bucket}/root")):
             store = ArtifactStore(root)
             pairs = run(store, PAIRS_IMPORT, PairsImport(SNAPSHOT, (str(source),), rows_per_shard=-(-n // args.shards)))
             meta = run(store, METADATA_IMPORT, MetadataImport(str(tmp / "metadata.json")))
             _MATCHERS.clear()
-            _timed_match(store, pairs, meta, None)  # loads this process's matcher
-            one_core = []
-            for _ in range(args.rounds):
-                elapsed, matched = _timed_match(store, pairs, meta, None)
-                one_core.append(elapsed)
-            files.add(json.dumps(matched.manifest["files"]))
-            saved = _saved_matcher(run(store, MATCHER_BUILD, MatcherBuild(), {"metadata": meta}))  # made by the first match
+            _timed_match(store, pairs, meta, None)  # loads this process's matcher (and makes the matcher artifact)
+            saved = _saved_matcher(run(store, MATCHER_BUILD, MatcherBuild(), {"metadata": meta}))
+            verified = set(files._VERIFIED)  # what one core has verified already: its runs are warm
             _forget_matchers()
             with dask_client(work=args.workers) as client:
                 assert len(client.scheduler_info()["workers"]) == args.workers, "fewer free cores than --workers"
                 first = max(
                     client.run(_matcher_seconds, meta.stored(ENTRIES), saved, meta.version).values()
                 )
-            cold, warm = [], []
+            one_core, cold, warm = [], [], []
             for _ in range(args.rounds):
+                files._VERIFIED.update(verified)
+                _worker_matcher(meta.stored(ENTRIES), saved, meta.version, "tokens")  # this process's, loaded
+                elapsed, matched = _timed_match(store, pairs, meta, None)
+                one_core.append(elapsed)
+                published.add(json.dumps(matched.manifest["files"]))
                 _forget_matchers()
                 with dask_client(work=args.workers) as client:
                     cold.append(_timed_match(store, pairs, meta, client)[0])
                     elapsed, matched = _timed_match(store, pairs, meta, client)
                     warm.append(elapsed)
-                files.add(json.dumps(matched.manifest["files"]))
+                published.add(json.dumps(matched.manifest["files"]))
+            ratios = [statistics.median(o / t for o, t in zip(one_core, times, strict=True)) for times in (cold, warm)]
             one_core, cold, warm = (statistics.median(times) for times in (one_core, cold, warm))
-            rows.append((label, n / one_core, n / cold, n / warm, first))
-        assert len(files) == 1, "the roots and drivers published different matched shards"
+            rows.append((label, n / one_core, n / cold, n / warm, *ratios, first))
+            if label == "local disk":
+                limits = ceiling(pairs, meta, saved, tmp, args.workers, args.rounds)
+        assert len(published) == 1, "the roots and drivers published different matched shards"
         print(f"| root | one core | Dask cold ({args.workers} workers) | Dask warm | cold vs one core | warm vs one core "
               "| first task's matcher |")  # fmt: skip
         print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-        for label, single, cold, warm, first in rows:
-            print(f"| {label} | {single:,.0f} | {cold:,.0f} | {warm:,.0f} | {cold / single:.2f}x | {warm / single:.2f}x "
+        for label, single, cold, warm, cold_ratio, warm_ratio, first in rows:
+            print(f"| {label} | {single:,.0f} | {cold:,.0f} | {warm:,.0f} | {cold_ratio:.2f}x | {warm_ratio:.2f}x "
                   f"| {first:.3f} s |")  # fmt: skip
-        (_, local_single, _, local_warm, _), (_, s3_single, _, s3_warm, _) = rows
+        (_, local_single, _, local_warm, *_), (_, s3_single, _, s3_warm, *_) = rows
+        print(f"ceiling: match_shard in {args.workers} plain processes vs one (local disk, no stage, no Dask): median "
+              f"{statistics.median(limits):.2f}x, rounds " + ", ".join(f"{r:.2f}x" for r in limits))  # fmt: skip
         print(f"S3 / local: one core {s3_single / local_single:.2f}x, Dask warm {s3_warm / local_warm:.2f}x")
 
 

@@ -47,6 +47,21 @@ def sum_counts(vectors: Iterable[np.ndarray], names: Sequence[str] | None = None
     return total
 
 
+def add_counts(total: np.ndarray, entries: np.ndarray, counts: np.ndarray, name: str) -> None:
+    """Add sparse counts (distinct ``entries``, their ``counts``) to a dense uint64 vector in place;
+    an id outside it, or a sum past 64 bits, is refused before anything is added."""
+    if len(entries) != len(counts):
+        raise CurationError(f"{name}: {len(entries)} entry ids but {len(counts)} counts")
+    if len(entries) and (entries.min() < 0 or entries.max() >= len(total)):
+        raise CurationError(f"{name}: entry ids must lie in [0, {len(total)}) (counted against different metadata?)")
+    counts = counts.astype(COUNTS_DTYPE, copy=False)
+    added = total[entries] + counts
+    wrapped = added < counts
+    if wrapped.any():
+        raise CurationError(f"the sum of the counts overflows 64 bits at {name} (entry {int(entries[np.argmax(wrapped)])})")
+    total[entries] = added
+
+
 def load_counts(source: str | files.Stored) -> np.ndarray:
     """Read a count vector saved as ``.npy`` (any fsspec URI, or an artifact's verified file):
     one-dimensional, non-negative integers."""

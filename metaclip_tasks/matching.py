@@ -335,11 +335,20 @@ def _concat_results(results: Iterable[MatchResult]) -> MatchResult:
 
 @dataclass(frozen=True)
 class ShardMatch:
-    """What matching one shard produced besides its parquet file."""
+    """What matching one shard produced besides its parquet file; its counts sparse (a shard matches
+    a few percent of the entries: 16x less to send and to add than a dense vector)."""
 
-    counts: np.ndarray  # uint64[num entries]: pairs of the shard that matched each entry
+    entries: np.ndarray  # int64, ascending: the entries that some pair of the shard matched
+    counts: np.ndarray  # uint64, aligned: how many pairs of the shard matched each of them
+    num_entries: int  # the metadata's entries (the dense vector's length)
     stats: dict[str, int]  # pairs_in, pairs_matched, matches
     written: Stored  # the matched shard's URI, size and sha256
+
+    def dense(self) -> np.ndarray:
+        """The counts as a uint64 vector over all entries."""
+        counts = np.zeros(self.num_entries, dtype=np.uint64)
+        counts[self.entries] = self.counts
+        return counts
 
 
 def match_shard(source: str | Stored, output_uri: str, matcher: Matcher, *, batch_rows: int = 65536) -> ShardMatch:
@@ -361,4 +370,5 @@ def match_shard(source: str | Stored, output_uri: str, matcher: Matcher, *, batc
             stats["pairs_matched"] += len(chosen)
             stats["matches"] += len(ids)
         written = writer.close()
-    return ShardMatch(counts, stats, written)
+    entries = np.flatnonzero(counts)
+    return ShardMatch(entries, counts[entries], matcher.num_entries, stats, written)

@@ -16,9 +16,8 @@ import shutil
 import sys
 import tempfile
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from dask.distributed import as_completed
 from tqdm import tqdm
 
 from metaclip_tasks import files
@@ -41,7 +41,7 @@ from metaclip_tasks.balancing import (
 )
 from metaclip_tasks.cluster import tree_sum
 from metaclip_tasks.commoncrawl import CC_BASE, LISTINGS, crawl_files, with_retries
-from metaclip_tasks.counting import COUNTS_DTYPE, load_counts, sum_counts, top_entries
+from metaclip_tasks.counting import COUNTS_DTYPE, add_counts, load_counts, sum_counts, top_entries
 from metaclip_tasks.dedup import KEY_DTYPE, first_occurrences, pair_keys
 from metaclip_tasks.download import (
     DownloadOptions,
@@ -85,6 +85,18 @@ def _each_shard(client: Any, label: str, fn: Callable, *iterables: Sequence, **k
 
         progress(futures)
     return futures
+
+
+def _in_completion_order(client: Any, results: list) -> Iterator[tuple[int, Any]]:
+    """``(index, result)`` of each shard's result (see :func:`_each_shard`): on a cluster as each task
+    ends, each fetched once and then released, so the driver holds one at a time."""
+    if client is None:
+        yield from enumerate(results)
+        return
+    index = {future.key: i for i, future in enumerate(results)}
+    for future, result in as_completed(results, with_results=True):
+        yield index[future.key], result
+        future.release()
 
 
 def _map(client: Any, label: str, fn: Callable, *iterables: Sequence, **kwargs: Any) -> list:
@@ -439,15 +451,15 @@ def build_match(build: Build) -> dict[str, Any]:
     saved = _saved_matcher(_matcher_of(build, metadata)) if backend == "tokens" and build.store is not None else ()
     task = {"entries": metadata.stored(ENTRIES), "saved": saved, "metadata_version": metadata.version, "backend": backend}
     results = _each_shard(build.client, "match", _match_task, shards, outputs, **task)
-    if build.client is None:
-        counts = sum_counts([r.counts for r in results])
-        summaries = [(r.stats, r.written) for r in results]
-    else:
-        futures = results
-        counts = tree_sum(build.client, build.client.map(attrgetter("counts"), futures))
-        summaries = build.client.gather(build.client.map(attrgetter("stats", "written"), futures))
+    counts = np.zeros(metadata.stats["entries"], dtype=COUNTS_DTYPE)
+    summaries: list[tuple[dict[str, int], files.Stored]] = [None] * len(shards)  # type: ignore[list-item]
+    for i, result in _in_completion_order(build.client, results):  # each shard's sparse counts added as it ends
+        if result.num_entries != len(counts):
+            raise CurationError(f"match: {shards[i].name} was counted against {result.num_entries} entries, not {len(counts)}")
+        add_counts(counts, result.entries, result.counts, shards[i].name)
+        summaries[i] = (result.stats, result.written)
     _record(build, [w for _, w in summaries])
-    build.output.save_array(COUNTS, np.asarray(counts, dtype=COUNTS_DTYPE))
+    build.output.save_array(COUNTS, counts)
     totals = {k: sum(s[k] for s, _ in summaries) for k in summaries[0][0]}
     per_shard = {w.name: s for s, w in summaries}
     return {"snapshot": pairs.stats["snapshot"], **totals, "entries": len(counts), "shards": per_shard}

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from metaclip_tasks.counting import count_entries, load_counts, sum_counts, top_entries
+from metaclip_tasks.counting import add_counts, count_entries, load_counts, sum_counts, top_entries
 from metaclip_tasks.errors import CurationError
 
 
@@ -28,6 +28,20 @@ def test_sum_counts_and_length_mismatch() -> None:
         sum_counts([np.zeros(2), np.zeros(3)], names=["a.npy", "b.npy"])
     with pytest.raises(CurationError, match="no count vectors"):
         sum_counts([])
+
+
+def test_add_sparse_counts_as_the_dense_sum() -> None:
+    total = np.array([1, 0, 5, 0], np.uint64)
+    add_counts(total, np.array([0, 3]), np.array([2, 7], np.uint64), "shard 0")
+    assert total.tolist() == [3, 0, 5, 7]
+    add_counts(total, np.zeros(0, np.int64), np.zeros(0, np.uint64), "an empty shard")
+    assert total.tolist() == [3, 0, 5, 7]
+    for entries, counts, message in [([4], [1], r"shard 1: entry ids must lie in \[0, 4\)"), ([-1], [1], "must lie in"),
+                                     ([0, 1], [1], "shard 1: 2 entry ids but 1 counts"),
+                                     ([1, 2], [2**64 - 1, 2**64 - 1], "overflows 64 bits at shard 1 \\(entry 2\\)")]:  # fmt: skip
+        with pytest.raises(CurationError, match=message):
+            add_counts(total, np.array(entries), np.array(counts, np.uint64), "shard 1")
+        assert total.tolist() == [3, 0, 5, 7]  # refused before anything is added
 
 
 def test_count_files_and_errors(tmp_path: Path) -> None:

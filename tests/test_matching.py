@@ -142,7 +142,7 @@ def _pairs(**columns) -> pa.Table:
 def test_match_shard_output_counts_and_stats(tmp_path: Path) -> None:
     table = _pairs(url=["http://a/1.jpg", "http://a/2.jpg", "http://a/3.jpg", "http://a/4.jpg", "http://a/5.jpg"],
                    text=["a red car", "nothing here", "red", None, "Red car, red."])  # fmt: skip
-    entries = ["red", "car", "red car", "Red"]
+    entries = ["red", "car", "red car", "Red", "blue"]
     result = match_shard(str(_write(tmp_path / "in.parquet", table)), str(tmp_path / "out.parquet"), Matcher(entries))
     out = pq.read_table(tmp_path / "out.parquet")
     assert out.schema.names == ["uid", "url", "text", "matched_entry_ids"]
@@ -155,7 +155,8 @@ def test_match_shard_output_counts_and_stats(tmp_path: Path) -> None:
     ]
     assert out.column("matched_entry_ids").to_pylist() == [[0, 1, 2], [0], [0, 1, 3]]
     assert result.counts.dtype == np.uint64
-    assert result.counts.tolist() == [3, 2, 1, 1]
+    assert (result.entries.tolist(), result.counts.tolist()) == ([0, 1, 2, 3], [3, 2, 1, 1])  # sparse: "blue" unmatched
+    assert result.dense().tolist() == [3, 2, 1, 1, 0]
     assert result.stats == {"pairs_in": 5, "pairs_matched": 3, "matches": 7}
     written = (tmp_path / "out.parquet").read_bytes()
     assert result.written.bytes == len(written) and result.written.sha256 == hashlib.sha256(written).hexdigest()
