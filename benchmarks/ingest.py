@@ -135,8 +135,8 @@ def project_links(reader: Callable[[IO[bytes], Counter], Iterator[pa.Table]], pa
         return sum(len(t) for t in reader(f, Counter()))
 
 
-def _timed(runs: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    """The median wall time of each run over ``rounds`` rounds (the runs interleaved), after one untimed round."""
+def _timed(runs: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
+    """The wall times of each run in ``rounds`` rounds (the runs interleaved), after one untimed round."""
     times: dict[str, list[float]] = {name: [] for name in runs}
     for i in range(rounds + 1):
         for name, fn in runs.items():
@@ -144,7 +144,13 @@ def _timed(runs: dict[str, Callable[[], object]], rounds: int) -> dict[str, floa
             fn()
             if i:
                 times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+    return times
+
+
+def _ratio(reference: list[float], times: list[float]) -> float:
+    """How many times faster than the reference: the median of each round's own ratio (a round's runs
+    follow each other within a second or two and share the machine's speed, which drifts between rounds)."""
+    return statistics.median(r / t for r, t in zip(reference, times, strict=True))
 
 
 def read_only(path: Path) -> int:
@@ -202,7 +208,7 @@ def main() -> None:
               f"records, {warc_counts['pages']:,} pages, {len(warc_pairs):,} pairs")
         print(f"project wat_links == reference pairs (alt normalised, empty dropped): {pairs:,} identical")
         distinct = sorted({a for _, _, a in ours})
-        lang_s = _timed({"identify": lambda: LanguageFilter(["en"]).identify(distinct)}, 3)["identify"]
+        lang_s = statistics.median(_timed({"identify": lambda: LanguageFilter(["en"]).identify(distinct)}, 3)["identify"])
         print(f"language identification (py3langid, fresh filter): {len(distinct) / lang_s:,.0f} texts/s on the "
               f"{len(distinct):,} distinct alt-texts; extract_file identifies each distinct text once per file, and "
               f"the copies repeat them")
@@ -227,17 +233,19 @@ def main() -> None:
     figures: dict[str, dict] = {"wat": {}, "warc": {}}
     ref = wat_times["reference, json.loads"]
     ref_simd = wat_times["reference, simdjson (cc2dataset)"]
-    print(f"\nWAT, one core, median of {args.rounds}")
+    print(f"\nWAT, one core, median of {args.rounds} rounds (ratios: the median of each round's)")
     print(f"{'reader':<34}{'records/s':>11}{'pages/s':>10}{'pairs/s':>11}{'MiB/s gz':>10}{'MiB/s raw':>10}{'vs json':>9}{'vs simdjson':>12}")
-    for name, s in wat_times.items():
+    for name, times in wat_times.items():
+        s = statistics.median(times)
         row = {"records_per_s": records / s, "pages_per_s": pages / s, "pairs_per_s": pairs / s, "mib_per_s": wat_mib / s,
-               "raw_mib_per_s": wat_raw_mib / s, "ratio_json": ref / s, "ratio_simdjson": ref_simd / s}  # fmt: skip
+               "raw_mib_per_s": wat_raw_mib / s, "ratio_json": _ratio(ref, times), "ratio_simdjson": _ratio(ref_simd, times)}  # fmt: skip
         figures["wat"][name] = row
         print(f"{name:<34}{row['records_per_s']:>11,.0f}{row['pages_per_s']:>10,.0f}{row['pairs_per_s']:>11,.0f}"
               f"{row['mib_per_s']:>10.1f}{row['raw_mib_per_s']:>10.1f}{row['ratio_json']:>8.2f}x{row['ratio_simdjson']:>11.2f}x")
     print(f"\nWARC, one core, median of {args.rounds}")
     print(f"{'reader':<34}{'records/s':>11}{'pages/s':>10}{'pairs/s':>11}{'MiB/s gz':>10}")
-    for name, s in warc_times.items():
+    for name, times in warc_times.items():
+        s = statistics.median(times)
         row = {"records_per_s": warc_counts["records"] / s, "pages_per_s": warc_counts["pages"] / s,
                "pairs_per_s": len(warc_pairs) / s, "mib_per_s": warc_mib / s}  # fmt: skip
         figures["warc"][name] = row

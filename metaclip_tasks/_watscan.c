@@ -25,7 +25,22 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
 #include <string.h>
+
+/* Eight bytes at a time (SWAR): long URLs and texts are mostly bytes that need no attention. */
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+
+static inline uint64_t load8(const char *p) {
+    uint64_t x;
+    memcpy(&x, p, 8);
+    return x;
+}
+
+/* Whether some byte of x is below n (n <= 128), or equal to c: exact as a yes/no. */
+static inline uint64_t below(uint64_t x, unsigned n) { return (x - ONES * n) & ~x & HIGHS; }
+static inline uint64_t equal(uint64_t x, unsigned char c) { return below(x ^ (ONES * c), 1); }
 
 /* The first needle in [p, end), found by memchr on one of its rarer bytes (at ``at``): JSON is full of
  * quotes, which slow down searches that key on a needle's first or last byte. */
@@ -75,6 +90,13 @@ static const char *json_string(const char *p, const char *end, char *out, Py_ssi
     if (p >= end || *p != '"') return NULL;
     p++;
     while (p < end) {
+        while (end - p >= 8) { /* a run of plain characters */
+            uint64_t x = load8(p);
+            if (equal(x, '"') | equal(x, '\\') | below(x, 0x20)) break;
+            memcpy(out + n, &x, 8);
+            p += 8, n += 8;
+        }
+        if (p >= end) break;
         unsigned char c = (unsigned char)*p++;
         if (c == '"') { *length = n; return p; }
         if (c < 0x20) return NULL;
@@ -120,7 +142,10 @@ static PyObject *text(const char *s, Py_ssize_t n) {
 static int space(unsigned char c) { return c == ' ' || (c >= '\t' && c <= '\r') || (c >= 0x1C && c <= 0x1F); }
 
 static int ascii(const char *s, Py_ssize_t n) {
-    for (Py_ssize_t i = 0; i < n; i++)
+    Py_ssize_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        if (load8(s + i) & HIGHS) return 0;
+    for (; i < n; i++)
         if ((unsigned char)s[i] >= 0x80) return 0;
     return 1;
 }
@@ -170,7 +195,15 @@ static PyObject *normalised(char *s, Py_ssize_t n, enum Kind kind) {
             s[w++] = s[i];
         }
     } else {
-        for (Py_ssize_t i = start; i < stop; i++)
+        Py_ssize_t i = start;
+        while (i + 8 <= stop && !below(load8(s + i), '\r' + 1)) i += 8; /* tabs and newlines are rare in a URL */
+        if (i + 8 > stop) {
+            while (i < stop && s[i] != '\t' && s[i] != '\n' && s[i] != '\r') i++;
+            if (i == stop) return ascii_text(s + start, stop - start);
+        }
+        memmove(s, s + start, (size_t)(i - start));
+        w = i - start;
+        for (; i < stop; i++)
             if (s[i] != '\t' && s[i] != '\n' && s[i] != '\r') s[w++] = s[i];
     }
     return ascii_text(s, w);
@@ -220,9 +253,9 @@ static int link_object(const char *p, const char *end, char *buffer, PyObject *f
 /* The page URL: the one "WARC-Target-URI" string of the record, when plain ASCII (else NULL, no error). */
 static PyObject *target(const char *data, const char *end, char *buffer) {
     static const char key[] = "\"WARC-Target-URI\":";
-    const char *at = find(data, end, NEEDLE(key, 6)), *p;
+    const char *at = find(data, end, NEEDLE(key, 13)), *p;
     Py_ssize_t n;
-    if (at == NULL || find(at + 1, end, NEEDLE(key, 6)) != NULL) return NULL;
+    if (at == NULL || find(at + 1, end, NEEDLE(key, 13)) != NULL) return NULL; /* 13: its U, rarer than its T */
     p = json_string(at + sizeof(key) - 1, end, buffer, &n);
     if (p == NULL || !ascii(buffer, n)) return NULL;
     Py_ssize_t start = 0, stop = n;

@@ -136,6 +136,18 @@ def _matches(texts: pa.Array, pattern: str) -> np.ndarray:
     return _mask(pc.match_substring_regex(texts, pattern))
 
 
+def _matches_where(texts: pa.Array, where: np.ndarray, pattern: str) -> np.ndarray:
+    """:func:`_matches` tested only where ``where`` holds (False elsewhere): each source is tested
+    against the patterns of the one kind of join it can be, not against all of them."""
+    found = np.zeros(len(texts), dtype=bool)
+    at = np.flatnonzero(where)
+    if len(at) == len(texts):
+        return _matches(texts, pattern)
+    if len(at):
+        found[at] = _matches(texts.take(at), pattern)
+    return found
+
+
 class PageLinks:
     """The ``<img>`` attributes (src, alt, title) of many pages, gathered and then resolved as columns."""
 
@@ -182,14 +194,16 @@ class PageLinks:
         """Sources that are not absolute http(s) URLs resolved (null when dropped or empty), counted."""
         url, rest, joined_count = pa.nulls(len(src), pa.string()), np.ones(len(src), dtype=bool), 0
         for join in _JOINS:
-            chosen = rest & _matches(src, join.matches) & ~_matches(src, join.refuses)
+            chosen = _matches_where(src, rest, join.matches)
+            chosen &= ~_matches_where(src, chosen, join.refuses)
             if chosen.any():
                 joined = pc.binary_join_element_wise(_per_link(page, chosen, self.bases, join.prefix), src, "")
                 chosen &= _mask(pc.is_valid(joined))
                 url = pc.if_else(pa.array(chosen), joined, url)
                 rest &= ~chosen
                 joined_count += int(chosen.sum())
-        other_scheme = rest & _matches(src, _OTHER_SCHEME[0]) & ~_matches(src, _OTHER_SCHEME[1])
+        other_scheme = _matches_where(src, rest, _OTHER_SCHEME[0])
+        other_scheme &= ~_matches_where(src, other_scheme, _OTHER_SCHEME[1])
         rest &= ~other_scheme
         one_by_one = np.flatnonzero(rest)
         dropped, resolved = int(other_scheme.sum()), []
