@@ -12,8 +12,26 @@ sample by the balancing rule on its ``json`` (uid, matched entry ids):
   ``min(1, download_t / count)``, so it reaches the training set with ``min(1, t / count)`` overall,
   as offline; a tail entry (count <= t) keeps every pair, every epoch.
 
-Each complete pass of a loader worker over its shards appends ``{epoch, rank, worker, seen,
-kept}`` to a JSON-lines file of its own, which the ``train`` stage sums per epoch.
+Reports (``LOG_FLAG``): every loader process (a data-loader worker, or the trainer itself with
+``--workers=0``; on each rank) appends to a JSON-lines file of its own, ``rank{r}-worker{w}.jsonl``,
+one line ``{epoch, rank, worker, shard, seen, kept}`` per shard it read to the end in an epoch:
+the samples of that shard the filter saw and kept.  A worker writes a shard once per epoch, and
+:func:`kept_per_epoch` (the ``train`` stage's ``epochs`` figures) sums per epoch the first line of
+each shard, so:
+
+- the figures do not depend on how the shards are split over workers and ranks: with any number
+  of workers they are those of ``--workers=0`` (the rule decides per (epoch, uid), not per worker);
+- nothing is counted twice: open_clip's ``with_epoch`` makes each worker read its shards again and
+  again until it has delivered its share of the epoch's batches, and every such pass decides the
+  same samples;
+- a shard is counted once a worker has read it to its end, even if open_clip then stops the worker
+  (its share of batches delivered) before the end of its other shards; a shard that no worker read
+  to its end in an epoch is not counted: that epoch's ``seen`` is then below the downloaded pairs
+  and its ``shards`` below the shard count (with several workers, a worker holding more kept
+  samples than its share of batches plus open_clip's 5,000-sample shuffle buffer stops early).
+
+A worker whose complete pass keeps fewer samples than a batch fails at once: open_clip drops a
+pass's last partial batch, so it would read its shards forever without yielding a batch.
 """
 
 from __future__ import annotations
@@ -91,58 +109,100 @@ def sample_entries(sample: dict[str, Any]) -> tuple[str, list[int]]:
 
 class EpochFilter:
     """A webdataset pipeline stage keeping the samples the rule keeps in the current epoch;
-    ``epoch`` is open_clip's ``SharedEpoch`` (or anything with ``get_value()``)."""
+    ``epoch`` is open_clip's ``SharedEpoch`` (or anything with ``get_value()``); with ``log_dir``, it
+    reports each shard it reads to the end; with ``batch_size``, a pass keeping fewer samples fails."""
 
-    def __init__(self, rule: LoaderRule, epoch: Any, log_dir: str | Path | None = None) -> None:
-        self.rule, self.shared_epoch, self.log_dir = rule, epoch, log_dir
+    def __init__(self, rule: LoaderRule, epoch: Any, log_dir: str | Path | None = None,
+                 batch_size: int | None = None) -> None:  # fmt: skip
+        self.rule, self.shared_epoch, self.log_dir, self.batch_size = rule, epoch, log_dir, batch_size
+        self._reported: tuple[int, set[str]] = (-1, set())  # this process's shards reported in an epoch
 
     def __call__(self, samples: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         epoch = self.shared_epoch.get_value()
-        seen = kept = 0
-        for chunk in _chunks(samples, CHUNK):
-            uids, entries = zip(*map(sample_entries, chunk), strict=True)
-            mask = self.rule.keep(pa.array(uids, pa.string()), pa.array(entries, ENTRIES_TYPE), epoch)
-            seen, kept = seen + len(chunk), kept + int(mask.sum())
+        seen = kept = passed = 0  # seen and kept in the shard being read; kept in this pass
+        for shard, chunk, ends in _read_chunks(samples, CHUNK):
+            mask = np.zeros(0, dtype=bool)
+            if chunk:
+                uids, entries = zip(*map(sample_entries, chunk), strict=True)
+                mask = self.rule.keep(pa.array(uids, pa.string()), pa.array(entries, ENTRIES_TYPE), epoch)
+                seen, kept = seen + len(chunk), kept + int(mask.sum())
+            if ends:  # every sample of the shard decided: reported before the last are handed on
+                self._report(epoch, shard, seen, kept)
+                passed, seen, kept = passed + kept, 0, 0
             yield from (s for s, k in zip(chunk, mask, strict=True) if k)
-        self._report(epoch, seen, kept)
+        if self.batch_size is not None and passed < self.batch_size:
+            rank, worker = _loader_process()
+            raise CurationError(
+                f"online balancing: loader worker {worker} of rank {rank} keeps {passed} samples of its shards in "
+                f"epoch {epoch}, fewer than a batch of {self.batch_size}, and open_clip would read them again "
+                "forever; train with fewer loader workers, a smaller batch or more data"
+            )
 
-    def _report(self, epoch: int, seen: int, kept: int) -> None:
-        """One line per complete pass: what this worker saw and kept."""
+    def _report(self, epoch: int, shard: str | None, seen: int, kept: int) -> None:
+        """One line per shard read to its end, once per epoch in this process."""
         if self.log_dir is None:
             return
-        import torch.utils.data
-
-        info = torch.utils.data.get_worker_info()
-        rank, worker = int(os.environ.get("RANK", "0")), info.id if info else 0
-        line = {"epoch": epoch, "rank": rank, "worker": worker, "seen": seen, "kept": kept}
+        if self._reported[0] != epoch:
+            self._reported = (epoch, set())
+        if shard is not None:
+            if shard in self._reported[1]:
+                return  # a later pass over the same shard: the same samples, the same decisions
+            self._reported[1].add(shard)
+        rank, worker = _loader_process()
+        line = {"epoch": epoch, "rank": rank, "worker": worker, "shard": shard, "seen": seen, "kept": kept}
         with open(Path(self.log_dir) / f"rank{rank}-worker{worker}.jsonl", "a") as f:
             f.write(json.dumps(line) + "\n")
 
 
-def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    chunk: list[Any] = []
-    for item in items:
-        chunk.append(item)
+def _loader_process() -> tuple[int, int]:
+    """(rank, data-loader worker id) of this process; worker 0 without loader workers."""
+    import torch.utils.data
+
+    info = torch.utils.data.get_worker_info()
+    return int(os.environ.get("RANK", "0")), info.id if info else 0
+
+
+def _read_chunks(
+    samples: Iterable[dict[str, Any]], size: int
+) -> Iterator[tuple[str | None, list[dict[str, Any]], bool]]:
+    """The samples in chunks of at most ``size``, each from one read of one shard: (the shard's URL, the
+    chunk, whether the read ends with it; its last chunk may be empty).  A read ends where the next sample
+    comes from another shard or from the same one read again (its first key back), or the samples end."""
+    chunk: list[dict[str, Any]] = []
+    read: tuple[str | None, str | None] | None = None  # (URL, first key) of the read under way
+    for sample in samples:
+        url, key = sample.get("__url__"), sample.get("__key__")
+        if read is not None and (url != read[0] or (key is not None and key == read[1])):
+            yield read[0], chunk, True
+            chunk, read = [], None
+        if read is None:
+            read = (url, key)
+        chunk.append(sample)
         if len(chunk) == size:
-            yield chunk
+            yield read[0], chunk, False
             chunk = []
-    if chunk:
-        yield chunk
+    if read is not None:
+        yield read[0], chunk, True
 
 
 def kept_per_epoch(log_dir: Path) -> list[dict[str, int]]:
-    """Per epoch, the samples seen and kept by every worker's first complete pass, summed."""
-    first: dict[tuple[int, int, int], dict[str, int]] = {}
+    """Per epoch, the samples seen and kept and the shards they came from, summed over the first
+    report of each shard read to its end (any worker, any rank); reports without a shard (samples
+    not read from a tar file) count per pass of a worker, its first."""
+    first: dict[tuple[Any, ...], dict[str, Any]] = {}
     for path in sorted(log_dir.glob("*.jsonl")):
         for line in path.read_text().splitlines():
             record = json.loads(line)
-            first.setdefault((record["epoch"], record["rank"], record["worker"]), record)
+            shard = record.get("shard")
+            per_pass = (record["rank"], record["worker"]) if shard is None else ()
+            first.setdefault((record["epoch"], shard, *per_pass), record)
     totals: dict[int, dict[str, int]] = {}
-    for (epoch, _, _), record in sorted(first.items()):
-        total = totals.setdefault(epoch, {"epoch": epoch, "seen": 0, "kept": 0})
+    for record in first.values():
+        total = totals.setdefault(record["epoch"], {"epoch": record["epoch"], "seen": 0, "kept": 0, "shards": 0})
         total["seen"] += record["seen"]
         total["kept"] += record["kept"]
-    return list(totals.values())
+        total["shards"] += 1
+    return [totals[epoch] for epoch in sorted(totals)]
 
 
 def install(rule_path: str, log_dir: str | None) -> None:
@@ -157,9 +217,8 @@ def install(rule_path: str, log_dir: str | None) -> None:
         info = original(args, preprocess_img, is_train, epoch=epoch, floor=floor, tokenizer=tokenizer)
         if is_train:
             pipeline = info.dataloader.pipeline[0].dataset.pipeline  # WebLoader(DataLoader(DataPipeline))
-            pipeline.insert(
-                pipeline.index(data.tarfile_to_samples_nothrow) + 1, EpochFilter(rule, info.shared_epoch, log_dir)
-            )
+            stage = EpochFilter(rule, info.shared_epoch, log_dir, batch_size=args.batch_size)
+            pipeline.insert(pipeline.index(data.tarfile_to_samples_nothrow) + 1, stage)
         return info
 
     data.get_wds_dataset = get_wds_dataset
