@@ -438,6 +438,36 @@ def test_ablation_downloads_once_trains_and_evaluates_per_t(dagbag, airflow_db, 
     assert {f["name"] for f in table.manifest["files"]} == {"comparison.json", "comparison.md", "comparison.png"}
 
 
+def test_an_online_ablation_trains_every_t_on_the_one_download_balanced_for_it(dagbag, airflow_db, coco_pairs) -> None:
+    """``online_balancing``: each t trains on the whole download of the largest t (not on its view), its
+    loader balanced for t: each checkpoint records ``balance_t`` = t and the loader's figures, epoch 0
+    keeping exactly the offline subset's downloaded pairs; the table has each t's metrics."""
+    _coco_matched(dagbag, coco_pairs)
+    run_ = _run(dagbag, "metaclip_t_ablation", pool="coco", t_values=[2, 100_000], tail_ratios=[], seed=0,
+                download=True, train=True, recipe="tiny-cpu", device="cpu", online_balancing=True)  # fmt: skip
+    assert run_.state == "success"
+    events = _run_events(run_)
+    by_t = {e["t"]: _store().require("checkpoint", e["version"]) for e in events["x-metaclip://artifacts/checkpoint"]}
+    assert sorted(by_t) == [2, 100_000] and all(c.params["balance_t"] == t for t, c in by_t.items())
+    checkpoints = list(by_t.values())
+    (downloaded,) = {c.input("downloaded").version: c.input("downloaded") for c in checkpoints}.values()
+    assert downloaded.input("curated").params["t"] == 100_000
+    assert not any(c.inputs("download_view") for c in checkpoints)  # the whole download, not the t's view
+    (view,) = [v for v in _store().list("download_view") if v.input("downloaded") == downloaded and v.stats["t"] == 2]
+    pairs = downloaded.stats["successes"]
+    for t, checkpoint in by_t.items():
+        online = checkpoint.stats["online_balancing"]
+        assert (online["t"], online["seed"], online["download_t"], online["downloaded_pairs"]) == (t, 0, 100_000, pairs)
+        assert online["epoch0_kept"] == (view.stats["samples"] if t == 2 else pairs)  # epoch 0: the offline subset
+        assert online["epochs"] == [{"epoch": 0, "seen": pairs, "kept": online["epoch0_kept"], "shards": 1}]
+        assert checkpoint.stats["samples"] >= online["epoch0_kept"] and checkpoint.files(under="logs/balance")
+    assert 0 < by_t[2].stats["online_balancing"]["epoch0_kept"] < pairs
+    (table,) = [_store().require("t_ablation", e["version"]) for e in events["x-metaclip://artifacts/t_ablation"]]
+    assert {m.input("checkpoint").version for m in table.inputs(role="metrics")} == {c.version for c in checkpoints}
+    assert [r["t"] for r in table.stats["rows"]] == [2, 100_000]
+    assert all(r["zero_shot_top1"] is not None for r in table.stats["rows"])  # each t's metrics, by its balance_t
+
+
 def test_demo_dag_curates_what_the_demo_command_curates(dagbag, airflow_db, captions_table, wordnet, capfd,
                                                         tmp_path: Path, monkeypatch) -> None:  # fmt: skip
     """One stage implementation, two drivers: the demo DAG's curated artifact is the one
