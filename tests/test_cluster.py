@@ -1,5 +1,5 @@
-"""Core slots of local Dask clusters: a killed task's slots are free at once, even while the
-workers it forked live on."""
+"""Local Dask clusters: a killed task's core slots are free at once, even while the workers it
+forked live on; workers allocate Arrow memory with jemalloc unless the environment chooses."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ import time
 from pathlib import Path
 
 import psutil
+import pyarrow as pa
+import pytest
 
-from metaclip_tasks.cluster import core_slots
+from metaclip_tasks.cluster import core_slots, dask_client
 
 HOLDER = textwrap.dedent(
     """
@@ -44,3 +46,15 @@ def test_a_killed_holders_slots_are_free_while_its_forked_worker_lives(tmp_path:
         assert time.monotonic() - began < 30
     finally:
         worker.kill()
+
+
+def _backend() -> str:
+    return pa.default_memory_pool().backend_name
+
+
+def test_workers_allocate_arrow_memory_with_jemalloc_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
+    with dask_client(work=1) as client:
+        assert set(client.run(_backend).values()) == {"jemalloc"}
+    monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "system")  # the user's choice: left alone
+    with dask_client(work=1) as client:
+        assert set(client.run(_backend).values()) == {_backend()}  # the pool the worker was forked with

@@ -394,7 +394,7 @@ def test_download_dag_and_an_ablation_that_downloads_once(dagbag, airflow_db, co
     assert _asset_events("downloaded")[-1]["version"] == downloaded.version
 
     run_ = _run(dagbag, "metaclip_t_ablation", pool="coco", t_values=[1, 100_000], tail_ratios=[], seed=0,
-                download=True)  # fmt: skip
+                download=True, online_balancing=False)  # fmt: skip
     assert run_.state == "success"
     table = [a for a in _store().list("t_ablation") if a.stats["pool"] == "coco"][-1]
     rows = {r["t"]: r for r in table.stats["rows"]}
@@ -429,7 +429,7 @@ def test_ablation_downloads_once_trains_and_evaluates_per_t(dagbag, airflow_db, 
     assert {f["name"] for f in checkpoint.manifest["files"]} >= {"checkpoint.pt", "logs/train/out.log"}
 
     run_ = _run(dagbag, "metaclip_t_ablation", pool="coco", t_values=[2, 100_000], tail_ratios=[], seed=0,
-                download=True, train=True, recipe="tiny-cpu", device="cpu")  # fmt: skip
+                download=True, train=True, recipe="tiny-cpu", device="cpu", online_balancing=False)  # fmt: skip
     assert run_.state == "success"
     table = [a for a in _store().list("t_ablation") if a.inputs(role="metrics")][-1]
     assert len(table.inputs(role="metrics")) == 2
