@@ -219,14 +219,14 @@ def wat_links(stream: IO[bytes], counts: Counter) -> Iterator[pa.Table]:
             continue  # not a page: no JSON parse
         counts["pages"] += 1
         if scanned is not None and not scanned[1]:
-            page_url = scanned[3] or target_uri(record.headers.get("WARC-Target-URI"))
+            page_url = scanned[3] or _header_page_url(record)
             links.add_page(page_url, page_url, scanned[2])
         else:
             parsed = _wat_html(data, counts)
             if parsed is None:
                 counts["pages"] -= 1
                 continue
-            page_url, html = parsed[0] or target_uri(record.headers.get("WARC-Target-URI")), parsed[1]
+            page_url, html = parsed[0] or _header_page_url(record), parsed[1]
             head = html.get("Head")
             base = first_string(head.get("Base")) if isinstance(head, dict) else None
             images = [x for x in html.get("Links") or () if isinstance(x, dict) and x.get("path") == "IMG@/src"]
@@ -235,6 +235,11 @@ def wat_links(stream: IO[bytes], counts: Counter) -> Iterator[pa.Table]:
         if len(links) >= BATCH_LINKS:
             yield links.resolve(counts)
     yield links.resolve(counts)
+
+
+def _header_page_url(record: Any) -> str:
+    """A WAT record's page URL from its WARC header: where its envelope gives none the scan can read."""
+    return target_uri(record.headers.get("WARC-Target-URI"))
 
 
 def _resolve_base(page_url: str, given: str | None) -> str:

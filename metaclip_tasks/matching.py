@@ -344,12 +344,6 @@ class ShardMatch:
     stats: dict[str, int]  # pairs_in, pairs_matched, matches
     written: Stored  # the matched shard's URI, size and sha256
 
-    def dense(self) -> np.ndarray:
-        """The counts as a uint64 vector over all entries."""
-        counts = np.zeros(self.num_entries, dtype=np.uint64)
-        counts[self.entries] = self.counts
-        return counts
-
 
 def match_shard(source: str | Stored, output_uri: str, matcher: Matcher, *, batch_rows: int = 65536) -> ShardMatch:
     """Match one parquet shard of pairs (``uid``, ``url``, ``text``); write the pairs that matched
