@@ -22,6 +22,21 @@
  * compact, every value a JSON string, path first and only once), a literal "IMG@/src" anywhere else in
  * the record, a string that is not valid JSON or UTF-8, or a lone surrogate.  The reader then parses
  * the whole record with orjson, which gives the same links or refuses the record.
+ *
+ * frame(data, pos: int, limit: int, page_urls: list, bases: list, pages, urls, alts, titles)
+ *     -> (pos, records, pages, images, status, block, block_end)
+ *
+ * The WARC records of inflated WAT bytes, from data[pos:], one after the other: records of the
+ * standard's other types are skipped, each metadata record is scanned as above and, when it is a page
+ * the scan is certain of, with no <base> and its URL in the JSON, its links appended and its URL to
+ * page_urls and bases (the columns of links.PageLinks).  Returns where it stopped, the metadata
+ * records and pages it read and the images of those pages, and why it stopped (status):
+ *   NEED (0)   data[pos:] holds no whole record (the reader inflates more)
+ *   FULL (1)   urls holds ``limit`` links or more (the reader resolves them)
+ *   PARSE (2)  the metadata record at pos, its JSON at data[block:block_end], is the reader's: the
+ *              scan is not certain of it, it has a <base>, or its page URL is in its WARC header
+ *   ODD (3)    the record at pos is not framed as Common Crawl frames its records (the reader leaves
+ *              the file to FastWARC)
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -277,32 +292,22 @@ static int whole(const char *data, const char *end) {
 
 enum { PAGES, URLS, ALTS, TITLES, COLUMNS };
 
-static PyObject *scan(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    (void)module;
-    if (nargs != 6) return PyErr_Format(PyExc_TypeError, "scan() takes 6 arguments (%zd given)", nargs);
-    PyObject *page = args[1], *columns[COLUMNS] = {args[2], args[3], args[4], args[5]};
-    if (!PyLong_Check(page)) return PyErr_Format(PyExc_TypeError, "scan(): page must be an int");
-    for (int i = 0; i < COLUMNS; i++)
-        if (!PyList_CheckExact(columns[i])) return PyErr_Format(PyExc_TypeError, "scan(): pages, urls, alts and titles must be lists");
+/* The scan of one record's JSON bytes, as scan() below: the tuple, None, or NULL on a Python error. */
+static PyObject *scan_record(const char *data, Py_ssize_t size, PyObject *page, PyObject *columns[COLUMNS]) {
+    const char *end = data + size;
     Py_ssize_t length[COLUMNS];
     for (int i = 0; i < COLUMNS; i++) length[i] = PyList_GET_SIZE(columns[i]);
-    Py_buffer view;
-    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
-    const char *data = view.buf, *end = data + view.len;
     PyObject *result = NULL, *url = NULL;
     char *buffer = NULL;
     int certain = 0;
     int html = find(data, end, NEEDLE("\"HTML-Metadata\"", 1)) != NULL;
-    if (!html) {
-        result = Py_BuildValue("(OOnO)", Py_False, Py_False, (Py_ssize_t)0, Py_None);
-        goto done;
-    }
+    if (!html) return Py_BuildValue("(OOnO)", Py_False, Py_False, (Py_ssize_t)0, Py_None);
     if (!whole(data, end)) {
         result = Py_NewRef(Py_None);
         goto done;
     }
     int base = find(data, end, NEEDLE("\"Base\"", 1)) != NULL;
-    buffer = PyMem_Malloc((size_t)view.len + 1);
+    buffer = PyMem_Malloc((size_t)size + 1);
     if (buffer == NULL) {
         PyErr_NoMemory();
         goto done;
@@ -357,16 +362,182 @@ done:
                 Py_CLEAR(result);
     Py_XDECREF(url);
     PyMem_Free(buffer);
+    return result;
+}
+
+static int columns_of(PyObject *const *args, PyObject *columns[], int count, const char *function) {
+    for (int i = 0; i < count; i++) {
+        if (!PyList_CheckExact(args[i])) {
+            PyErr_Format(PyExc_TypeError, "%s(): the columns must be lists", function);
+            return -1;
+        }
+        columns[i] = args[i];
+    }
+    return 0;
+}
+
+static PyObject *scan(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 6) return PyErr_Format(PyExc_TypeError, "scan() takes 6 arguments (%zd given)", nargs);
+    PyObject *columns[COLUMNS];
+    if (!PyLong_Check(args[1])) return PyErr_Format(PyExc_TypeError, "scan(): page must be an int");
+    if (columns_of(args + 2, columns, COLUMNS, "scan") < 0) return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
+    PyObject *result = scan_record(view.buf, view.len, args[1], columns);
     PyBuffer_Release(&view);
     return result;
+}
+
+/* ------------------------------------------------------------------------------------------ framing */
+
+#define MAX_HEADER (1 << 20)   /* a WARC header longer than this is not one Common Crawl writes */
+#define MAX_BLOCK (64 << 20)   /* nor a WAT record's JSON: the reader's FastWARC streams such a record */
+
+enum Status { NEED, FULL, PARSE, ODD };
+
+/* Whether [s, s + n) is ``name``, ASCII letters in any case (WARC field names are case-insensitive). */
+static int named(const char *s, Py_ssize_t n, const char *name) {
+    Py_ssize_t length = (Py_ssize_t)strlen(name);
+    if (n != length) return 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        char a = s[i], b = name[i];
+        if (a >= 'A' && a <= 'Z') a = (char)(a + 32);
+        if (b >= 'A' && b <= 'Z') b = (char)(b + 32);
+        if (a != b) return 0;
+    }
+    return 1;
+}
+
+/* The WARC record at p, framed as Common Crawl writes them: ``WARC/1.0`` (or 1.1) and CRLF, one field
+ * per CRLF-ended line with one Content-Length (digits) and one WARC-Type, a blank line, the block, CRLF
+ * CRLF.  NEED when [p, end) holds only part of it, ODD when it is framed otherwise (the reader then
+ * leaves the file to FastWARC), else FULL with the block's bounds and the type. */
+static enum Status record_at(const char *p, const char *end, const char **block, const char **block_end,
+                             const char **type, Py_ssize_t *type_length) {
+    if (end - p < 10) return NEED;
+    if (memcmp(p, "WARC/1.0\r\n", 10) != 0 && memcmp(p, "WARC/1.1\r\n", 10) != 0) return ODD;
+    const char *blank = find(p + 8, end, NEEDLE("\r\n\r\n", 1));
+    if (blank == NULL) return end - p > MAX_HEADER ? ODD : NEED;
+    long long length = -1;
+    *type = NULL;
+    for (const char *line = p + 10; line < blank;) {
+        const char *eol = memchr(line, '\n', (size_t)(blank + 2 - line));
+        if (eol == NULL || eol == line || eol[-1] != '\r' || *line == ' ' || *line == '\t') return ODD;
+        const char *stop = eol - 1, *colon = memchr(line, ':', (size_t)(stop - line)), *value;
+        if (colon == NULL) return ODD;
+        for (value = colon + 1; value < stop && (*value == ' ' || *value == '\t'); value++) {}
+        const char *value_end = stop;
+        while (value_end > value && (value_end[-1] == ' ' || value_end[-1] == '\t')) value_end--;
+        if (named(line, colon - line, "Content-Length")) {
+            if (length >= 0 || value == value_end || value_end - value > 12) return ODD;
+            length = 0;
+            for (const char *d = value; d < value_end; d++) {
+                if (*d < '0' || *d > '9') return ODD;
+                length = length * 10 + (*d - '0');
+            }
+        } else if (named(line, colon - line, "WARC-Type")) {
+            if (*type != NULL) return ODD;
+            *type = value, *type_length = value_end - value;
+        }
+        line = eol + 1;
+    }
+    if (length < 0 || *type == NULL || length > MAX_BLOCK) return ODD;
+    *block = blank + 4;
+    if (end - *block < length + 4) return NEED;
+    *block_end = *block + length;
+    return memcmp(*block_end, "\r\n\r\n", 4) == 0 ? FULL : ODD;
+}
+
+/* The record types of the WARC standard other than metadata: skipped. */
+static int other_type(const char *type, Py_ssize_t n) {
+    static const char *types[] = {"warcinfo", "response", "request", "resource", "revisit", "conversion", "continuation"};
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++)
+        if ((Py_ssize_t)strlen(types[i]) == n && memcmp(type, types[i], (size_t)n) == 0) return 1;
+    return 0;
+}
+
+enum { PAGE_URLS, BASES, PAGE_COLUMNS };
+
+static PyObject *frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    (void)module;
+    if (nargs != 3 + PAGE_COLUMNS + COLUMNS) return PyErr_Format(PyExc_TypeError, "frame() takes 9 arguments (%zd given)", nargs);
+    Py_ssize_t pos = PyLong_AsSsize_t(args[1]), limit = PyLong_AsSsize_t(args[2]);
+    if ((pos == -1 || limit == -1) && PyErr_Occurred()) return NULL;
+    PyObject *page_columns[PAGE_COLUMNS], *columns[COLUMNS];
+    if (columns_of(args + 3, page_columns, PAGE_COLUMNS, "frame") < 0 || columns_of(args + 5, columns, COLUMNS, "frame") < 0)
+        return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0) return NULL;
+    if (pos < 0 || pos > view.len) {
+        PyBuffer_Release(&view);
+        return PyErr_Format(PyExc_ValueError, "frame(): position %zd outside the data", pos);
+    }
+    const char *data = view.buf, *end = data + view.len, *p = data + pos, *block = NULL, *block_end = NULL, *type;
+    Py_ssize_t records = 0, pages = 0, images = 0, type_length = 0;
+    enum Status status;
+    for (;;) {
+        status = record_at(p, end, &block, &block_end, &type, &type_length);
+        if (status != FULL) break;
+        if (!(type_length == 8 && memcmp(type, "metadata", 8) == 0)) {
+            if (!other_type(type, type_length)) {
+                status = ODD;
+                break;
+            }
+            p = block_end + 4;
+            continue;
+        }
+        Py_ssize_t length[COLUMNS];
+        for (int i = 0; i < COLUMNS; i++) length[i] = PyList_GET_SIZE(columns[i]);
+        PyObject *page = PyLong_FromSsize_t(PyList_GET_SIZE(page_columns[PAGE_URLS]));
+        PyObject *scanned = page != NULL ? scan_record(block, block_end - block, page, columns) : NULL;
+        Py_XDECREF(page);
+        if (scanned == NULL) goto error;
+        if (scanned != Py_None && PyTuple_GET_ITEM(scanned, 0) == Py_False) { /* not a page */
+            Py_DECREF(scanned);
+            records++;
+            p = block_end + 4;
+            continue;
+        }
+        PyObject *url = scanned != Py_None && PyTuple_GET_ITEM(scanned, 1) == Py_False ? PyTuple_GET_ITEM(scanned, 3) : Py_None;
+        if (url == Py_None) { /* not certain, a <base>, or the page URL in the WARC header: the reader's */
+            for (int i = 0; i < COLUMNS; i++)
+                if (PyList_GET_SIZE(columns[i]) > length[i] && PyList_SetSlice(columns[i], length[i], PyList_GET_SIZE(columns[i]), NULL) < 0) {
+                    Py_DECREF(scanned);
+                    goto error;
+                }
+            Py_DECREF(scanned);
+            status = PARSE;
+            break;
+        }
+        images += PyLong_AsSsize_t(PyTuple_GET_ITEM(scanned, 2));
+        int failed = PyList_Append(page_columns[PAGE_URLS], url) < 0 || PyList_Append(page_columns[BASES], url) < 0;
+        Py_DECREF(scanned);
+        if (failed) goto error;
+        records++, pages++;
+        p = block_end + 4;
+        if (PyList_GET_SIZE(columns[URLS]) >= limit) {
+            status = FULL;
+            break;
+        }
+    }
+    PyBuffer_Release(&view);
+    if (status != PARSE) block = block_end = p;
+    return Py_BuildValue("(nnnnInn)", (Py_ssize_t)(p - data), records, pages, images, (unsigned int)status,
+                         (Py_ssize_t)(block - data), (Py_ssize_t)(block_end - data));
+error:
+    PyBuffer_Release(&view);
+    return NULL;
 }
 
 static PyMethodDef methods[] = {
     {"scan", (PyCFunction)(void (*)(void))scan, METH_FASTCALL,
      "A WAT record's page flags and URL, its image links with an alt-text appended to the given lists; None when not certain."},
+    {"frame", (PyCFunction)(void (*)(void))frame, METH_FASTCALL,
+     "The whole WARC records of inflated WAT bytes from a position, their pages scanned into the given lists."},
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_watscan", "The WAT record scan of ingestion.", -1, methods};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_watscan", "The WAT record framing and scan of ingestion.", -1, methods};
 
 PyMODINIT_FUNC PyInit__watscan(void) { return PyModule_Create(&module); }

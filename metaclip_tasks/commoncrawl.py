@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from typing import IO, TypeVar
 
+from fsspec.implementations.http import HTTPStreamFile
+
 from metaclip_tasks import files
 from metaclip_tasks.errors import CurationError
 from metaclip_tasks.snapshots import check_snapshot
@@ -50,6 +52,12 @@ def open_stream(uri: str) -> IO[bytes]:
         return fs.open(path, "rb", block_size=0)
     except FileNotFoundError:
         raise CurationError(f"input {uri} does not exist (HTTP 404)") from None
+
+
+def rewindable(stream: IO[bytes]) -> bool:
+    """Whether ``stream`` can be read again from its start: a file, not an HTTP body streamed once
+    (fsspec's streaming HTTP file says it is seekable, and refuses to seek back)."""
+    return stream.seekable() and not isinstance(stream, HTTPStreamFile)
 
 
 def transient(error: BaseException) -> bool:

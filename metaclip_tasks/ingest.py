@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import IO, Any
 from urllib.parse import urljoin
 
@@ -27,8 +27,9 @@ from fastwarc.warc import ArchiveIterator, WarcRecordType
 from selectolax.lexbor import LexborHTMLParser
 
 from metaclip_tasks import files
-from metaclip_tasks._watscan import scan
-from metaclip_tasks.commoncrawl import open_stream, transient
+from metaclip_tasks._inflate import inflate
+from metaclip_tasks._watscan import frame, scan
+from metaclip_tasks.commoncrawl import open_stream, rewindable, transient
 from metaclip_tasks.errors import CurationError
 from metaclip_tasks.language import LanguageFilter
 from metaclip_tasks.links import PageLinks, first_string
@@ -41,6 +42,10 @@ COUNTERS = ("records", "pages", "images", "with_alt", "relative_resolved", "non_
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
 _CHARSET = re.compile(rb"<meta[^>]+charset\s*=\s*[\"']?\s*([A-Za-z0-9_.:-]+)", re.IGNORECASE)
 BATCH_LINKS = 32768  # image links resolved (and pairs written) at a time
+WAT_CHUNK = 1 << 20  # WAT bytes read at a time (and half the buffer they are inflated into)
+WAT_MAX_BUFFER = 1 << 28  # the inflated bytes of one record, at most, that the framer holds
+_NEED, _FULL, _PARSE, _ODD = range(4)  # what _watscan.frame stopped at
+_MORE, _ROOM, _BAD = range(3)  # and _inflate.inflate
 
 
 def file_format(uri: str) -> str:
@@ -88,9 +93,10 @@ def html_links(body: bytes, page_url: str, charset: str | None, links: PageLinks
               [a.get("title") for a in with_alt], images=len(images))  # fmt: skip
 
 
-def _records(stream: IO[bytes], record_type: Any, counts: Counter) -> Iterator[Any]:
-    """The file's records of one type, read leniently; a record that breaks the stream ends it, and a
-    file with bytes but no WARC record at all (FastWARC skips what is not a record), are counted."""
+def _records(stream: IO[bytes], record_type: Any, counts: Counter, skip: int = 0) -> Iterator[Any]:
+    """The file's records of one type, read leniently, after the first ``skip`` of them (read already);
+    a record that breaks the stream ends it, and a file with bytes but no WARC record at all (FastWARC
+    skips what is not a record), are counted."""
     iterator = iter(ArchiveIterator(stream, parse_http=False, quirks_mode=True))
     any_record = False
     while True:
@@ -105,6 +111,9 @@ def _records(stream: IO[bytes], record_type: Any, counts: Counter) -> Iterator[A
             return
         any_record = True
         if record.record_type == record_type:
+            if skip:
+                skip -= 1
+                continue
             counts["records"] += 1
             yield record
     if not any_record and _consumed(stream):
@@ -208,38 +217,110 @@ def wat_links(stream: IO[bytes], counts: Counter) -> Iterator[pa.Table]:
     Each record is scanned by compiled code (:mod:`metaclip_tasks._watscan`): records without
     ``"HTML-Metadata"`` (requests, metadata, non-HTML responses) are not pages, and a page's image
     links with an alt-text are read straight from its bytes; the whole JSON is parsed only for a page
-    with a ``<base>`` or links not written as Common Crawl writes them (the same result, ~3x the time)."""
+    with a ``<base>`` or links not written as Common Crawl writes them (the same result, ~3x the time).
+    A gzipped file that can be read again from its start (local, S3) is inflated by isal and its
+    records framed by the same compiled code (:func:`_framed_wat`), without a Python object per
+    record; where that framing meets anything else (a corrupt member, a record framed otherwise), the
+    file is read again by FastWARC from its start, after the records already read: the same pairs
+    and counters as FastWARC's alone, which reads an HTTP body streamed once."""
     links = PageLinks()
-    for record in _records(stream, WarcRecordType.metadata, counts):
+    read = 0
+    if rewindable(stream):
+        read = yield from _framed_wat(stream, links, counts)
+        if read is None:
+            yield links.resolve(counts)
+            return
+        stream.seek(0)
+    for record in _records(stream, WarcRecordType.metadata, counts, skip=read):
         data = _read_all(record, counts)
-        if data is None:
-            continue
-        scanned = scan(data, *links.columns())
-        if scanned is not None and not scanned[0]:
-            continue  # not a page: no JSON parse
-        counts["pages"] += 1
-        if scanned is not None and not scanned[1]:
-            page_url = scanned[3] or _header_page_url(record)
-            links.add_page(page_url, page_url, scanned[2])
-        else:
-            parsed = _wat_html(data, counts)
-            if parsed is None:
-                counts["pages"] -= 1
-                continue
-            page_url, html = parsed[0] or _header_page_url(record), parsed[1]
-            head = html.get("Head")
-            base = first_string(head.get("Base")) if isinstance(head, dict) else None
-            images = [x for x in html.get("Links") or () if isinstance(x, dict) and x.get("path") == "IMG@/src"]
-            links.add(page_url, _resolve_base(page_url, base), [x.get("url") for x in images], [x.get("alt") for x in images],
-                      [x.get("title") for x in images])  # fmt: skip
+        if data is not None:
+            _wat_record(data, lambda record=record: target_uri(record.headers.get("WARC-Target-URI")), links, counts)
         if len(links) >= BATCH_LINKS:
             yield links.resolve(counts)
     yield links.resolve(counts)
 
 
-def _header_page_url(record: Any) -> str:
-    """A WAT record's page URL from its WARC header: where its envelope gives none the scan can read."""
-    return target_uri(record.headers.get("WARC-Target-URI"))
+def _framed_wat(stream: IO[bytes], links: PageLinks, counts: Counter) -> Generator[pa.Table, None, int | None]:
+    """A gzipped WAT's records framed by :func:`metaclip_tasks._watscan.frame` as its members are
+    inflated whole (:func:`metaclip_tasks._inflate.inflate`, ``WAT_CHUNK`` bytes of the file read at a
+    time) into one buffer, their links gathered in ``links`` (tables yielded as they fill); returns
+    None when the whole file was read so, else how many metadata records were read before what it
+    leaves to FastWARC (none for a file that is not gzip)."""
+    compressed, start, final = stream.read(WAT_CHUNK), 0, False
+    if not compressed.startswith(b"\x1f\x8b"):
+        stream.seek(0)
+        return 0
+    out, filled, pos, read = bytearray(2 * WAT_CHUNK), 0, 0, 0
+    while True:
+        with memoryview(out) as view:
+            start, after, inflated = inflate(compressed, start, view, filled, final)
+        grew, filled = after > filled, after
+        with memoryview(out) as view, view[:filled] as data:
+            while True:
+                pos, records, pages, images, status, block, block_end = frame(data, pos, BATCH_LINKS, *links.frame_columns())
+                counts["records"] += records
+                counts["pages"] += pages
+                links.add_images(images)
+                read += records
+                if status == _NEED:
+                    break
+                if status == _ODD:
+                    return read
+                if status == _PARSE:
+                    counts["records"] += 1
+                    read += 1
+                    header = bytes(data[pos:block])
+                    page_url = lambda header=header: target_uri(_warc_field(header, "WARC-Target-URI"))
+                    _wat_record(bytes(data[block:block_end]), page_url, links, counts)
+                    pos = block_end + 4
+                if len(links) >= BATCH_LINKS:
+                    yield links.resolve(counts)
+        if inflated == _BAD:
+            return read  # a corrupt member, or one cut short at the end: FastWARC counts it
+        out[: filled - pos] = out[pos:filled]  # the record begun, to the front
+        filled, pos = filled - pos, 0
+        if inflated == _ROOM and not grew:  # not one more member fits behind the record begun
+            if len(out) >= WAT_MAX_BUFFER:
+                return read  # a record larger than any Common Crawl writes: FastWARC streams it
+            out.extend(bytes(len(out)))
+        if inflated == _MORE:
+            if final:
+                return None if filled == 0 else read  # the file ends inside a record: FastWARC counts it
+            more = stream.read(WAT_CHUNK)
+            compressed, start, final = compressed[start:] + more, 0, not more
+
+
+def _wat_record(data: bytes, header_url: Callable[[], str], links: PageLinks, counts: Counter) -> None:
+    """One WAT metadata record's JSON: its page's image links into ``links`` when it is a page (counted);
+    ``header_url`` gives the page URL from the WARC header where the JSON's envelope has none."""
+    scanned = scan(data, *links.columns())
+    if scanned is not None and not scanned[0]:
+        return  # not a page: no JSON parse
+    if scanned is not None and not scanned[1]:
+        counts["pages"] += 1
+        page_url = scanned[3] or header_url()
+        links.add_page(page_url, page_url, scanned[2])
+        return
+    parsed = _wat_html(data, counts)
+    if parsed is None:
+        return
+    counts["pages"] += 1
+    page_url, html = parsed[0] or header_url(), parsed[1]
+    head = html.get("Head")
+    base = first_string(head.get("Base")) if isinstance(head, dict) else None
+    images = [x for x in html.get("Links") or () if isinstance(x, dict) and x.get("path") == "IMG@/src"]
+    links.add(page_url, _resolve_base(page_url, base), [x.get("url") for x in images], [x.get("alt") for x in images],
+              [x.get("title") for x in images])  # fmt: skip
+
+
+def _warc_field(header: bytes, name: str) -> str | None:
+    """A field of a WARC header (the first when repeated; names in any case): a framed record's, read
+    only for the rare page whose JSON gives no page URL."""
+    for line in header.decode("utf-8", "replace").split("\r\n")[1:]:
+        key, colon, value = line.partition(":")
+        if colon and key.strip().lower() == name.lower():
+            return value.strip()
+    return None
 
 
 def _resolve_base(page_url: str, given: str | None) -> str:

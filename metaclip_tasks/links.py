@@ -184,6 +184,15 @@ class PageLinks:
         :func:`normalised` makes them (the WAT scan, :mod:`metaclip_tasks._watscan`); then :meth:`add_page`."""
         return len(self.page_urls), self.pages, self.srcs, self.alts, self.titles
 
+    def frame_columns(self) -> tuple[list[str], list[str], list[int], list[Any], list[Any], list[Any]]:
+        """The page URL and base lists, then the link columns, that the compiled WAT framer appends
+        whole pages to (:func:`metaclip_tasks._watscan.frame`); then :meth:`add_images`."""
+        return self.page_urls, self.bases, self.pages, self.srcs, self.alts, self.titles
+
+    def add_images(self, images: int) -> None:
+        """The images of the pages appended through :meth:`frame_columns`."""
+        self.images += images
+
     def add_page(self, page_url: str, base: str, images: int) -> None:
         """A page whose links (if any) are in the columns already, with its count of images."""
         self.images += images

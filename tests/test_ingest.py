@@ -4,9 +4,15 @@ broken files, and the WAT path against the WARC path over the same pages."""
 
 from __future__ import annotations
 
+import functools
 import gzip
+import io
+import json
 import os
+import tempfile
+import threading
 from collections import Counter
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
@@ -14,11 +20,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from fastwarc.warc import ArchiveIterator, WarcRecordType
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from metaclip_tasks.ingest import extract_file
 from metaclip_tasks.language import LanguageFilter
-from metaclip_tasks.uids import url_uid
 from metaclip_tasks.shared_data import WARC
+from metaclip_tasks.uids import url_uid
 from tests.commoncrawl_files import (HTML_TYPES, _content_type, base_href, elements, entity, parse_html, parse_http,
                                      warc_record, write_warc, write_wat)  # fmt: skip
 
@@ -36,7 +44,7 @@ def shared_warc() -> Path:
     return WARC
 
 
-def _extract(path: Path, out: Path, languages: tuple[str, ...] = ("any",), fmt: str | None = None) -> tuple[dict, list[dict]]:
+def _extract(path: Path | str, out: Path, languages: tuple[str, ...] = ("any",), fmt: str | None = None) -> tuple[dict, list[dict]]:
     """extract_file's counters and its rows, in file order."""
     stats, _ = extract_file(str(path), str(out), LanguageFilter(list(languages)), fmt)
     return stats, pq.read_table(out).to_pylist()
@@ -339,3 +347,163 @@ def test_a_file_failing_mid_read_leaves_no_part(tmp_path, monkeypatch):
     with pytest.raises(ConnectionResetError):
         extract_file(str(source), str(tmp_path / "part.parquet"), LanguageFilter(["any"]))
     assert not (tmp_path / "part.parquet").exists()
+
+
+# ------------------------------------------------------------------------------------------ WAT framing
+# A gzipped WAT read from a file is framed by compiled code over isal's inflation, and left to FastWARC
+# from its start (after the records read) at anything else: its pairs, tables and counters must be
+# FastWARC's own, which reads a body streamed once (an HTTP download) from front to back.
+
+
+class Once(io.RawIOBase):
+    """A body read once, front to back (not rewindable, as an HTTP download)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        return self._data.readinto(buffer)
+
+    def tell(self) -> int:
+        return self._data.tell()
+
+
+def _wat_read(stream, monkeypatch) -> tuple[list[list[dict]], dict, list[int]]:
+    """wat_links' tables, counters and the ``skip`` of each FastWARC read it made."""
+    from metaclip_tasks import ingest
+
+    skips, records = [], ingest._records
+
+    def spied(stream, record_type, counts, skip=0):
+        skips.append(skip)
+        return records(stream, record_type, counts, skip)
+
+    monkeypatch.setattr(ingest, "_records", spied)
+    counts: Counter = Counter()
+    tables = [t.to_pylist() for t in ingest.wat_links(stream, counts)]
+    monkeypatch.setattr(ingest, "_records", records)
+    return tables, {k: v for k, v in counts.items() if v}, skips
+
+
+def _framed_as_fastwarc(data: bytes, tmp_path: Path, monkeypatch) -> list[int]:
+    """Assert that the framed read of ``data`` gives FastWARC's tables and counters; its FastWARC skips."""
+    path = tmp_path / "framed.warc.wat.gz"
+    path.write_bytes(data)
+    with open(path, "rb") as f:
+        framed, framed_counts, skips = _wat_read(f, monkeypatch)
+    fastwarc, fastwarc_counts, streamed = _wat_read(Once(data), monkeypatch)
+    assert streamed == [0]
+    assert framed == fastwarc and framed_counts == fastwarc_counts
+    return skips
+
+
+@functools.cache
+def synthetic_wat() -> bytes:
+    """The synthetic pages' WAT, twice (18 metadata records: 16 pages, some with a <base>)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        warc = write_warc(Path(tmp) / "synthetic.warc.gz", SYNTHETIC_PAGES)
+        return write_wat([warc], Path(tmp) / "synthetic.warc.wat.gz", copies=2).path.read_bytes()
+
+
+def test_framed_wat_reads_the_shared_pages_as_fastwarc(shared_warc, tmp_path, monkeypatch):
+    from metaclip_tasks import ingest
+
+    monkeypatch.setattr(ingest, "BATCH_LINKS", 40)  # tables cut at the same pages
+    monkeypatch.setattr(ingest, "WAT_CHUNK", 5000)  # members cut between reads, records longer than the buffer
+    for list_values in (False, True):
+        wat = write_wat([shared_warc / name for name in READABLE], tmp_path / f"{list_values}.warc.wat.gz", list_values, copies=2)
+        assert _framed_as_fastwarc(wat.path.read_bytes(), tmp_path, monkeypatch) == []  # framed whole: no FastWARC read
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cut=st.floats(0, 1), flip=st.booleans(), chunk=st.sampled_from([64, 3000, 1 << 20]))
+def test_framed_wat_on_a_cut_or_corrupt_file_is_fastwarc(tmp_path, monkeypatch, cut, flip, chunk):
+    """Cut short at any byte, or one byte inverted: the same pairs and counters as FastWARC alone,
+    the file read ``chunk`` bytes at a time (small ones: members cut between reads, records longer
+    than the buffer)."""
+    from metaclip_tasks import ingest
+
+    monkeypatch.setattr(ingest, "WAT_CHUNK", chunk)
+    wat = synthetic_wat()
+    at = int(cut * (len(wat) - 1))
+    data = wat[:at] + bytes([wat[at] ^ 0xFF]) + wat[at + 1 :] if flip else wat[:at]
+    _framed_as_fastwarc(data, tmp_path, monkeypatch)
+
+
+def _member(headers: list[tuple[str, str]], block: bytes = b"{}") -> bytes:
+    return gzip.compress(warc_record(headers, block))
+
+
+def _page(url: str, envelope_url: bool = True) -> bytes:
+    header = {"WARC-Target-URI": url} if envelope_url else {}
+    links = [{"path": "IMG@/src", "url": "a.jpg", "alt": f"A picture on {url}"}]
+    html = {"Envelope": {"WARC-Header-Metadata": header, "Payload-Metadata": {"HTTP-Response-Metadata": {"HTML-Metadata": {"Links": links}}}}}
+    return _member([("WARC-Type", "metadata"), ("WARC-Target-URI", url), ("Content-Type", "application/json")],
+                   json.dumps(html, separators=(",", ":")).encode())  # fmt: skip
+
+
+@pytest.mark.parametrize("odd, skips", [
+    (b"", []),  # nothing between the pages
+    (gzip.compress(b"WARC/1.0\nWARC-Type: metadata\nContent-Length: 2\n\n{}\n\n"), [1]),  # LF line ends
+    (_member([("WARC-Type", "Metadata")]), [1]),  # a type not written as the standard writes it
+    (_member([("WARC-Type", "metadata"), ("Content-Length", "2")]), [1]),  # Content-Length twice
+    (gzip.compress(b"not a WARC record at all\r\n"), [1]),  # garbage in a member
+    (b"garbage between members", [1]),
+    (_member([("WARC-Type", "request"), ("WARC-Target-URI", "https://example.com/")]), []),  # skipped as it is
+])  # fmt: skip
+def test_framed_wat_leaves_odd_records_to_fastwarc(tmp_path, monkeypatch, odd, skips):
+    """Framed otherwise: read again by FastWARC from the start, after the pages framed before (``skips``)."""
+    data = _page("https://example.com/one.html") + odd + _page("https://example.com/two.html")
+    assert _framed_as_fastwarc(data, tmp_path, monkeypatch) == skips
+
+
+def test_framed_wat_takes_a_page_url_from_the_warc_header(tmp_path, monkeypatch):
+    """A page whose JSON gives no page URL takes its WARC header's, a plain (not gzip) WAT is FastWARC's."""
+    data = _page("https://example.com/one.html") + _page("https://example.com/dir/two.html", envelope_url=False)
+    assert _framed_as_fastwarc(data, tmp_path, monkeypatch) == []
+    tables, _, _ = _wat_read(io.BytesIO(data), monkeypatch)
+    assert [r["url"] for r in tables[0]] == ["https://example.com/a.jpg", "https://example.com/dir/a.jpg"]
+    assert _framed_as_fastwarc(gzip.decompress(data), tmp_path, monkeypatch) == [0]
+    assert _framed_as_fastwarc(b"", tmp_path, monkeypatch) == [0]  # an empty file: nothing, nothing counted
+
+
+def test_frame_checks_its_arguments():
+    from metaclip_tasks._watscan import frame
+
+    lists = [[] for _ in range(6)]
+    with pytest.raises(TypeError, match="9 arguments"):
+        frame(b"", 0, 10)
+    with pytest.raises(TypeError, match="must be lists"):
+        frame(b"", 0, 10, *lists[:5], ())
+    with pytest.raises(ValueError, match="position 3 outside"):
+        frame(b"WA", 3, 10, *lists)
+    assert frame(b"WA", 0, 10, *lists) == (0, 0, 0, 0, 0, 0, 0)  # more bytes needed
+
+
+def test_a_wat_reads_the_same_from_a_file_s3_and_http(tmp_path, s3_bucket):
+    """A local and an S3 file are framed (and read again by FastWARC where cut), an HTTP body is
+    FastWARC's from front to back: the same pairs and counters from all three."""
+    from metaclip_tasks import files
+    from metaclip_tasks.commoncrawl import open_stream, rewindable
+
+    wat = synthetic_wat()
+    served = tmp_path / "served"
+    served.mkdir()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(SimpleHTTPRequestHandler, directory=str(served)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for name, data in (("whole.warc.wat.gz", wat), ("cut.warc.wat.gz", wat[: len(wat) * 2 // 3])):
+            (served / name).write_bytes(data)
+            with files.open_write(f"{s3_bucket}/wat/{name}") as f:
+                f.write(data)
+            sources = (str(served / name), f"{s3_bucket}/wat/{name}", f"http://127.0.0.1:{server.server_address[1]}/{name}")
+            assert [rewindable(open_stream(uri)) for uri in sources] == [True, True, False]
+            results = [_extract(uri, tmp_path / f"{name}-{i}.parquet") for i, uri in enumerate(sources)]
+            assert results[0][1] and results[0] == results[1] == results[2]
+            assert (results[0][0]["bad_records"] > 0) == name.startswith("cut")
+    finally:
+        server.shutdown()
+        server.server_close()
