@@ -17,7 +17,7 @@ without angle brackets (ClueWeb22 writes ``<https://...>``), so that both keep t
 Before timing, the reference pairs (alt-texts whitespace-normalised, the empty ones dropped) must
 equal the project's ``wat_links`` pairs.  The project's readers are timed as they run in the
 product: ``wat_links`` gives Arrow tables of resolved links (from a file: libdeflate and the
-compiled framer; streamed once, as an HTTP body: FastWARC), ``extract_file`` adds uids (sha224),
+compiled framer; from a stream read once: FastWARC), ``extract_file`` adds uids (sha224),
 language identification and the parquet file, with languages ["en"] and ["any"]; and the floor:
 FastWARC reading the WAT's records without parsing them.  Rounds interleave the readers.
 
@@ -133,13 +133,14 @@ def project_warc_pairs(path: Path) -> tuple[list[Pair], Counter]:
 
 def project_links(reader: Callable[[IO[bytes], Counter], Iterator[pa.Table]], path: Path, streamed: bool = False) -> int:
     """What is timed of a project reader: its resolved links as Arrow tables (the product's form);
-    ``streamed``: the file read as an HTTP body is, once from front to back (FastWARC's path)."""
+    ``streamed``: the file as a stream that cannot be read again from its start (FastWARC's path,
+    which a framed file falls back to)."""
     with open(path, "rb") as f:
         return sum(len(t) for t in reader(_Streamed(f) if streamed else f, Counter()))
 
 
 class _Streamed(io.RawIOBase):
-    """A file that cannot be read again from its start, as an HTTP body (which tells its position)."""
+    """A file that cannot be read again from its start (it tells its position, as FastWARC needs)."""
 
     def __init__(self, raw: IO[bytes]) -> None:
         self._raw, self._read = raw, 0
@@ -240,7 +241,7 @@ def main() -> None:
             "reference, json.loads": lambda: reference_rows(wat, json.loads),
             "reference, simdjson (cc2dataset)": lambda: reference_rows(wat, simdjson.loads),
             "project wat_links": lambda: project_links(wat_links, wat),
-            "project wat_links, streamed (HTTP)": lambda: project_links(wat_links, wat, streamed=True),
+            "project wat_links, FastWARC path": lambda: project_links(wat_links, wat, streamed=True),
             "project extract_file ['en']": lambda: extract_file(str(wat), str(out), LanguageFilter(["en"])),
             "project extract_file ['any']": lambda: extract_file(str(wat), str(out), LanguageFilter(["any"])),
         }

@@ -19,12 +19,13 @@ benchmark metadata:
 
 Every run publishes byte-identical artifacts (checked); pairs/s and ratios are printed.
 
-    .venv/bin/python -m benchmarks.match_snapshot [--copies 50 --shards 16 --workers 2]
+    .venv/bin/python -m benchmarks.match_snapshot [--copies 50 --shards 16 --workers 2 --rounds 5 --local-only]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing
 import statistics
@@ -123,15 +124,18 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=5, help="rounds of one core, cold and warm runs, a fresh cluster each (medians shown)"
     )
+    parser.add_argument("--local-only", action="store_true", help="the local root alone (no S3 row)")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp, local_s3("metaclip-bench") as bucket:
+    s3 = contextlib.nullcontext() if args.local_only else local_s3("metaclip-bench")
+    with tempfile.TemporaryDirectory() as tmp, s3 as bucket:
         tmp = Path(tmp)
         source, n = write_source(tmp, args.copies)
         (tmp / "metadata.json").write_text(json.dumps(benchmark_metadata()))
         print(f"{n:,} pairs in {args.shards} shards; metadata: 500,000 entries")
         rows, published = [], set()
-        for label, root in (("local disk", str(tmp / "root")), ("S3 (moto, 127.0.0.1)", f"{bucket}/root")):
+        roots = [("local disk", str(tmp / "root"))] + ([] if bucket is None else [("S3 (moto, 127.0.0.1)", f"{bucket}/root")])
+        for label, root in roots:
             store = ArtifactStore(root)
             pairs = run(store, PAIRS_IMPORT, PairsImport(SNAPSHOT, (str(source),), rows_per_shard=-(-n // args.shards)))
             meta = run(store, METADATA_IMPORT, MetadataImport(str(tmp / "metadata.json")))
@@ -170,10 +174,11 @@ def main() -> None:
         for label, single, cold, warm, cold_ratio, warm_ratio, first in rows:
             print(f"| {label} | {single:,.0f} | {cold:,.0f} | {warm:,.0f} | {cold_ratio:.2f}x | {warm_ratio:.2f}x "
                   f"| {first:.3f} s |")  # fmt: skip
-        (_, local_single, _, local_warm, *_), (_, s3_single, _, s3_warm, *_) = rows
         print(f"ceiling: match_shard in {args.workers} plain processes vs one (local disk, no stage, no Dask): median "
               f"{statistics.median(limits):.2f}x, rounds " + ", ".join(f"{r:.2f}x" for r in limits))  # fmt: skip
-        print(f"S3 / local: one core {s3_single / local_single:.2f}x, Dask warm {s3_warm / local_warm:.2f}x")
+        if len(rows) == 2:
+            (_, local_single, _, local_warm, *_), (_, s3_single, _, s3_warm, *_) = rows
+            print(f"S3 / local: one core {s3_single / local_single:.2f}x, Dask warm {s3_warm / local_warm:.2f}x")
 
 
 if __name__ == "__main__":

@@ -8,11 +8,12 @@ to the bucket); the files are immutable once published, so a path identifies its
 from __future__ import annotations
 
 import gzip
+import io
 import time
 from collections.abc import Callable
-from typing import IO, TypeVar
+from typing import IO, Any, TypeVar
 
-from fsspec.implementations.http import HTTPStreamFile
+from fsspec import AbstractFileSystem
 
 from metaclip_tasks import files
 from metaclip_tasks.errors import CurationError
@@ -44,20 +45,58 @@ def crawl_files(crawl: str, fmt: str, base: str = CC_BASE, max_files: int | None
 
 
 def open_stream(uri: str) -> IO[bytes]:
-    """``uri`` opened for one sequential read: HTTP(S) as a plain stream (no range requests)."""
+    """``uri`` opened for a sequential read: HTTP(S) as a plain stream (no range requests), which a
+    seek to its start reads again from the start (:class:`HTTPBody`)."""
     fs, path = files.filesystem(uri)
     if "http" not in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
         return files.open_read(uri, "input")
     try:
-        return fs.open(path, "rb", block_size=0)
+        return HTTPBody(fs, path)
     except FileNotFoundError:
         raise CurationError(f"input {uri} does not exist (HTTP 404)") from None
 
 
-def rewindable(stream: IO[bytes]) -> bool:
-    """Whether ``stream`` can be read again from its start: a file, not an HTTP body streamed once
-    (fsspec's streaming HTTP file says it is seekable, and refuses to seek back)."""
-    return stream.seekable() and not isinstance(stream, HTTPStreamFile)
+class HTTPBody(io.RawIOBase):
+    """An HTTP response body read front to back, as one GET; ``seek(0)`` sends the GET again.  (fsspec's
+    streaming file says it is seekable, then refuses to seek back: a reader that reads a file again
+    from its start, as the WAT reader does when it leaves a file to FastWARC, could not.)"""
+
+    def __init__(self, fs: AbstractFileSystem, path: str) -> None:
+        self._fs, self._path = fs, path
+        self._body = fs.open(path, "rb", block_size=0)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        return self._body.read(size)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._body.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def tell(self) -> int:
+        return self._body.tell()
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Where it is already (a no-op), or the start: the body requested again."""
+        here = self._body.tell()
+        if (whence == io.SEEK_CUR and offset == 0) or (whence == io.SEEK_SET and offset == here):
+            return here
+        if whence == io.SEEK_SET and offset == 0:
+            self._body.close()
+            self._body = self._fs.open(self._path, "rb", block_size=0)
+            return 0
+        raise io.UnsupportedOperation("an HTTP body is read again from its start only")
+
+    def close(self) -> None:
+        if not self.closed:
+            self._body.close()
+        super().close()
 
 
 def transient(error: BaseException) -> bool:

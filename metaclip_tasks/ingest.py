@@ -29,7 +29,7 @@ from selectolax.lexbor import LexborHTMLParser
 from metaclip_tasks import files
 from metaclip_tasks._inflate import inflate
 from metaclip_tasks._watscan import frame, scan
-from metaclip_tasks.commoncrawl import open_stream, rewindable, transient
+from metaclip_tasks.commoncrawl import open_stream, transient
 from metaclip_tasks.errors import CurationError
 from metaclip_tasks.language import LanguageFilter
 from metaclip_tasks.links import PageLinks, first_string
@@ -218,14 +218,14 @@ def wat_links(stream: IO[bytes], counts: Counter) -> Iterator[pa.Table]:
     ``"HTML-Metadata"`` (requests, metadata, non-HTML responses) are not pages, and a page's image
     links with an alt-text are read straight from its bytes; the whole JSON is parsed only for a page
     with a ``<base>`` or links not written as Common Crawl writes them (the same result, ~3x the time).
-    A gzipped file that can be read again from its start (local, S3) is inflated by isal and its
-    records framed by the same compiled code (:func:`_framed_wat`), without a Python object per
-    record; where that framing meets anything else (a corrupt member, a record framed otherwise), the
-    file is read again by FastWARC from its start, after the records already read: the same pairs
-    and counters as FastWARC's alone, which reads an HTTP body streamed once."""
+    A gzipped file that can be read again from its start (a file; an HTTP body is requested again)
+    is inflated member by member and its records framed by compiled code (:func:`_framed_wat`),
+    without a Python object per record; where that framing meets anything else (a corrupt member, a
+    record framed otherwise), the file is read again by FastWARC from its start, after the records
+    already read: the same pairs and counters as FastWARC's alone, which reads any other stream."""
     links = PageLinks()
     read = 0
-    if rewindable(stream):
+    if stream.seekable():
         read = yield from _framed_wat(stream, links, counts)
         if read is None:
             yield links.resolve(counts)
@@ -248,7 +248,6 @@ def _framed_wat(stream: IO[bytes], links: PageLinks, counts: Counter) -> Generat
     leaves to FastWARC (none for a file that is not gzip)."""
     compressed, start, final = stream.read(WAT_CHUNK), 0, False
     if not compressed.startswith(b"\x1f\x8b"):
-        stream.seek(0)
         return 0
     out, filled, pos, read = bytearray(2 * WAT_CHUNK), 0, 0, 0
     while True:

@@ -3,11 +3,13 @@ mirror on 127.0.0.1 (never the network), retried on transient errors, resumed af
 
 from __future__ import annotations
 
+import io
+
 import pandas as pd
 import pytest
 
 from metaclip_tasks.artifacts import ArtifactStore
-from metaclip_tasks.commoncrawl import crawl_files, listing_uri
+from metaclip_tasks.commoncrawl import crawl_files, listing_uri, open_stream
 from metaclip_tasks.errors import CurationError
 from metaclip_tasks.pipeline import INGEST, Ingest
 from metaclip_tasks.shared_data import WARC
@@ -78,3 +80,14 @@ def test_bad_ingest_input_is_refused_before_anything_is_written(tmp_path, common
         with pytest.raises(CurationError, match=message.replace("(", r"\(").replace(")", r"\)")):
             run(store, INGEST, params)
     assert not store.list("pairs")
+
+
+def test_an_http_body_seeks_only_to_its_start(commoncrawl_mirror):
+    """A seek to its start requests the body again (the WAT reader reads a file again so); no other seek."""
+    base, mirror, paths, _ = commoncrawl_mirror
+    with open_stream(base + paths[0]) as body:
+        head = body.read(100)
+        assert body.seekable() and body.tell() == 100 and body.seek(0, io.SEEK_CUR) == 100
+        with pytest.raises(io.UnsupportedOperation, match="from its start only"):
+            body.seek(10)
+        assert body.seek(0) == 0 and body.read(100) == head == (mirror / paths[0]).read_bytes()[:100]
