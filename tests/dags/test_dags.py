@@ -461,7 +461,9 @@ def test_an_online_ablation_trains_every_t_on_the_one_download_balanced_for_it(d
         assert online["epoch0_kept"] == (view.stats["samples"] if t == 2 else pairs)  # epoch 0: the offline subset
         assert online["epochs"] == [{"epoch": 0, "seen": pairs, "kept": online["epoch0_kept"], "shards": 1}]
         assert checkpoint.stats["samples"] >= online["epoch0_kept"] and checkpoint.files(under="logs/balance")
-    assert 0 < by_t[2].stats["online_balancing"]["epoch0_kept"] < pairs
+    # Not "< pairs": t=2 keeps a head pair with probability 2/count, and on these 78 COCO pairs every one
+    # is kept in ~17% of draws (the draws hash the uids, and the URLs carry the image server's free port).
+    assert 0 < by_t[2].stats["online_balancing"]["epoch0_kept"] <= pairs
     (table,) = [_store().require("t_ablation", e["version"]) for e in events["x-metaclip://artifacts/t_ablation"]]
     assert {m.input("checkpoint").version for m in table.inputs(role="metrics")} == {c.version for c in checkpoints}
     assert [r["t"] for r in table.stats["rows"]] == [2, 100_000]
