@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import gzip
 import hashlib
-import io
 import json
 import os
 import statistics
@@ -48,7 +47,7 @@ from fastwarc.warc import ArchiveIterator, WarcRecordType
 from metaclip_tasks.ingest import extract_file, warc_links, wat_links
 from metaclip_tasks.language import LanguageFilter
 from metaclip_tasks.shared_data import WARC
-from tests.commoncrawl_files import write_wat
+from tests.commoncrawl_files import ReadOnce, write_wat
 
 SOURCES = ("resiliparse_warcfile.warc.gz", "warc_sample-0000.warc.gz", "warc_sample-0001.warc.gz", "whirlwind.warc.gz",
            "resiliparse_clueweb-quirk.warc.gz", "warcio_example.warc.gz", "warcio_example-iana.org-chunked.warc")  # fmt: skip
@@ -136,25 +135,7 @@ def project_links(reader: Callable[[IO[bytes], Counter], Iterator[pa.Table]], pa
     ``streamed``: the file as a stream that cannot be read again from its start (FastWARC's path,
     which a framed file falls back to)."""
     with open(path, "rb") as f:
-        return sum(len(t) for t in reader(_Streamed(f) if streamed else f, Counter()))
-
-
-class _Streamed(io.RawIOBase):
-    """A file that cannot be read again from its start (it tells its position, as FastWARC needs)."""
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        self._raw, self._read = raw, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        n = self._raw.readinto(buffer) or 0
-        self._read += n
-        return n
-
-    def tell(self) -> int:
-        return self._read
+        return sum(len(t) for t in reader(ReadOnce(f) if streamed else f, Counter()))
 
 
 def _timed(runs: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:

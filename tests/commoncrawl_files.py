@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import io
 import json
 import re
 import uuid
@@ -24,7 +25,7 @@ import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import lxml.html
 from fastwarc.warc import ArchiveIterator
@@ -369,3 +370,22 @@ def write_wat(warc_paths: Sequence[str | Path], out_path: str | Path, list_value
         for _ in range(copies):
             f.write(body)
     return WatSummary(out_path, records, pages, copies, len(first) + copies * len(body), copies * inflated)
+
+
+class ReadOnce(io.RawIOBase):
+    """A stream that cannot be read again from its start (it tells its position, as FastWARC needs):
+    what the WAT reader leaves to FastWARC throughout."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw, self._read = raw, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        n = self._raw.readinto(buffer) or 0
+        self._read += n
+        return n
+
+    def tell(self) -> int:
+        return self._read

@@ -27,8 +27,8 @@ from metaclip_tasks.ingest import extract_file
 from metaclip_tasks.language import LanguageFilter
 from metaclip_tasks.shared_data import WARC
 from metaclip_tasks.uids import url_uid
-from tests.commoncrawl_files import (HTML_TYPES, _content_type, base_href, elements, entity, parse_html, parse_http,
-                                     warc_record, write_warc, write_wat)  # fmt: skip
+from tests.commoncrawl_files import (HTML_TYPES, ReadOnce, _content_type, base_href, elements, entity, parse_html,
+                                     parse_http, warc_record, write_warc, write_wat)  # fmt: skip
 
 # The shared WARC files with complete HTML responses (resiliparse_clipped.warc.gz is truncated).
 READABLE = ("resiliparse_warcfile.warc.gz", "warc_sample-0000.warc.gz", "warc_sample-0001.warc.gz", "whirlwind.warc.gz",
@@ -355,22 +355,6 @@ def test_a_file_failing_mid_read_leaves_no_part(tmp_path, monkeypatch):
 # pairs, tables and counters must be FastWARC's own, which reads a stream that cannot be read again.
 
 
-class Once(io.RawIOBase):
-    """A stream read once, front to back (it cannot be read again from its start)."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = io.BytesIO(data)
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        return self._data.readinto(buffer)
-
-    def tell(self) -> int:
-        return self._data.tell()
-
-
 def _wat_read(stream, monkeypatch) -> tuple[list[list[dict]], dict, list[int]]:
     """wat_links' tables, counters and the ``skip`` of each FastWARC read it made."""
     from metaclip_tasks import ingest
@@ -394,7 +378,7 @@ def _framed_as_fastwarc(data: bytes, tmp_path: Path, monkeypatch) -> list[int]:
     path.write_bytes(data)
     with open(path, "rb") as f:
         framed, framed_counts, skips = _wat_read(f, monkeypatch)
-    fastwarc, fastwarc_counts, streamed = _wat_read(Once(data), monkeypatch)
+    fastwarc, fastwarc_counts, streamed = _wat_read(ReadOnce(io.BytesIO(data)), monkeypatch)
     assert streamed == [0]
     assert framed == fastwarc and framed_counts == fastwarc_counts
     return skips
