@@ -9,35 +9,45 @@ benchmark metadata:
 * Dask: the same stage on a LocalCluster of ``--workers`` single-threaded process workers, whose
   workers read their shard from the root and write their matched shard straight back to it.
   "cold" includes each worker getting its matcher (verifying and memory-mapping the one saved
-  beside the metadata, its ``matcher`` artifact; from S3, a copy per host first); "warm" reuses it.  "first task"
-  is that step alone, timed in each worker of a fresh cluster (the slowest worker's is shown).
-  Each round runs one core, then a fresh cluster's cold and warm runs, back to back: the ratios
-  are the medians of each round's own (the machine's speed drifts by +-20% between rounds, and a
-  round's runs share its speed); pairs/s are the medians over ``--rounds`` rounds.
+  beside the metadata, its ``matcher`` artifact; from S3, a copy per host first) and verifying
+  the shards it reads; "warm" is the same cluster's second run.  "cold, new host": fresh workers
+  on a host that has checked nothing, hashing every file they read; "cold": fresh workers on a
+  host where an earlier process hashed the matcher and the shards (metaclip_tasks.checked: every
+  task of a backfill after the first).  "first task" is the matcher step alone, timed in each
+  worker of a fresh cluster (the slowest worker's is shown), on a new host and on a checked one.
+  Each round runs one core, then a fresh cluster's cold run on a new host, then another fresh
+  cluster's cold and warm runs, back to back: the ratios are the medians of each round's own (the
+  machine's speed drifts by +-20% between rounds, and a round's runs share its speed); pairs/s
+  are the medians over ``--rounds`` rounds.
 * ceiling: the same shards' ``match_shard`` calls in ``--workers`` plain forked processes against
   one process (no stage, no Dask, nothing else running): what the machine's cores give this work.
 
 Every run publishes byte-identical artifacts (checked); pairs/s and ratios are printed.
 
-    .venv/bin/python -m benchmarks.match_snapshot [--copies 50 --shards 16 --workers 2 --rounds 5 --local-only]
+    .venv/bin/python -m benchmarks.match_snapshot [--copies 50 --shards 16 --workers 2 --rounds 9 --local-only
+                                                    --without writeback --without lean-diagnostics]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import multiprocessing
+import os
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from benchmarks.metadata_500k import CAPTIONS, benchmark_metadata
-from metaclip_tasks import curation, files
+from metaclip_tasks import checked, cluster, curation, files
 from metaclip_tasks.artifacts import Artifact, ArtifactStore
 from metaclip_tasks.cluster import dask_client
 from metaclip_tasks.local_s3 import local_s3
@@ -51,6 +61,7 @@ from metaclip_tasks.pipeline import (
     MatcherBuild,
     MetadataImport,
     PairsImport,
+    _local_file,
     _saved_matcher,
     _worker_matcher,
 )
@@ -85,6 +96,29 @@ def _forget_matchers() -> None:
     files._VERIFIED.clear()
 
 
+@contextlib.contextmanager
+def host_record(folder: Path) -> Iterator[None]:
+    """The host's record of checked files (metaclip_tasks.checked) in ``folder`` while inside: the
+    clusters started inside fork their workers with it."""
+    before = os.environ.get("METACLIP_CHECKED_DIR")
+    os.environ["METACLIP_CHECKED_DIR"] = str(folder)
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["METACLIP_CHECKED_DIR"]
+        else:
+            os.environ["METACLIP_CHECKED_DIR"] = before
+
+
+def check_on_host(stored: list[files.Stored]) -> None:
+    """Hash local files as an earlier task on this host would have, once they are settled (a file
+    changed less than checked.RACY_SECONDS before it is hashed is not recorded)."""
+    time.sleep(checked.RACY_SECONDS + 0.1)
+    for f in stored:
+        files.verify(f, recheck=True)
+
+
 def _matcher_seconds(entries: files.Stored, saved: tuple[files.Stored, ...], version: str) -> float:
     """How long this worker takes to get its matcher: what its first task spends before matching."""
     start = time.perf_counter()
@@ -116,24 +150,47 @@ def ceiling(pairs: Artifact, meta: Artifact, saved: tuple[files.Stored, ...], tm
     return ratios
 
 
+def _dask_diagnostics() -> None:
+    """Local clusters with Dask's default diagnostics (a 10 ms profiler per worker, a 20 ms tick, ...)."""
+    for key in ("distributed.worker.profile.enabled", "distributed.admin.tick.interval",
+                "distributed.admin.system-monitor.interval", "distributed.worker.memory.monitor-interval"):  # fmt: skip
+        del cluster.LOCAL_CLUSTER_CONFIG[key]
+
+
+WITHOUT = {"writeback": lambda: setattr(files, "_SYNC_FILE_RANGE", None), "lean-diagnostics": _dask_diagnostics}
+
+
+def idle_cpu(client, seconds: float = 3.0) -> float:
+    """The share of one core that the cluster's processes (this one, with the scheduler and nannies,
+    and the workers) use while no task runs."""
+    processes = [psutil.Process()] + [psutil.Process(pid) for pid in client.run(os.getpid).values()]
+    used = [sum(p.cpu_times()[:2]) for p in processes]
+    time.sleep(seconds)
+    return sum(sum(p.cpu_times()[:2]) - u for p, u in zip(processes, used, strict=True)) / seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--copies", type=int, default=50, help="copies of the 10,000 captions")
     parser.add_argument("--shards", type=int, default=16, help="shards of the pairs artifact")
     parser.add_argument("--workers", type=int, default=2, help="Dask workers (one thread each)")
     parser.add_argument(
-        "--rounds", type=int, default=5, help="rounds of one core, cold and warm runs, a fresh cluster each (medians shown)"
+        "--rounds", type=int, default=9, help="rounds of one core, cold runs and a warm run, fresh clusters (medians shown)"
     )
     parser.add_argument("--local-only", action="store_true", help="the local root alone (no S3 row)")
+    parser.add_argument("--without", choices=sorted(WITHOUT), action="append", default=[],
+                        help="measure as before a change: no writeback as files close, or Dask's own diagnostics")  # fmt: skip
     args = parser.parse_args()
+    for change in args.without:
+        WITHOUT[change]()
 
     s3 = contextlib.nullcontext() if args.local_only else local_s3("metaclip-bench")
-    with tempfile.TemporaryDirectory() as tmp, s3 as bucket:
+    with tempfile.TemporaryDirectory() as tmp, s3 as bucket, host_record(Path(tmp) / "record"):  # none of the user's
         tmp = Path(tmp)
         source, n = write_source(tmp, args.copies)
         (tmp / "metadata.json").write_text(json.dumps(benchmark_metadata()))
         print(f"{n:,} pairs in {args.shards} shards; metadata: 500,000 entries")
-        rows, published = [], set()
+        rows, published, idle = [], set(), 0.0
         roots = [("local disk", str(tmp / "root"))] + ([] if bucket is None else [("S3 (moto, 127.0.0.1)", f"{bucket}/root")])
         for label, root in roots:
             store = ArtifactStore(root)
@@ -143,42 +200,55 @@ def main() -> None:
             _timed_match(store, pairs, meta, None)  # loads this process's matcher (and makes the matcher artifact)
             saved = _saved_matcher(run(store, MATCHER_BUILD, MatcherBuild(), {"metadata": meta}))
             verified = set(files._VERIFIED)  # what one core has verified already: its runs are warm
-            _forget_matchers()
-            with dask_client(work=args.workers) as client:
-                assert len(client.scheduler_info()["workers"]) == args.workers, "fewer free cores than --workers"
-                first = max(
-                    client.run(_matcher_seconds, meta.stored(ENTRIES), saved, meta.version).values()
-                )
-            one_core, cold, warm = [], [], []
-            for _ in range(args.rounds):
+            args_matcher = (meta.stored(ENTRIES), saved, meta.version)
+            firsts = []
+            for host in ("new", "checked"):
+                with host_record(tmp / f"{label}-{host}"):
+                    if host == "checked":  # an earlier task on this host checked the shards and the matcher
+                        check_on_host([dataclasses.replace(f, uri=_local_file(f)) for f in saved] + (
+                            pairs.data_files() if store.local else []))  # fmt: skip
+                    _forget_matchers()
+                    with dask_client(work=args.workers) as client:
+                        assert len(client.scheduler_info()["workers"]) == args.workers, "fewer free cores than --workers"
+                        firsts.append(max(client.run(_matcher_seconds, *args_matcher).values()))
+                        idle = idle_cpu(client) if host == "new" and label == "local disk" else idle
+            times: dict[str, list[float]] = {"one core": [], "cold, new host": [], "cold": [], "warm": []}
+            for r in range(args.rounds):
                 files._VERIFIED.update(verified)
-                _worker_matcher(meta.stored(ENTRIES), saved, meta.version, "tokens")  # this process's, loaded
+                _worker_matcher(*args_matcher, "tokens")  # this process's, loaded
                 elapsed, matched = _timed_match(store, pairs, meta, None)
-                one_core.append(elapsed)
+                times["one core"].append(elapsed)
                 published.add(json.dumps(matched.manifest["files"]))
-                _forget_matchers()
-                with dask_client(work=args.workers) as client:
-                    cold.append(_timed_match(store, pairs, meta, client)[0])
-                    elapsed, matched = _timed_match(store, pairs, meta, client)
-                    warm.append(elapsed)
-                published.add(json.dumps(matched.manifest["files"]))
-            ratios = [statistics.median(o / t for o, t in zip(one_core, times, strict=True)) for times in (cold, warm)]
-            one_core, cold, warm = (statistics.median(times) for times in (one_core, cold, warm))
-            rows.append((label, n / one_core, n / cold, n / warm, *ratios, first))
+                for host in ("new", "checked"):
+                    _forget_matchers()
+                    with host_record(tmp / f"{label}-{host}" if host == "checked" else tmp / f"{label}-new-{r}"),\
+                            dask_client(work=args.workers) as client:  # fmt: skip
+                        elapsed, matched = _timed_match(store, pairs, meta, client)
+                        times["cold, new host" if host == "new" else "cold"].append(elapsed)
+                        if host == "checked":
+                            elapsed, matched = _timed_match(store, pairs, meta, client)
+                            times["warm"].append(elapsed)
+                    published.add(json.dumps(matched.manifest["files"]))
+            one = times.pop("one core")
+            ratios = [statistics.median(o / t for o, t in zip(one, runs, strict=True)) for runs in times.values()]
+            speeds = [n / statistics.median(runs) for runs in (one, *times.values())]
+            rows.append((label, speeds, ratios, firsts))
             if label == "local disk":
                 limits = ceiling(pairs, meta, saved, tmp, args.workers, args.rounds)
         assert len(published) == 1, "the roots and drivers published different matched shards"
-        print(f"| root | one core | Dask cold ({args.workers} workers) | Dask warm | cold vs one core | warm vs one core "
-              "| first task's matcher |")  # fmt: skip
-        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-        for label, single, cold, warm, cold_ratio, warm_ratio, first in rows:
-            print(f"| {label} | {single:,.0f} | {cold:,.0f} | {warm:,.0f} | {cold_ratio:.2f}x | {warm_ratio:.2f}x "
-                  f"| {first:.3f} s |")  # fmt: skip
-        print(f"ceiling: match_shard in {args.workers} plain processes vs one (local disk, no stage, no Dask): median "
+        w = args.workers
+        print(f"| root | one core (pairs/s) | Dask cold, new host ({w} workers) | Dask cold | Dask warm | cold, new host vs "
+              "one core | cold vs one core | warm vs one core | first task's matcher (new host / checked) |")  # fmt: skip
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for label, speeds, ratios, firsts in rows:
+            print(f"| {label} | " + " | ".join(f"{v:,.0f}" for v in speeds) + " | " + " | ".join(f"{r:.2f}x" for r in ratios)
+                  + f" | {firsts[0]:.3f} s / {firsts[1]:.3f} s |")  # fmt: skip
+        print(f"the idle cluster's processes (driver, {w} workers): {idle:.1%} of a core")
+        print(f"ceiling: match_shard in {w} plain processes vs one (local disk, no stage, no Dask): median "
               f"{statistics.median(limits):.2f}x, rounds " + ", ".join(f"{r:.2f}x" for r in limits))  # fmt: skip
         if len(rows) == 2:
-            (_, local_single, _, local_warm, *_), (_, s3_single, _, s3_warm, *_) = rows
-            print(f"S3 / local: one core {s3_single / local_single:.2f}x, Dask warm {s3_warm / local_warm:.2f}x")
+            (_, local, *_), (_, remote, *_) = rows
+            print(f"S3 / local: one core {remote[0] / local[0]:.2f}x, Dask warm {remote[3] / local[3]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -102,10 +102,11 @@ class Artifact:
             raise CurationError(f"{self.stage} {self.version} has no file {name}")
         return files.Stored(self.path(name), described["bytes"], described["sha256"], f"{self.stage} {self.version}")
 
-    def verify(self, checksums: bool = True) -> Artifact:
-        """Every file against the manifest (sizes, and sha256 once per process); an error names the file."""
+    def verify(self, checksums: bool = True, *, recheck: bool = False) -> Artifact:
+        """Every file against the manifest (sizes, and sha256 as :func:`files.verify` does; ``recheck``:
+        every file hashed now); an error names the file."""
         for f in self.manifest["files"]:
-            files.verify(self.stored(f["name"]), checksums)
+            files.verify(self.stored(f["name"]), checksums, recheck=recheck)
         return self
 
     def open(self, name: str) -> IO[bytes]:

@@ -7,8 +7,10 @@ backend's standard settings (for S3: ``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
@@ -16,6 +18,7 @@ from typing import IO, Any
 import fsspec
 from fsspec import AbstractFileSystem
 
+from metaclip_tasks import checked
 from metaclip_tasks.errors import CurationError
 
 CHUNK = 1 << 20
@@ -120,12 +123,37 @@ def expand(sources: Sequence[str], suffix: str | tuple[str, ...] = ".parquet") -
     return found
 
 
+def _sync_file_range() -> Callable[..., int] | None:
+    """Linux's ``sync_file_range`` from the C library, or None elsewhere."""
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (AttributeError, OSError):
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+_SYNC_FILE_RANGE = _sync_file_range()
+SYNC_FILE_RANGE_WRITE = 2  # start writing the range's dirty pages; do not wait for them
+
+
+def start_writeback(fd: int) -> None:
+    """Start writing a local file's dirty pages to disk now, without waiting: a publish's fsync of
+    every file then finds them written instead of flushing a whole stage's output at once (the
+    match stage's publish: ~30 ms after its last task, ~6 ms with this).  A hint: errors are ignored."""
+    if _SYNC_FILE_RANGE is not None:
+        _SYNC_FILE_RANGE(fd, 0, 0, SYNC_FILE_RANGE_WRITE)
+
+
 class HashingWriter:
     """A file opened for writing that counts and hashes what goes through it, so a file written
-    on a Dask worker is described (bytes, sha256) without reading it back from the store."""
+    on a Dask worker is described (bytes, sha256) without reading it back from the store; a local
+    file's pages start going to disk as it is closed (:func:`start_writeback`)."""
 
     def __init__(self, uri: str, on_close: Callable[[Stored], object] | None = None) -> None:
         self.uri = uri
+        self._local = is_local(filesystem(uri)[0])
         self._file = open_write(uri)
         self._digest = hashlib.sha256()
         self._on_close = on_close
@@ -152,7 +180,12 @@ class HashingWriter:
 
     def close(self) -> None:
         if not self._file.closed:
-            self._file.close()
+            try:
+                if self._local:
+                    self._file.flush()
+                    start_writeback(self._file.fileno())
+            finally:
+                self._file.close()
             if self._on_close is not None:
                 self._on_close(self.stored)
 
@@ -186,9 +219,11 @@ class Stored:
 _VERIFIED: set[tuple[str, int, str]] = set()  # files whose checksum this process has checked
 
 
-def verify(stored: Stored, checksum: bool = True) -> None:
+def verify(stored: Stored, checksum: bool = True, *, recheck: bool = False) -> None:
     """Check a stored file against its manifest entry: its size always, its sha256 (streamed) once per
-    process; a difference is an error naming the artifact and the file."""
+    process, and for a local file not again while it is unchanged since a process on this host hashed
+    it (:mod:`metaclip_tasks.checked`); ``recheck`` hashes it in any case.  A difference is an error
+    naming the artifact and the file."""
     fs, path = filesystem(stored.uri)
     where = f"{stored.what}: file {stored.uri}" if stored.what else f"file {stored.uri}"
     try:
@@ -198,9 +233,17 @@ def verify(stored: Stored, checksum: bool = True) -> None:
     if size != stored.bytes:
         raise CurationError(f"{where} has {size:,} bytes, its manifest says {stored.bytes:,}: it changed after it was published")
     key = (stored.uri, stored.bytes, stored.sha256)
-    if checksum and key not in _VERIFIED:
-        digest = describe(fs, path)[1]
-        if digest != stored.sha256:
-            raise CurationError(f"{where} has sha256 {digest[:16]}..., its manifest says {stored.sha256[:16]}...: "
-                                "it changed after it was published")  # fmt: skip
+    if not checksum or (key in _VERIFIED and not recheck):
+        return
+    local = is_local(fs)
+    if local and not recheck and checked.is_checked(path, stored.sha256):
         _VERIFIED.add(key)
+        return
+    before, started = (os.stat(path), time.time_ns()) if local else (None, 0)
+    digest = describe(fs, path)[1]
+    if digest != stored.sha256:
+        raise CurationError(f"{where} has sha256 {digest[:16]}..., its manifest says {stored.sha256[:16]}...: "
+                            "it changed after it was published")  # fmt: skip
+    _VERIFIED.add(key)
+    if before is not None:
+        checked.record(path, before, digest, started)

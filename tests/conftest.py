@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import shutil
+import tempfile
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -14,6 +17,16 @@ import pytest
 
 from metaclip_tasks.metadata.wordnet import DEFAULT_WORDNET_DIR, wordnet_entries
 from metaclip_tasks.shared_data import CAPTIONS, COCO
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The suite's own record of checked files (metaclip_tasks.checked), shared with the Dask workers
+    and Airflow processes it starts, never the user's."""
+    os.environ["METACLIP_CHECKED_DIR"] = tempfile.mkdtemp(prefix="metaclip-checked-tests-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(os.environ.pop("METACLIP_CHECKED_DIR", ""), ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

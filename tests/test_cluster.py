@@ -58,3 +58,15 @@ def test_workers_allocate_arrow_memory_with_jemalloc_unless_told(monkeypatch: py
     monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "system")  # the user's choice: left alone
     with dask_client(work=1) as client:
         assert set(client.run(_backend).values()) == {_backend()}  # the pool the worker was forked with
+
+
+def _diagnostics() -> tuple[object, object]:
+    import dask
+
+    return dask.config.get("distributed.worker.profile.enabled"), dask.config.get("distributed.admin.tick.interval")
+
+
+def test_local_workers_run_dasks_diagnostics_at_a_batch_pace() -> None:
+    """No sampling profiler and a 500 ms tick in a local cluster's workers (~10% of a core went to them)."""
+    with dask_client(work=1) as client:
+        assert list(client.run(_diagnostics).values()) == [(False, "500ms")]

@@ -101,10 +101,11 @@ def test_a_lineage_cycle_is_an_error_not_a_recursion_error(small_chain, capsys) 
     assert capsys.readouterr().err.startswith("metaclip: error: the lineage of curated")
 
 
-def test_checksums_are_checked_once_per_process(small_chain, monkeypatch) -> None:
+def test_checksums_are_checked_once_per_process(small_chain, monkeypatch, tmp_path) -> None:
     calls = []
     real = files.describe
     monkeypatch.setattr(files, "describe", lambda fs, path: calls.append(path) or real(fs, path))
+    monkeypatch.setenv("METACLIP_CHECKED_DIR", str(tmp_path / "new-host"))  # nothing checked on this host yet
     _fresh_process_cache()
     small_chain.matched.verify()
     first = len(calls)
