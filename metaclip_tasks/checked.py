@@ -5,8 +5,10 @@ worker hashes the 36 MB matcher again before its first task (~0.03 s of ~0.1 s).
 recorded with its identity and times as it was hashed (device, inode, size, mtime and ctime in
 nanoseconds): any write, ``chmod`` or ``touch`` changes its ctime, which no user can set back
 (short of the system clock), so a file whose stat still matches is the bytes that were hashed
-(the "stat cache" of git and DVC).  Like git, a file changed less than :data:`RACY_SECONDS` before it was hashed is not
-recorded: a write within the file system's timestamp granularity would leave its times unchanged.
+(the "stat cache" of git and DVC).  Like git, a file changed less than :data:`RACY_SECONDS`
+before it was hashed is not recorded: a write within the file system's timestamp granularity
+would leave its times unchanged.  Markers are never pruned: one empty file per version of a
+file checked, in a folder the temporary directory's cleaner empties.
 The record is a folder of empty marker files, ``$METACLIP_CHECKED_DIR`` or one in the temporary
 directory, the user's own; one that others could write to (and so forge a check) is not used.
 """
