@@ -254,8 +254,9 @@ class ArtifactStore:
         try:
             if not self.fs.isfile(manifest_path):
                 return None
-            with self.fs.open(manifest_path, "rb") as f:
-                manifest = json.load(f)
+            # One whole read (a single GET on S3): two tasks that make the same version on an object store
+            # both write its manifest, and a file opened for reading fails once its object is replaced.
+            manifest = json.loads(self.fs.cat_file(manifest_path))
         except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CurationError(f"{stage} {version}: {MANIFEST} cannot be read: {e}") from e
         if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list) or "params" not in manifest:

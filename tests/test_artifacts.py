@@ -88,6 +88,23 @@ def test_fsspec_roots_publish_files_then_the_manifest() -> None:
     assert _publish(store, "stage", {"k": "v"}, _writer([])).cache_hit
 
 
+def test_a_manifest_is_read_whole_so_a_concurrent_twin_cannot_break_the_read(s3_bucket: str, monkeypatch) -> None:
+    """Two tasks making the same version on an object store (the matcher, on first use) both write its
+    manifest. The topology test once failed reading it: s3fs's file pins the object's ETag at open, and
+    its read failed ("... and Etag ... no longer exists") when the twin's manifest replaced it in between.
+    A manifest is now one whole GET, never an opened file; the twin's bytes are read as they are."""
+    store = ArtifactStore(f"{s3_bucket}/twins")
+    artifact = _publish(store, "stage", {"k": "v"}, _writer([], "hello"))
+    opened = store.fs.open
+    monkeypatch.setattr(store.fs, "open", lambda path, *a, **k: pytest.fail(f"opened {path}") if path.endswith(MANIFEST)
+                        else opened(path, *a, **k))  # fmt: skip
+    path = store._path("stage", artifact.version, MANIFEST)
+    twin = json.loads(store.fs.cat_file(path)) | {"created": "2026-12-03T14:06:04.000000+00:00"}
+    store.fs.pipe_file(path, json.dumps(twin).encode())
+    again = store.get("stage", artifact.version)
+    assert again.manifest["created"] == twin["created"] and again.manifest["files"] == artifact.manifest["files"]
+
+
 def test_files_written_elsewhere_are_described_by_reading_them_back(tmp_path: Path) -> None:
     store = ArtifactStore(tmp_path)
 
