@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -31,7 +32,7 @@ def _folder() -> Path | None:
         st = folder.lstat()
     except OSError:
         return None
-    if not folder.is_dir() or folder.is_symlink() or st.st_uid != os.getuid() or st.st_mode & 0o022:
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:  # lstat: a symlink is no folder
         return None
     return folder
 
