@@ -5,7 +5,9 @@ A snapshot of ``--copies`` x the 10,000 real captions (fresh URLs per copy) is i
 ``pairs`` artifact of ``--shards`` shards into each root and matched against the 500k-entry
 benchmark metadata:
 
-* one core: the match stage in this process (no Dask), its matcher already built;
+* one core: the match stage in this process (no Dask), its matcher already built, Arrow on one
+  thread (its pool would decode columns on every core); the CPU time it used over its wall time
+  is shown;
 * Dask: the same stage on a LocalCluster of ``--workers`` single-threaded process workers, whose
   workers read their shard from the root and write their matched shard straight back to it.
   "cold" includes each worker getting its matcher (verifying and memory-mapping the one saved
@@ -25,7 +27,8 @@ benchmark metadata:
 Every run publishes byte-identical artifacts (checked); pairs/s and ratios are printed.
 
     .venv/bin/python -m benchmarks.match_snapshot [--copies 50 --shards 16 --workers 2 --rounds 9 --local-only
-                                                    --without writeback --without lean-diagnostics]
+                                                    --without writeback --without lean-diagnostics
+                                                    --without tally --without worker-threads]
 """
 
 from __future__ import annotations
@@ -42,12 +45,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from benchmarks.metadata_500k import CAPTIONS, benchmark_metadata
-from metaclip_tasks import checked, cluster, curation, files
+from metaclip_tasks import checked, cluster, curation, files, matching
 from metaclip_tasks.artifacts import Artifact, ArtifactStore
 from metaclip_tasks.cluster import dask_client
 from metaclip_tasks.local_s3 import local_s3
@@ -157,7 +161,37 @@ def _dask_diagnostics() -> None:
         del cluster.LOCAL_CLUSTER_CONFIG[key]
 
 
-WITHOUT = {"writeback": lambda: setattr(files, "_SYNC_FILE_RANGE", None), "lean-diagnostics": _dask_diagnostics}
+class _DenseEachBatch:
+    """A shard's counts as match_shard made them before matching._Tally: a dense vector per batch, added."""
+
+    def __init__(self, num_entries: int) -> None:
+        self.counts = np.zeros(num_entries, dtype=np.uint64)
+
+    def add(self, ids: np.ndarray) -> None:
+        self.counts += np.bincount(ids, minlength=len(self.counts)).astype(np.uint64)
+
+    def sparse(self) -> tuple[np.ndarray, np.ndarray]:
+        entries = np.flatnonzero(self.counts)
+        return entries, self.counts[entries]
+
+
+def _arrow_threads_per_core() -> None:
+    """Workers with Arrow's pool of one thread per core, as before cluster.ArrowOnWorkers sized it."""
+    setup = cluster.ArrowOnWorkers.setup
+
+    def per_core(self: cluster.ArrowOnWorkers, worker: object) -> None:
+        setup(self, worker)
+        pa.set_cpu_count(os.cpu_count() or 1)
+
+    cluster.ArrowOnWorkers.setup = per_core  # type: ignore[method-assign]
+
+
+WITHOUT = {
+    "writeback": lambda: setattr(files, "_SYNC_FILE_RANGE", None),
+    "lean-diagnostics": _dask_diagnostics,
+    "tally": lambda: setattr(matching, "_Tally", _DenseEachBatch),
+    "worker-threads": _arrow_threads_per_core,
+}
 
 
 def idle_cpu(client, seconds: float = 3.0) -> float:
@@ -179,10 +213,12 @@ def main() -> None:
     )
     parser.add_argument("--local-only", action="store_true", help="the local root alone (no S3 row)")
     parser.add_argument("--without", choices=sorted(WITHOUT), action="append", default=[],
-                        help="measure as before a change: no writeback as files close, or Dask's own diagnostics")  # fmt: skip
+                        help="measure as before a change: no writeback as files close, Dask's own diagnostics, "
+                             "dense counts per batch, or workers' Arrow on a thread per core")  # fmt: skip
     args = parser.parse_args()
     for change in args.without:
         WITHOUT[change]()
+    pa.set_cpu_count(1)  # one core: Arrow would decode the one-core run's columns on every core (forks inherit it)
 
     s3 = contextlib.nullcontext() if args.local_only else local_s3("metaclip-bench")
     with tempfile.TemporaryDirectory() as tmp, s3 as bucket, host_record(Path(tmp) / "record"):  # none of the user's
@@ -213,11 +249,14 @@ def main() -> None:
                         firsts.append(max(client.run(_matcher_seconds, *args_matcher).values()))
                         idle = idle_cpu(client) if host == "new" and label == "local disk" else idle
             times: dict[str, list[float]] = {"one core": [], "cold, new host": [], "cold": [], "warm": []}
+            cores = []  # the one-core runs' CPU time over their wall time
             for r in range(args.rounds):
                 files._VERIFIED.update(verified)
                 _worker_matcher(*args_matcher, "tokens")  # this process's, loaded
+                used = sum(psutil.Process().cpu_times()[:2])
                 elapsed, matched = _timed_match(store, pairs, meta, None)
                 times["one core"].append(elapsed)
+                cores.append((sum(psutil.Process().cpu_times()[:2]) - used) / elapsed)
                 published.add(json.dumps(matched.manifest["files"]))
                 for host in ("new", "checked"):
                     _forget_matchers()
@@ -232,17 +271,18 @@ def main() -> None:
             one = times.pop("one core")
             ratios = [statistics.median(o / t for o, t in zip(one, runs, strict=True)) for runs in times.values()]
             speeds = [n / statistics.median(runs) for runs in (one, *times.values())]
-            rows.append((label, speeds, ratios, firsts))
+            rows.append((label, speeds, ratios, firsts, statistics.median(cores)))
             if label == "local disk":
                 limits = ceiling(pairs, meta, saved, tmp, args.workers, args.rounds)
         assert len(published) == 1, "the roots and drivers published different matched shards"
         w = args.workers
         print(f"| root | one core (pairs/s) | Dask cold, new host ({w} workers) | Dask cold | Dask warm | cold, new host vs "
-              "one core | cold vs one core | warm vs one core | first task's matcher (new host / checked) |")  # fmt: skip
-        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-        for label, speeds, ratios, firsts in rows:
+              "one core | cold vs one core | warm vs one core | first task's matcher (new host / checked) | cores the one-core "
+              "run used |")  # fmt: skip
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for label, speeds, ratios, firsts, used in rows:
             print(f"| {label} | " + " | ".join(f"{v:,.0f}" for v in speeds) + " | " + " | ".join(f"{r:.2f}x" for r in ratios)
-                  + f" | {firsts[0]:.3f} s / {firsts[1]:.3f} s |")  # fmt: skip
+                  + f" | {firsts[0]:.3f} s / {firsts[1]:.3f} s | {used:.2f} |")  # fmt: skip
         print(f"the idle cluster's processes (driver, {w} workers): {idle:.1%} of a core")
         print(f"ceiling: match_shard in {w} plain processes vs one (local disk, no stage, no Dask): median "
               f"{statistics.median(limits):.2f}x, rounds " + ", ".join(f"{r:.2f}x" for r in limits))  # fmt: skip

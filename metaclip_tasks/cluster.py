@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from operator import add
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import dask
 import pyarrow as pa
@@ -83,15 +83,21 @@ def core_slots(want: int) -> Iterator[int]:
                 f.close()
 
 
-class ArrowAllocator(WorkerPlugin):
-    """Arrow's memory pool on every worker of the cluster: jemalloc, unless $ARROW_DEFAULT_MEMORY_POOL
-    names one.  A fresh worker's task thread starts with an empty heap; with Arrow's default mimalloc
-    its first tasks fault in their buffers page by page, and a 2-worker match of 500k pairs ran at
-    1.20-1.27x one core cold, against 1.44-1.49x with jemalloc (benchmarks/match_snapshot.py)."""
+class ArrowOnWorkers(WorkerPlugin):
+    """Arrow on every worker of the cluster: its CPU pool sized to the worker's threads, and its memory
+    pool jemalloc unless $ARROW_DEFAULT_MEMORY_POOL names one.
 
-    name = "metaclip-arrow-allocator"
+    - Dask gives each worker its threads and sets OMP_NUM_THREADS=1 for the libraries a task calls,
+      but Arrow sizes its pool once per process (a forked worker keeps its parent's: one thread per
+      core): two single-threaded workers on two cores decoded parquet on two threads each.
+    - A fresh worker's task thread starts with an empty heap; with Arrow's default mimalloc its first
+      tasks fault in their buffers page by page, and a 2-worker match of 500k pairs ran at
+      1.20-1.27x one core cold, against 1.44-1.49x with jemalloc."""
 
-    def setup(self, worker: object) -> None:
+    name = "metaclip-arrow"
+
+    def setup(self, worker: Any) -> None:
+        pa.set_cpu_count(max(1, worker.state.nthreads))
         if os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
             return
         try:
@@ -126,7 +132,7 @@ def dask_client(address: str | None = None, work: int | None = None) -> Iterator
     address = address or os.environ.get("DASK_SCHEDULER_ADDRESS")
     if address:
         with Client(address) as client:
-            client.register_plugin(ArrowAllocator())
+            client.register_plugin(ArrowOnWorkers())
             yield client
         return
     want = max(1, min(work or os.cpu_count() or 1, os.cpu_count() or 1))
@@ -142,7 +148,7 @@ def dask_client(address: str | None = None, work: int | None = None) -> Iterator
         ) as cluster,
         Client(cluster) as client,
     ):
-        client.register_plugin(ArrowAllocator())
+        client.register_plugin(ArrowOnWorkers())
         yield client
 
 

@@ -345,10 +345,39 @@ class ShardMatch:
     written: Stored  # the matched shard's URI, size and sha256
 
 
+class _Tally:
+    """A shard's matches counted per entry.  Entry ids are held until there are as many as entries,
+    then binned at once: a pass over every entry's count costs as much as binning that many ids,
+    and per batch it took a tenth of a 31k-pair shard's time (five times what binning once does)."""
+
+    def __init__(self, num_entries: int) -> None:
+        self.num_entries = num_entries
+        self._counts = np.zeros(0, dtype=np.int64)  # dense once something is binned
+        self._held: list[np.ndarray] = []
+        self._held_ids = 0
+
+    def add(self, ids: np.ndarray) -> None:
+        self._held.append(ids)
+        self._held_ids += len(ids)
+        if self._held_ids >= self.num_entries:
+            self._bin()
+
+    def _bin(self) -> None:
+        binned = np.bincount(np.concatenate(self._held or [np.zeros(0, np.int32)]), minlength=self.num_entries)
+        self._counts = binned if not len(self._counts) else self._counts + binned
+        self._held, self._held_ids = [], 0
+
+    def sparse(self) -> tuple[np.ndarray, np.ndarray]:
+        """The entries matched (int64, ascending) and how many times each (uint64)."""
+        self._bin()
+        entries = np.flatnonzero(self._counts)
+        return entries, self._counts[entries].astype(np.uint64)
+
+
 def match_shard(source: str | Stored, output_uri: str, matcher: Matcher, *, batch_rows: int = 65536) -> ShardMatch:
     """Match one parquet shard of pairs (``uid``, ``url``, ``text``); write the pairs that matched
     with their sorted entry ids (``MATCHED_SCHEMA``), in input order, to ``output_uri``."""
-    counts = np.zeros(matcher.num_entries, dtype=np.uint64)
+    tally = _Tally(matcher.num_entries)
     stats = {"pairs_in": 0, "pairs_matched": 0, "matches": 0}
     with (ShardReader(source, ["uid", "url", "text"], string_columns=["uid", "url", "text"]) as reader,
           ShardWriter(output_uri, MATCHED_SCHEMA) as writer):  # fmt: skip
@@ -359,10 +388,9 @@ def match_shard(source: str | Stored, output_uri: str, matcher: Matcher, *, batc
             writer.write(pa.Table.from_arrays([chosen.column("uid"), chosen.column("url"), chosen.column("text"), found.filter(keep)],
                                               schema=MATCHED_SCHEMA))  # fmt: skip
             ids = found.values.to_numpy()
-            counts += np.bincount(ids, minlength=matcher.num_entries).astype(np.uint64)
+            tally.add(ids)
             stats["pairs_in"] += len(batch)
             stats["pairs_matched"] += len(chosen)
             stats["matches"] += len(ids)
         written = writer.close()
-    entries = np.flatnonzero(counts)
-    return ShardMatch(entries, counts[entries], matcher.num_entries, stats, written)
+    return ShardMatch(*tally.sparse(), matcher.num_entries, stats, written)

@@ -1,5 +1,6 @@
 """Local Dask clusters: a killed task's core slots are free at once, even while the workers it
-forked live on; workers allocate Arrow memory with jemalloc unless the environment chooses."""
+forked live on; workers allocate Arrow memory with jemalloc unless the environment chooses, and
+decode on their own threads."""
 
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ def _backend() -> str:
 def test_workers_allocate_arrow_memory_with_jemalloc_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
     with dask_client(work=1) as client:
         assert set(client.run(_backend).values()) == {"jemalloc"}
+        assert set(client.run(pa.cpu_count).values()) == {1}  # its one thread, not one per core
     monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "system")  # the user's choice: left alone
     with dask_client(work=1) as client:
         assert set(client.run(_backend).values()) == {_backend()}  # the pool the worker was forked with

@@ -162,6 +162,27 @@ def test_match_shard_output_counts_and_stats(tmp_path: Path) -> None:
     assert result.written.bytes == len(written) and result.written.sha256 == hashlib.sha256(written).hexdigest()
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    entries=st.lists(st.sampled_from(["a", "b", "a b", "c", "b c a"]), min_size=1, max_size=6),
+    texts=st.lists(st.lists(st.sampled_from(["a", "b", "c", "x"]), max_size=6).map(" ".join), min_size=1, max_size=12),
+    batch_rows=st.integers(1, 5),
+)
+def test_match_shard_counts_equal_its_rows_whatever_the_batches(entries, texts, batch_rows) -> None:
+    """The shard's sparse counts are the per-entry counts of the rows it wrote, with its ids held and
+    binned across batches (as many ids as entries bin them)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        table = _pairs(url=[f"http://a/{i}.jpg" for i in range(len(texts))], text=pa.array(texts, pa.string()))
+        result = match_shard(str(_write(Path(tmp, "in.parquet"), table)), str(Path(tmp, "out.parquet")), Matcher(entries),
+                             batch_rows=batch_rows)  # fmt: skip
+        rows = pq.read_table(Path(tmp, "out.parquet")).column("matched_entry_ids").to_pylist()
+    expected = np.bincount([i for ids in naive_match(entries, texts) for i in ids], minlength=len(entries))
+    assert rows == [ids for ids in naive_match(entries, texts) if ids]
+    assert result.entries.dtype == np.int64 and result.counts.dtype == np.uint64
+    assert result.entries.tolist() == np.flatnonzero(expected).tolist()
+    assert result.counts.tolist() == expected[expected > 0].tolist()
+
+
 def test_match_shard_bad_input_names_the_problem_and_writes_nothing(tmp_path: Path) -> None:
     matcher = Matcher(["a"])
     out = str(tmp_path / "out.parquet")
