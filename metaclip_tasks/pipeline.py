@@ -87,16 +87,25 @@ def _each_shard(client: Any, label: str, fn: Callable, *iterables: Sequence, **k
     return futures
 
 
-def _in_completion_order(client: Any, results: list) -> Iterator[tuple[int, Any]]:
-    """``(index, result)`` of each shard's result (see :func:`_each_shard`): on a cluster as each task
-    ends, each fetched once and then released, so the driver holds one at a time."""
+GATHER_BATCH = 8  # results fetched in one round trip: one each cost ~1.5 ms of the driver's CPU and ~1 ms of a worker's
+
+
+def _in_completion_order(client: Any, results: list, batch: int = GATHER_BATCH) -> Iterator[tuple[int, Any]]:
+    """``(index, result)`` of each shard's result (see :func:`_each_shard`): on a cluster as tasks end,
+    fetched ``batch`` at a time (the rest once all have ended; a failed task's error at once) and then
+    released, so the driver holds at most ``batch``."""
     if client is None:
         yield from enumerate(results)
         return
     index = {future.key: i for i, future in enumerate(results)}
-    for future, result in as_completed(results, with_results=True):
-        yield index[future.key], result
-        future.release()
+    ended: list = []
+    for n, future in enumerate(as_completed(results), 1):
+        ended.append(future)
+        if len(ended) == batch or n == len(results) or future.status == "error":
+            for done, result in zip(ended, client.gather(ended), strict=True):
+                yield index[done.key], result
+                done.release()
+            ended = []
 
 
 def _map(client: Any, label: str, fn: Callable, *iterables: Sequence, **kwargs: Any) -> list:
@@ -453,7 +462,7 @@ def build_match(build: Build) -> dict[str, Any]:
     results = _each_shard(build.client, "match", _match_task, shards, outputs, **task)
     counts = np.zeros(metadata.stats["entries"], dtype=COUNTS_DTYPE)
     summaries: list[tuple[dict[str, int], files.Stored]] = [None] * len(shards)  # type: ignore[list-item]
-    for i, result in _in_completion_order(build.client, results):  # each shard's sparse counts added as it ends
+    for i, result in _in_completion_order(build.client, results):  # sparse counts added as results arrive
         if result.num_entries != len(counts):
             raise CurationError(f"match: {shards[i].name} was counted against {result.num_entries} entries, not {len(counts)}")
         add_counts(counts, result.entries, result.counts, shards[i].name)

@@ -110,3 +110,28 @@ def test_concurrent_local_clusters_share_the_cores(tmp_path: Path, monkeypatch) 
     if cores > 1:
         with core_slots(1) as one, core_slots(cores + 3) as rest:
             assert (one, rest) == (1, cores - 1)
+
+
+def _square_after(i: int, seconds: float) -> int:
+    time.sleep(seconds)
+    if i < 0:
+        raise ValueError(f"task {i} failed")
+    return i * i
+
+
+def test_results_are_fetched_in_batches_once_each_and_a_failure_at_once() -> None:
+    """The driver fetches the shards' results a batch at a time (one round trip each), releases them,
+    and a failed task's error comes as it ends, not after the batch fills."""
+    with dask_client(work=2) as client:
+        futures = client.map(_square_after, range(19), seconds=0.01, pure=False)
+        assert dict(pipeline._in_completion_order(client, futures, batch=8)) == {i: i * i for i in range(19)}
+        deadline = time.monotonic() + 10
+        while {f.key for f in futures} & set(client.futures) and time.monotonic() < deadline:
+            time.sleep(0.05)  # a release reaches the client's event loop soon after
+        assert not {f.key for f in futures} & set(client.futures)  # none held once yielded
+        futures = client.map(_square_after, [-1, *range(1, 7)], [0.0] + [3.0] * 6, pure=False)
+        began, seen = time.monotonic(), []
+        with pytest.raises(ValueError, match="task -1 failed"):
+            for index, _ in pipeline._in_completion_order(client, futures, batch=8):
+                seen.append(index)
+        assert seen == [] and time.monotonic() - began < 3.0  # before any slow task ended
