@@ -53,7 +53,7 @@ def _backend() -> str:
     return pa.default_memory_pool().backend_name
 
 
-def test_workers_allocate_arrow_memory_with_jemalloc_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_workers_run_arrow_on_their_threads_and_jemalloc_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
     with dask_client(work=1) as client:
         assert set(client.run(_backend).values()) == {"jemalloc"}
         assert set(client.run(pa.cpu_count).values()) == {1}  # its one thread, not one per core

@@ -1,5 +1,6 @@
 """The stages on Dask: a configured scheduler is used, each worker builds its matcher once, the
-output does not depend on the workers, and local clusters never start more workers than cores."""
+output does not depend on the workers, local clusters never start more workers than cores, and
+the shards' results come back in batches."""
 
 from __future__ import annotations
 
@@ -120,8 +121,8 @@ def _square_after(i: int, seconds: float) -> int:
 
 
 def test_results_are_fetched_in_batches_once_each_and_a_failure_at_once() -> None:
-    """The driver fetches the shards' results a batch at a time (one round trip each), releases them,
-    and a failed task's error comes as it ends, not after the batch fills."""
+    """The driver fetches the shards' results a batch at a time (one round trip a batch), releases
+    them, and a failed task's error comes as it ends, not once the batch fills."""
     with dask_client(work=2) as client:
         futures = client.map(_square_after, range(19), seconds=0.01, pure=False)
         assert dict(pipeline._in_completion_order(client, futures, batch=8)) == {i: i * i for i in range(19)}
