@@ -352,7 +352,7 @@ class _Tally:
 
     def __init__(self, num_entries: int) -> None:
         self.num_entries = num_entries
-        self._counts = np.zeros(0, dtype=np.int64)  # dense once something is binned
+        self._counts: np.ndarray | None = None  # int64, dense, once something is binned
         self._held: list[np.ndarray] = []
         self._held_ids = 0
 
@@ -364,12 +364,13 @@ class _Tally:
 
     def _bin(self) -> None:
         binned = np.bincount(np.concatenate(self._held or [np.zeros(0, np.int32)]), minlength=self.num_entries)
-        self._counts = binned if not len(self._counts) else self._counts + binned
+        self._counts = binned if self._counts is None else self._counts + binned
         self._held, self._held_ids = [], 0
 
     def sparse(self) -> tuple[np.ndarray, np.ndarray]:
         """The entries matched (int64, ascending) and how many times each (uint64)."""
-        self._bin()
+        if self._held or self._counts is None:
+            self._bin()
         entries = np.flatnonzero(self._counts)
         return entries, self._counts[entries].astype(np.uint64)
 
