@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: demo airflow test bench system-packages
 
-$(STAMP): pyproject.toml setup.py metaclip_tasks/_watscan.c metaclip_tasks/_inflate.c metaclip_tasks/_match.c metaclip_tasks/_uids.c
+$(STAMP): pyproject.toml setup.py metaclip_tasks/ingest/_watscan.c metaclip_tasks/ingest/_inflate.c metaclip_tasks/curation/_match.c metaclip_tasks/ingest/_uids.c
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[airflow,download,train,dev]'
 	touch $(STAMP)
@@ -23,7 +23,7 @@ system-packages:
 
 # The main job: the curation demo DAG run through Airflow (SQLite, LocalExecutor, local Dask, .state/).
 demo: system-packages $(STAMP)
-	$(VENV)/bin/python -m metaclip_tasks.local_airflow demo
+	$(VENV)/bin/python -m metaclip_tasks.dev.local_airflow demo
 
 # A local Airflow on the same embedded defaults: the API server and UI on http://localhost:8080 (log
 # in as admin, the password is in .state/airflow/admin-password.json), then the scheduler,
@@ -31,7 +31,7 @@ demo: system-packages $(STAMP)
 # started. AIRFLOW_ARGS: e.g. "--port 8081 --state-dir /tmp/airflow".
 AIRFLOW_ARGS ?=
 airflow: system-packages $(STAMP)
-	$(VENV)/bin/python -m metaclip_tasks.local_airflow standalone $(AIRFLOW_ARGS)
+	$(VENV)/bin/python -m metaclip_tasks.dev.local_airflow standalone $(AIRFLOW_ARGS)
 
 test: system-packages $(STAMP)
 	$(VENV)/bin/python -m pytest

@@ -22,9 +22,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from benchmarks.metadata_500k import CAPTIONS, benchmark_metadata
-from metaclip_tasks.balancing import entry_probabilities, keep_mask, t_for_tail_ratio
-from metaclip_tasks.matching import Matcher
-from metaclip_tasks.uids import url_uid
+from metaclip_tasks.curation.balancing import entry_probabilities, keep_mask, t_for_tail_ratio
+from metaclip_tasks.curation.matching import Matcher
+from metaclip_tasks.ingest.uids import url_uid
 
 
 def reference_balance(matched: list[list[int]], entry_prob: np.ndarray) -> list[bool]:

@@ -24,19 +24,19 @@ import psutil
 
 from benchmarks.match_snapshot import write_source
 from benchmarks.metadata_500k import benchmark_metadata
-from metaclip_tasks.artifacts import ArtifactStore
-from metaclip_tasks.pipeline import METADATA_IMPORT, PAIRS_IMPORT, MetadataImport, PairsImport
-from metaclip_tasks.stage import run
+from metaclip_tasks.core.artifacts import ArtifactStore
+from metaclip_tasks.stages import METADATA_IMPORT, PAIRS_IMPORT, MetadataImport, PairsImport
+from metaclip_tasks.core.stage import run
 
 SNAPSHOTS = ("CC-MAIN-2023-06", "CC-MAIN-2023-14", "CC-MAIN-2023-23")
 TASK = """
 import logging, os, sys
 from dask.distributed import Client, LocalCluster
-from metaclip_tasks import curation
-from metaclip_tasks.artifacts import ArtifactStore
-from metaclip_tasks.cluster import dask_client
+from metaclip_tasks.stages import plan
+from metaclip_tasks.core.artifacts import ArtifactStore
+from metaclip_tasks.runtime.cluster import dask_client
 store = ArtifactStore(sys.argv[1])
-pairs, meta = curation.latest_pairs(store, sys.argv[2]), store.list("metadata")[0]
+pairs, meta = plan.latest_pairs(store, sys.argv[2]), store.list("metadata")[0]
 if sys.argv[3] == "shared":
     context = dask_client(work=len(pairs.data_files()))
 else:  # before: a LocalCluster of the whole machine per task
@@ -45,7 +45,7 @@ else:  # before: a LocalCluster of the whole machine per task
     context = Client(LocalCluster(n_workers=os.cpu_count(), threads_per_worker=1, processes=True,
                                   dashboard_address=":0", silence_logs=logging.WARNING))
 with context as client:
-    curation.match(store, pairs, meta, client)
+    plan.match(store, pairs, meta, client)
 """
 
 

@@ -26,12 +26,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from metaclip_tasks.artifacts import DATA, Artifact, ArtifactStore, version_for
-from metaclip_tasks.balancing import t_for_tail_ratio, tail_ratio
-from metaclip_tasks.counting import COUNTS_DTYPE
-from metaclip_tasks.curation_view import COUNTS, load_pool
-from metaclip_tasks.report import STANDARD_TS, tail_ratios
-from metaclip_tasks.shards import part_name
+from metaclip_tasks.core.artifacts import DATA, Artifact, ArtifactStore, version_for
+from metaclip_tasks.curation.balancing import t_for_tail_ratio, tail_ratio
+from metaclip_tasks.curation.counting import COUNTS_DTYPE
+from metaclip_tasks.ui.curation_view import COUNTS, load_pool
+from metaclip_tasks.curation.report import STANDARD_TS, tail_ratios
+from metaclip_tasks.core.shards import part_name
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -44,9 +44,9 @@ import pyarrow as pa
 import simdjson
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 
-from metaclip_tasks.ingest import extract_file, warc_links, wat_links
-from metaclip_tasks.language import LanguageFilter
-from metaclip_tasks.shared_data import WARC
+from metaclip_tasks.ingest.extract import extract_file, warc_links, wat_links
+from metaclip_tasks.ingest.language import LanguageFilter
+from metaclip_tasks.dev.shared_data import WARC
 from tests.commoncrawl_files import ReadOnce, write_wat
 
 SOURCES = ("resiliparse_warcfile.warc.gz", "warc_sample-0000.warc.gz", "warc_sample-0001.warc.gz", "whirlwind.warc.gz",

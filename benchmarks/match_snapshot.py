@@ -14,7 +14,7 @@ benchmark metadata:
   beside the metadata, its ``matcher`` artifact; from S3, a copy per host first) and verifying
   the shards it reads; "warm" is the same cluster's second run.  "cold, new host": fresh workers
   on a host that has checked nothing, hashing every file they read; "cold": fresh workers on a
-  host where an earlier process hashed the matcher and the shards (metaclip_tasks.checked: every
+  host where an earlier process hashed the matcher and the shards (metaclip_tasks.core.checked: every
   task of a backfill after the first).  "first task" is the matcher step alone, timed in each
   worker of a fresh cluster (the slowest worker's is shown), on a new host and on a checked one.
   Each round runs one core, then a fresh cluster's cold run on a new host, then another fresh
@@ -51,13 +51,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from benchmarks.metadata_500k import CAPTIONS, benchmark_metadata
-from metaclip_tasks import checked, cluster, curation, files, matching
-from metaclip_tasks.artifacts import Artifact, ArtifactStore
-from metaclip_tasks.cluster import dask_client
-from metaclip_tasks.local_s3 import local_s3
-from metaclip_tasks.matching import match_shard
+from metaclip_tasks.core import checked
+from metaclip_tasks.runtime import cluster
+from metaclip_tasks.stages import plan
+from metaclip_tasks.core import files
+from metaclip_tasks.curation import matching
+from metaclip_tasks.core.artifacts import Artifact, ArtifactStore
+from metaclip_tasks.runtime.cluster import dask_client
+from metaclip_tasks.dev.local_s3 import local_s3
+from metaclip_tasks.curation.matching import match_shard
 from metaclip_tasks.metadata.build import ENTRIES
-from metaclip_tasks.pipeline import (
+from metaclip_tasks.stages import (
     _MATCHERS,
     MATCHER_BUILD,
     METADATA_IMPORT,
@@ -69,7 +73,7 @@ from metaclip_tasks.pipeline import (
     _saved_matcher,
     _worker_matcher,
 )
-from metaclip_tasks.stage import run
+from metaclip_tasks.core.stage import run
 
 SNAPSHOT = "CC-MAIN-2023-06"
 
@@ -87,7 +91,7 @@ def write_source(directory: Path, copies: int) -> tuple[Path, int]:
 
 def _timed_match(store: ArtifactStore, pairs: Artifact, meta: Artifact, client) -> tuple[float, Artifact]:
     start = time.perf_counter()
-    matched = curation.match(store, pairs, meta, client)
+    matched = plan.match(store, pairs, meta, client)
     elapsed = time.perf_counter() - start
     store.fs.rm(store.fs._strip_protocol(matched.uri), recursive=True)  # forget it: the next round works again
     return elapsed, matched
@@ -97,12 +101,12 @@ def _forget_matchers() -> None:
     """Start the next cluster's workers (forked from this process) as fresh processes start: with no
     matcher and no file verified yet."""
     _MATCHERS.clear()
-    files._VERIFIED.clear()
+    files.VERIFIED.clear()
 
 
 @contextlib.contextmanager
 def host_record(folder: Path) -> Iterator[None]:
-    """The host's record of checked files (metaclip_tasks.checked) in ``folder`` while inside: the
+    """The host's record of checked files (metaclip_tasks.core.checked) in ``folder`` while inside: the
     clusters started inside fork their workers with it."""
     before = os.environ.get("METACLIP_CHECKED_DIR")
     os.environ["METACLIP_CHECKED_DIR"] = str(folder)
@@ -235,7 +239,7 @@ def main() -> None:
             _MATCHERS.clear()
             _timed_match(store, pairs, meta, None)  # loads this process's matcher (and makes the matcher artifact)
             saved = _saved_matcher(run(store, MATCHER_BUILD, MatcherBuild(), {"metadata": meta}))
-            verified = set(files._VERIFIED)  # what one core has verified already: its runs are warm
+            verified = set(files.VERIFIED)  # what one core has verified already: its runs are warm
             args_matcher = (meta.stored(ENTRIES), saved, meta.version)
             firsts = []
             for host in ("new", "checked"):
@@ -251,7 +255,7 @@ def main() -> None:
             times: dict[str, list[float]] = {"one core": [], "cold, new host": [], "cold": [], "warm": []}
             cores = []  # the one-core runs' CPU time over their wall time
             for r in range(args.rounds):
-                files._VERIFIED.update(verified)
+                files.VERIFIED.update(verified)
                 _worker_matcher(*args_matcher, "tokens")  # this process's, loaded
                 used = sum(psutil.Process().cpu_times()[:2])
                 elapsed, matched = _timed_match(store, pairs, meta, None)

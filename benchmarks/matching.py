@@ -33,14 +33,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from benchmarks.metadata_500k import CAPTIONS, benchmark_metadata
-from metaclip_tasks.matching import Matcher, spacing
-from metaclip_tasks.shared_data import SHARED_DATA
+from metaclip_tasks.curation.matching import Matcher, spacing
+from metaclip_tasks.dev.shared_data import SHARED_DATA
 
 COCO_CAPTIONS = SHARED_DATA / "captions" / "coco_captions_val2017.json"
 
 _RSS_PROBE = """
 import json, sys, time, gc, psutil
-from metaclip_tasks.matching import Matcher, TABLES
+from metaclip_tasks.curation.matching import Matcher, TABLES
 from benchmarks.matching import ReferenceMatcher
 entries = json.load(open(sys.argv[1]))
 start = time.perf_counter()

@@ -7,7 +7,7 @@ import bz2
 import re
 
 from metaclip_tasks.metadata.wordnet import wordnet_entries
-from metaclip_tasks.shared_data import CAPTIONS, WIKIPEDIA_SAMPLE
+from metaclip_tasks.dev.shared_data import CAPTIONS, WIKIPEDIA_SAMPLE
 
 __all__ = ["CAPTIONS", "benchmark_metadata"]
 

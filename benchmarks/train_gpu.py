@@ -28,7 +28,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Self
 
-from metaclip_tasks.train import PAPER_VIT_B32, check_device, run_training
+from metaclip_tasks.training.train import PAPER_VIT_B32, check_device, run_training
 
 STEP_LINE = re.compile(r"Data \(t\): ([\d.]+) Batch \(t\): ([\d.]+), ([\d.]+)/s, ([\d.]+)/s/gpu")
 
@@ -41,11 +41,11 @@ def prepare(out: Path, image_size: int) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from metaclip_tasks.download import DownloadOptions, download_stats, run_img2dataset, write_url_list
-    from metaclip_tasks.matching import Matcher, match_shard
-    from metaclip_tasks.uids import url_uid
+    from metaclip_tasks.training.download import DownloadOptions, download_stats, run_img2dataset, write_url_list
+    from metaclip_tasks.curation.matching import Matcher, match_shard
+    from metaclip_tasks.ingest.uids import url_uid
     from metaclip_tasks.metadata.wordnet import wordnet_entries
-    from metaclip_tasks.shared_data import COCO
+    from metaclip_tasks.dev.shared_data import COCO
 
     class Quiet(SimpleHTTPRequestHandler):
         def log_message(self, *args) -> None:

@@ -14,9 +14,9 @@ import os
 import statistics
 import time
 
-from metaclip_tasks.cluster import dask_client
+from metaclip_tasks.runtime.cluster import dask_client
 from metaclip_tasks.metadata.wikipedia import count_dumps
-from metaclip_tasks.shared_data import WIKIPEDIA_SAMPLE
+from metaclip_tasks.dev.shared_data import WIKIPEDIA_SAMPLE
 
 
 def main() -> None:

@@ -21,8 +21,8 @@ from metaclip_airflow import (
     warn,
 )
 
-from metaclip_tasks import curation
-from metaclip_tasks.curation import Subset
+from metaclip_tasks.stages import plan
+from metaclip_tasks.stages.plan import Subset
 
 with manual_dag(
     "metaclip_balance",
@@ -36,15 +36,15 @@ with manual_dag(
     def check_params() -> None:
         """Refuse bad parameters (both t and a ratio, an unknown pool, unmatched snapshots) before any work."""
         with bad_input_fails():
-            curation.check_subset(store(), from_params(Subset, get_current_context()["params"]))
+            plan.check_subset(store(), from_params(Subset, get_current_context()["params"]))
 
     @task(outlets=[CURATED_ASSET], **DASK_RETRIES)
     def balance() -> dict:
         """The curated subset, published with its t and size; a target tail ratio the pool cannot reach is warned of."""
         with bad_input_fails(), cluster() as client:
             subset = from_params(Subset, get_current_context()["params"])
-            artifact = curation.curated_subset(store(), subset, client)
-            warnings = curation.t_warnings(artifact.input("pool_counts"), subset.t, subset.target_tail_ratio)
+            artifact = plan.curated_subset(store(), subset, client)
+            warnings = plan.t_warnings(artifact.input("pool_counts"), subset.t, subset.target_tail_ratio)
         warn(warnings)
         return publish(artifact, warnings=warnings)
 

@@ -26,9 +26,9 @@ from metaclip_airflow import (
     warn,
 )  # fmt: skip
 
-from metaclip_tasks import curation
-from metaclip_tasks.demo import POOL, demo_pairs, demo_report, demo_source
-from metaclip_tasks.snapshots import get_pool
+from metaclip_tasks.stages import plan
+from metaclip_tasks.dev.demo import POOL, demo_pairs, demo_report, demo_source
+from metaclip_tasks.core.snapshots import get_pool
 
 with manual_dag(
     "metaclip_curation_demo",
@@ -42,7 +42,7 @@ with manual_dag(
     def snapshots() -> list[str]:
         """The demo pool's snapshots, with the metadata built (or found) once for all of them."""
         with bad_input_fails():
-            publish(curation.metadata(store()))
+            publish(plan.metadata(store()))
             return list(get_pool(POOL).snapshots)
 
     @task(outlets=[PAIRS_ASSET, MATCHED_ASSET], map_index_template="{{ task.op_kwargs['snapshot'] }}", **DASK_RETRIES)
@@ -52,20 +52,20 @@ with manual_dag(
             pairs = demo_pairs(store(), snapshot)
             publish(pairs)
             with cluster(len(pairs.data_files())) as client:
-                return publish(curation.match(store(), pairs, curation.metadata(store()), client))
+                return publish(plan.match(store(), pairs, plan.metadata(store()), client))
 
     @task(outlets=[POOL_COUNTS_ASSET, CURATED_ASSET], **DASK_RETRIES)
     def count_and_balance(matched: list[dict]) -> dict:
         """The pool counted (its t for the pool's target tail ratio, warned of when not reachable), then balanced."""
         seed = get_current_context()["params"]["seed"]
         with bad_input_fails():
-            meta = curation.metadata(store())
-            counts = curation.count_pool(store(), get_pool(POOL), meta, [artifact(m) for m in matched])
-            warnings = curation.t_warnings(counts, None, None)
+            meta = plan.metadata(store())
+            counts = plan.count_pool(store(), get_pool(POOL), meta, [artifact(m) for m in matched])
+            warnings = plan.t_warnings(counts, None, None)
             warn(warnings)
             publish(counts, warnings=warnings)
             with cluster() as client:
-                return publish(curation.balance(store(), counts, counts.stats["t"], seed, client), warnings=warnings)
+                return publish(plan.balance(store(), counts, counts.stats["t"], seed, client), warnings=warnings)
 
     @task
     def report(curated: dict) -> str:

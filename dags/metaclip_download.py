@@ -23,9 +23,9 @@ from metaclip_airflow import (
     subset_params,
 )
 
-from metaclip_tasks import curation
-from metaclip_tasks.curation import OnlineDownload, Subset
-from metaclip_tasks.download import DownloadOptions
+from metaclip_tasks.stages import plan
+from metaclip_tasks.stages.plan import OnlineDownload, Subset
+from metaclip_tasks.training.download import DownloadOptions
 
 with manual_dag(
     "metaclip_download",
@@ -39,7 +39,7 @@ with manual_dag(
     def check_params() -> None:
         params = get_current_context()["params"]
         with bad_input_fails():
-            curation.check_subset(store(), from_params(Subset, params))
+            plan.check_subset(store(), from_params(Subset, params))
             from_params(DownloadOptions, params)
             from_params(OnlineDownload, params)
 
@@ -48,7 +48,7 @@ with manual_dag(
         context = get_current_context()
         params = context["params"]
         with bad_input_fails(), cluster() as client:
-            artifact = curation.download_subset(
+            artifact = plan.download_subset(
                 store(),
                 from_params(Subset, params),
                 from_params(DownloadOptions, params),

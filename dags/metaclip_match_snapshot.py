@@ -34,11 +34,11 @@ from metaclip_airflow import (
 )  # fmt: skip
 from metaclip_timetable import CommonCrawlTimetable
 
-from metaclip_tasks import curation
-from metaclip_tasks.errors import CurationError
-from metaclip_tasks.pipeline import INGEST, PAIRS_IMPORT, Ingest, MatchParams, PairsImport, ingest_inputs
-from metaclip_tasks.snapshots import check_snapshot, snapshot_for_date
-from metaclip_tasks.stage import run
+from metaclip_tasks.stages import plan
+from metaclip_tasks.core.errors import CurationError
+from metaclip_tasks.stages import INGEST, PAIRS_IMPORT, Ingest, MatchParams, PairsImport, ingest_inputs
+from metaclip_tasks.core.snapshots import check_snapshot, snapshot_for_date
+from metaclip_tasks.core.stage import run
 
 with DAG(
     dag_id="metaclip_match_snapshot",
@@ -82,7 +82,7 @@ with DAG(
                 snapshot = snapshot_for_date(context["logical_date"].date())
             else:
                 raise CurationError("a manual run needs the snapshot parameter")
-            meta = curation.metadata(store(), params["metadata_version"])
+            meta = plan.metadata(store(), params["metadata_version"])
             if params["raw_source"]:
                 source = snapshot if params["raw_source"] == "commoncrawl" else params["raw_source"].replace("{snapshot}", snapshot)
                 ingest = from_params(Ingest, params, snapshot=snapshot, sources=[source])
@@ -94,7 +94,7 @@ with DAG(
                     store(), PAIRS_IMPORT, from_params(PairsImport, params, snapshot=snapshot, sources=[source])
                 )
             else:
-                imported = curation.latest_pairs(store(), snapshot)
+                imported = plan.latest_pairs(store(), snapshot)
         return {"snapshot": snapshot, "pairs": publish(imported), "metadata": summary(meta)}
 
     @task(outlets=[MATCHED_ASSET], **DASK_RETRIES)
@@ -105,7 +105,7 @@ with DAG(
             pairs_artifact = artifact(spec["pairs"])
             backend = from_params(MatchParams, context["params"]).backend
             with cluster(len(pairs_artifact.data_files())) as client:
-                matched = curation.match(store(), pairs_artifact, artifact(spec["metadata"]), client, backend)
+                matched = plan.match(store(), pairs_artifact, artifact(spec["metadata"]), client, backend)
         return publish(matched, snapshot=spec["snapshot"], matched=matched.stats["pairs_matched"])
 
     match(pairs())

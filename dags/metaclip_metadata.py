@@ -27,9 +27,9 @@ from metaclip_airflow import (
 
 from metaclip_tasks.metadata.build import MetadataParams
 from metaclip_tasks.metadata.fetch import fetch_all
-from metaclip_tasks.pipeline import METADATA_BUILD
-from metaclip_tasks.settings import cache_dir
-from metaclip_tasks.stage import run
+from metaclip_tasks.stages import METADATA_BUILD
+from metaclip_tasks.core.settings import cache_dir
+from metaclip_tasks.core.stage import run
 
 with manual_dag(
     "metaclip_metadata",

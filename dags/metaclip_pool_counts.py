@@ -23,8 +23,8 @@ from metaclip_airflow import (
     warn,
 )  # fmt: skip
 
-from metaclip_tasks import curation
-from metaclip_tasks.snapshots import get_pool
+from metaclip_tasks.stages import plan
+from metaclip_tasks.core.snapshots import get_pool
 
 with DAG(
     dag_id="metaclip_pool_counts",
@@ -45,12 +45,12 @@ with DAG(
         manual = context["dag_run"].run_type != "asset_triggered"
         with bad_input_fails():
             pool = get_pool(params["pool"])
-            meta = curation.metadata(store(), params["metadata_version"])
-            matched = curation.pool_matched(store(), pool, meta, required=manual)
+            meta = plan.metadata(store(), params["metadata_version"])
+            matched = plan.pool_matched(store(), pool, meta, required=manual)
             if matched is None:
                 raise AirflowSkipException(f"pool {pool.name} is not fully matched yet")
-            artifact = curation.count_pool(store(), pool, meta, matched)
-            warnings = curation.t_warnings(artifact, None, None)  # also for counts made before stats had them
+            artifact = plan.count_pool(store(), pool, meta, matched)
+            warnings = plan.t_warnings(artifact, None, None)  # also for counts made before stats had them
         warn(warnings)
         return publish(artifact, warnings=warnings)
 

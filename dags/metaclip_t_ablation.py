@@ -33,10 +33,10 @@ from metaclip_airflow import (
     warn,
 )  # fmt: skip
 
-from metaclip_tasks import curation
-from metaclip_tasks.errors import CurationError
-from metaclip_tasks.shared_data import COCO
-from metaclip_tasks.train import RECIPES
+from metaclip_tasks.stages import plan
+from metaclip_tasks.core.errors import CurationError
+from metaclip_tasks.dev.shared_data import COCO
+from metaclip_tasks.training.train import RECIPES
 
 with manual_dag(
     "metaclip_t_ablation",
@@ -98,17 +98,17 @@ with manual_dag(
         with bad_input_fails():
             if params["train"] and not params["download"]:
                 raise CurationError("train needs download: the models train on the downloaded images")
-            counts = curation.counted_pool(store(), params["pool"], params["metadata_version"])
-            ts = curation.ablation_ts(counts, params["t_values"], params["tail_ratios"])
-            warn([w for ratio in params["tail_ratios"] for w in curation.t_warnings(counts, None, ratio)])
+            counts = plan.counted_pool(store(), params["pool"], params["metadata_version"])
+            ts = plan.ablation_ts(counts, params["t_values"], params["tail_ratios"])
+            warn([w for ratio in params["tail_ratios"] for w in plan.t_warnings(counts, None, ratio)])
             return ts
 
     @task(outlets=[CURATED_ASSET], map_index_template="t={{ task.op_kwargs['t'] }}", **DASK_RETRIES)
     def balance(t: int) -> dict:
         params = get_current_context()["params"]
         with bad_input_fails(), cluster() as client:
-            counts = curation.counted_pool(store(), params["pool"], params["metadata_version"])
-            return publish(curation.balance(store(), counts, t, params["seed"], client))
+            counts = plan.counted_pool(store(), params["pool"], params["metadata_version"])
+            return publish(plan.balance(store(), counts, t, params["seed"], client))
 
     @task(outlets=[DOWNLOADED_ASSET], retries=2, retry_delay=timedelta(minutes=1), retry_exponential_backoff=2.0)
     def download_once(curated: list[dict]) -> list[dict]:
@@ -116,7 +116,7 @@ with manual_dag(
         if not get_current_context()["params"]["download"]:
             return []
         with bad_input_fails():
-            plans = curation.download_once(store(), [artifact(c) for c in curated])
+            plans = plan.download_once(store(), [artifact(c) for c in curated])
         views = {str(p.t): p.view.version for p in plans if p.view}
         publish(plans[0].downloaded, t=plans[0].t, views=views)
         return [
@@ -132,10 +132,10 @@ with manual_dag(
             return None
         config = replace(RECIPES[params["recipe"]], device=params["device"])
         with bad_input_fails():
-            plan = curation.DownloadPlan(
+            plan = plan.DownloadPlan(
                 item["t"], artifact(item["downloaded"]), artifact(item["view"]) if item["view"] else None
             )
-            checkpoint, metrics = curation.train_and_evaluate(
+            checkpoint, metrics = plan.train_and_evaluate(
                 store(),
                 plan,
                 config,
@@ -149,10 +149,10 @@ with manual_dag(
     def compare(curated: list[dict], downloads: list[dict], results: list[dict | None] | None) -> dict:
         params = get_current_context()["params"]
         with bad_input_fails():
-            counts = curation.counted_pool(store(), params["pool"], params["metadata_version"])
-            plans = [curation.DownloadPlan(d["t"], artifact(d["downloaded"]), artifact(d["view"]) if d["view"] else None)
+            counts = plan.counted_pool(store(), params["pool"], params["metadata_version"])
+            plans = [plan.DownloadPlan(d["t"], artifact(d["downloaded"]), artifact(d["view"]) if d["view"] else None)
                      for d in downloads]  # fmt: skip
-            table = curation.ablation_table(store(), counts, [artifact(c) for c in curated], plans,
+            table = plan.ablation_table(store(), counts, [artifact(c) for c in curated], plans,
                                             [artifact(r) for r in results or [] if r])  # fmt: skip
             with table.open("comparison.md") as comparison:
                 print(comparison.read().decode())  # the table, in the task log

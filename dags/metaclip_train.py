@@ -32,13 +32,13 @@ from metaclip_airflow import (
     subset_params,
 )
 
-from metaclip_tasks import curation
-from metaclip_tasks.curation import OnlineDownload, Subset
-from metaclip_tasks.download import DownloadOptions
-from metaclip_tasks.pipeline import EVALUATE, TRAIN, EvaluateParams
-from metaclip_tasks.shared_data import COCO
-from metaclip_tasks.stage import run
-from metaclip_tasks.train import RECIPES, check_device
+from metaclip_tasks.stages import plan
+from metaclip_tasks.stages.plan import OnlineDownload, Subset
+from metaclip_tasks.training.download import DownloadOptions
+from metaclip_tasks.stages import EVALUATE, TRAIN, EvaluateParams
+from metaclip_tasks.dev.shared_data import COCO
+from metaclip_tasks.core.stage import run
+from metaclip_tasks.training.train import RECIPES, check_device
 
 with manual_dag(
     "metaclip_train",
@@ -116,14 +116,14 @@ with manual_dag(
         params = get_current_context()["params"]
         with bad_input_fails():
             check_device(_config())
-            curation.check_subset(store(), from_params(Subset, params))
+            plan.check_subset(store(), from_params(Subset, params))
             from_params(OnlineDownload, params)
 
     @task(outlets=[DOWNLOADED_ASSET], retries=2, retry_delay=timedelta(minutes=1), retry_exponential_backoff=2.0)
     def download() -> dict:
         p = get_current_context()["params"]
         with bad_input_fails(), cluster() as client:
-            downloaded = curation.download_subset(
+            downloaded = plan.download_subset(
                 store(),
                 from_params(Subset, p),
                 DownloadOptions(image_size=p["image_size"]),
@@ -138,7 +138,7 @@ with manual_dag(
         with bad_input_fails():
             online = p["download_budget"] is not None  # balance for the subset's t in the loader, each epoch
             config = replace(
-                _config(), balance_t=curation.subset_t(store(), from_params(Subset, p)) if online else None
+                _config(), balance_t=plan.subset_t(store(), from_params(Subset, p)) if online else None
             )
             return publish(run(store(), TRAIN, config, {"downloaded": artifact(downloaded)}))
 

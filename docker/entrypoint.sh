@@ -27,7 +27,7 @@ if [[ "${1:-}" == "init" ]]; then
     python - <<'EOF'
 import os, sys, time
 
-from metaclip_tasks.files import filesystem
+from metaclip_tasks.core.files import filesystem
 
 root = os.environ["METACLIP_ROOT"]
 deadline = time.monotonic() + float(os.environ.get("METACLIP_ROOT_WAIT") or 120)

@@ -1,6 +1,6 @@
 """Airflow glue shared by the thin DAG files: assets, ``Param``s made from the library's params
 dataclasses, the artifact store, the Dask cluster and bad input as a failure that is not retried.
-Every decision (which inputs, which t) is the library's (``metaclip_tasks.curation``)."""
+Every decision (which inputs, which t) is the library's (``metaclip_tasks.stages.plan``)."""
 
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ from typing import Any
 from airflow.sdk import DAG, Asset, Param, get_current_context
 from airflow.sdk.exceptions import AirflowFailException
 
-from metaclip_tasks import params as P
-from metaclip_tasks.artifacts import Artifact, ArtifactStore
-from metaclip_tasks.cluster import dask_client
-from metaclip_tasks.curation import Subset, key_stats
-from metaclip_tasks.errors import CurationError
-from metaclip_tasks.settings import artifact_root
-from metaclip_tasks.snapshots import SNAPSHOTS, load_pools
+from metaclip_tasks.core import params as P
+from metaclip_tasks.core.artifacts import Artifact, ArtifactStore
+from metaclip_tasks.runtime.cluster import dask_client
+from metaclip_tasks.stages.plan import Subset, key_stats
+from metaclip_tasks.core.errors import CurationError
+from metaclip_tasks.core.settings import artifact_root
+from metaclip_tasks.core.snapshots import SNAPSHOTS, load_pools
 
 ASSET_SCHEME = "x-metaclip"
 # One asset per kind of artifact a DAG publishes, named by a URI of Airflow's custom-scheme form: a scheme

@@ -30,10 +30,10 @@ from airflow.sdk import BaseOperatorLink
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
-from metaclip_tasks import curation_view as view
-from metaclip_tasks.artifacts import ArtifactStore
-from metaclip_tasks.errors import CurationError
-from metaclip_tasks.settings import artifact_root
+from metaclip_tasks.ui import curation_view as view
+from metaclip_tasks.core.artifacts import ArtifactStore
+from metaclip_tasks.core.errors import CurationError
+from metaclip_tasks.core.settings import artifact_root
 
 CURATION_DAGS = ("metaclip_balance", "metaclip_curation_demo", "metaclip_download", "metaclip_match_snapshot",
                  "metaclip_metadata", "metaclip_pool_counts", "metaclip_t_ablation", "metaclip_train")  # fmt: skip

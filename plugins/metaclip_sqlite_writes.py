@@ -1,5 +1,5 @@
 """The API server on a SQLite metadata DB (``make airflow``, the tests' embedded Airflow) takes one
-writing request at a time (``metaclip_tasks.local_airflow.SerializedWrites`` says why: without it
+writing request at a time (``metaclip_tasks.dev.local_airflow.SerializedWrites`` says why: without it
 the trigger form can hang the API server for minutes). Nothing on any other database."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 from airflow.configuration import conf
 from airflow.plugins_manager import AirflowPlugin
 
-from metaclip_tasks.local_airflow import SerializedWrites
+from metaclip_tasks.dev.local_airflow import SerializedWrites
 
 ON_SQLITE = conf.get("database", "sql_alchemy_conn", fallback="").startswith("sqlite")
 

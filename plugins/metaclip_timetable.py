@@ -2,7 +2,7 @@
 
 A backfill over 2013-01-01 .. 2023-04-30 therefore creates exactly the 91 runs of
 CC-MAIN-2013-20 .. CC-MAIN-2023-14 (the paper's Pool 2), and each run's logical date maps
-back to its crawl id with ``metaclip_tasks.snapshots.snapshot_for_date``.
+back to its crawl id with ``metaclip_tasks.core.snapshots.snapshot_for_date``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pendulum
 from airflow.plugins_manager import AirflowPlugin
 from airflow.timetables.events import EventsTimetable
 
-from metaclip_tasks.snapshots import SNAPSHOTS, snapshot_date
+from metaclip_tasks.core.snapshots import SNAPSHOTS, snapshot_date
 
 
 class CommonCrawlTimetable(EventsTimetable):

@@ -16,11 +16,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from metaclip_tasks.metadata.wordnet import DEFAULT_WORDNET_DIR, wordnet_entries
-from metaclip_tasks.shared_data import CAPTIONS, COCO
+from metaclip_tasks.dev.shared_data import CAPTIONS, COCO
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """The suite's own record of checked files (metaclip_tasks.checked), shared with the Dask workers
+    """The suite's own record of checked files (metaclip_tasks.core.checked), shared with the Dask workers
     and Airflow processes it starts, never the user's."""
     os.environ["METACLIP_CHECKED_DIR"] = tempfile.mkdtemp(prefix="metaclip-checked-tests-")
 
@@ -99,7 +99,7 @@ def coco_pairs(coco_server: str) -> tuple[list[str], list[str]]:
 def s3_bucket():
     """A real S3 server (moto's standalone server) on 127.0.0.1 for the whole session, reached the way
     any S3 user configures it (the standard AWS_* variables); yields the URL of a fresh bucket."""
-    from metaclip_tasks.local_s3 import local_s3
+    from metaclip_tasks.dev.local_s3 import local_s3
 
     with local_s3("metaclip-test") as url:
         yield url
@@ -114,11 +114,11 @@ def small_chain(tmp_path: Path):
     matched -> pool_counts -> curated; returns a namespace of the store, the artifacts and the inputs."""
     from types import SimpleNamespace
 
-    from metaclip_tasks import curation
-    from metaclip_tasks.artifacts import ArtifactStore
-    from metaclip_tasks.pipeline import METADATA_IMPORT, PAIRS_IMPORT, MetadataImport, PairsImport
-    from metaclip_tasks.snapshots import Pool
-    from metaclip_tasks.stage import run
+    from metaclip_tasks.stages import plan
+    from metaclip_tasks.core.artifacts import ArtifactStore
+    from metaclip_tasks.stages import METADATA_IMPORT, PAIRS_IMPORT, MetadataImport, PairsImport
+    from metaclip_tasks.core.snapshots import Pool
+    from metaclip_tasks.core.stage import run
 
     raw = tmp_path / "raw"
     raw.mkdir()
@@ -130,10 +130,10 @@ def small_chain(tmp_path: Path):
     store = ArtifactStore(tmp_path / "root")
     pairs = run(store, PAIRS_IMPORT, PairsImport("CC-MAIN-2023-06", (str(raw),)))
     meta = run(store, METADATA_IMPORT, MetadataImport(str(tmp_path / "metadata.json")))
-    matched = curation.match(store, pairs, meta)
+    matched = plan.match(store, pairs, meta)
     pool = Pool("small", ("CC-MAIN-2023-06",), 0.3)
-    counts = curation.count_pool(store, pool, meta, [matched])
-    curated = curation.balance(store, counts, 20, 0)
+    counts = plan.count_pool(store, pool, meta, [matched])
+    curated = plan.balance(store, counts, 20, 0)
     return SimpleNamespace(store=store, root=tmp_path / "root", raw=raw, pairs=pairs, meta=meta, matched=matched,
                            pool=pool, counts=counts, curated=curated)  # fmt: skip
 
@@ -186,7 +186,7 @@ def commoncrawl_mirror(tmp_path: Path):
     paths, the handler class whose ``fail_once`` injects 503s)."""
     import gzip
 
-    from metaclip_tasks.shared_data import WARC
+    from metaclip_tasks.dev.shared_data import WARC
 
     if not (WARC / "warc_sample-0000.warc.gz").is_file():
         pytest.skip(f"shared WARC samples not found at {WARC} (../shared/data is absent)")

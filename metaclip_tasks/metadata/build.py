@@ -103,7 +103,7 @@ class MetadataParams:
 
     def input_files(self) -> dict[str, list[str]]:
         """The files each chosen source reads; a source without its files is an error."""
-        from metaclip_tasks.errors import CurationError
+        from metaclip_tasks.core.errors import CurationError
         from metaclip_tasks.metadata.wordnet import POS_FILES
 
         if {"unigram", "bigram"} & set(self.sources) and not self.wikipedia_dumps:
@@ -124,7 +124,7 @@ class MetadataParams:
 def build_metadata(params: MetadataParams, client: object | None = None) -> MetadataBuild:
     """Build the entry list from the chosen sources, in the paper's order."""
     from metaclip_tasks.metadata import titles, wikipedia, wordnet
-    from metaclip_tasks.params import check
+    from metaclip_tasks.core.params import check
 
     inputs = check(params).input_files()
     build = MetadataBuild(budget=params.budget, max_length=params.max_length)

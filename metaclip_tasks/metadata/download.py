@@ -17,7 +17,7 @@ from pathlib import Path
 import requests
 import urllib3
 
-from metaclip_tasks.errors import CurationError
+from metaclip_tasks.core.errors import CurationError
 from metaclip_tasks.metadata.titles import pageview_file_name
 
 DUMPS = "https://dumps.wikimedia.org"

@@ -10,8 +10,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from metaclip_tasks import files
-from metaclip_tasks.errors import CurationError
+from metaclip_tasks.core import files
+from metaclip_tasks.core.errors import CurationError
 
 _DUMP = re.compile(r"(?P<lang>[a-z_]+)wiki-(?P<date>\d{8}|latest)-pages-articles[\w.\-]*\.bz2$")
 

@@ -6,8 +6,8 @@ import json
 from collections import Counter
 from collections.abc import Sequence
 
-from metaclip_tasks import files
-from metaclip_tasks.errors import CurationError
+from metaclip_tasks.core import files
+from metaclip_tasks.core.errors import CurationError
 
 
 def load_metadata(source: str | files.Stored) -> list[str]:

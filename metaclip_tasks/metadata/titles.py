@@ -15,8 +15,8 @@ import zlib
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
 
-from metaclip_tasks import files
-from metaclip_tasks.errors import CurationError
+from metaclip_tasks.core import files
+from metaclip_tasks.core.errors import CurationError
 
 DEFAULT_PROJECTS = ("en", "en.m")  # English Wikipedia, desktop and mobile site
 MIN_VIEWS = 70  # the paper's threshold

@@ -29,8 +29,8 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from metaclip_tasks import files
-from metaclip_tasks.errors import CurationError
+from metaclip_tasks.core import files
+from metaclip_tasks.core.errors import CurationError
 
 _SEGMENT = re.compile(r"[.,;:!?()\[\]{}\"“”«»|=*#<>/\\…–—\n]+")
 _TOKEN = re.compile(r"\w+(?:['’-]\w+)*")

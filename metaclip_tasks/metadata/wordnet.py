@@ -13,7 +13,7 @@ import string
 from collections.abc import Iterator
 from pathlib import Path
 
-from metaclip_tasks.errors import CurationError
+from metaclip_tasks.core.errors import CurationError
 
 DEFAULT_WORDNET_DIR = Path("/usr/share/wordnet")
 POS_FILES = ("noun", "verb", "adj", "adv")  # NLTK's all_synsets() order

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from metaclip_tasks.core.snapshots import DEFAULT_POOLS_FILE
+
 REPO = Path(__file__).resolve().parents[2]
 STATE = Path(tempfile.mkdtemp(prefix="metaclip-airflow-tests-"))
-SHIPPED_POOLS = REPO / "metaclip_tasks" / "pools.toml"  # pool1 (the DAGs' default), pool2, demo: and the tests' own
+SHIPPED_POOLS = DEFAULT_POOLS_FILE  # pool1 (the DAGs' default), pool2, demo: and the tests' own
 TEST_POOLS = """
 [three]
 description = "three snapshots for the DAG tests"
@@ -47,7 +49,7 @@ for path in (REPO / "plugins", REPO / "dags"):
 @pytest.fixture(scope="session")
 def airflow_db() -> Path:
     """A migrated SQLite metadata DB."""
-    from metaclip_tasks.local_airflow import migrate
+    from metaclip_tasks.dev.local_airflow import migrate
 
     migrate(dict(os.environ))
     return STATE

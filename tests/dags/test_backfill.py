@@ -23,14 +23,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from metaclip_tasks.artifacts import ArtifactStore
-from metaclip_tasks.counting import load_counts, sum_counts
-from metaclip_tasks.local_airflow import airflow_env, migrate, run_airflow
-from metaclip_tasks.matching import Matcher
-from metaclip_tasks.pipeline import PAIRS_IMPORT, PairsImport
-from metaclip_tasks.settings import REPO
-from metaclip_tasks.snapshots import PAPER_POOL2_RANGE, snapshots_between
-from metaclip_tasks.stage import run
+from metaclip_tasks.core.artifacts import ArtifactStore
+from metaclip_tasks.curation.counting import load_counts, sum_counts
+from metaclip_tasks.dev.local_airflow import airflow_env, migrate, run_airflow
+from metaclip_tasks.curation.matching import Matcher
+from metaclip_tasks.stages import PAIRS_IMPORT, PairsImport
+from metaclip_tasks.core.settings import REPO
+from metaclip_tasks.core.snapshots import PAPER_POOL2_RANGE, snapshots_between
+from metaclip_tasks.core.stage import run
 
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 SNAPSHOTS = snapshots_between(*PAPER_POOL2_RANGE)
@@ -122,7 +122,7 @@ def test_backfill_of_the_91_crawls_under_the_real_scheduler(tmp_path: Path, word
     # only then starts the scheduler: no task can start before the API it reports to is up.
     with open(tmp_path / "supervisor.out", "w") as out:
         server = subprocess.Popen(
-            [sys.executable, "-m", "metaclip_tasks.local_airflow", "standalone", "--state-dir", str(tmp_path),
+            [sys.executable, "-m", "metaclip_tasks.dev.local_airflow", "standalone", "--state-dir", str(tmp_path),
              "--port", str(port)],
             cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip

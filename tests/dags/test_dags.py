@@ -15,16 +15,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from metaclip_tasks import params as P
-from metaclip_tasks.artifacts import ArtifactStore
-from metaclip_tasks.counting import load_counts
-from metaclip_tasks.curation import OnlineDownload, Subset
-from metaclip_tasks.download import DownloadOptions
-from metaclip_tasks.matching import Matcher
+from metaclip_tasks.core import params as P
+from metaclip_tasks.core.artifacts import ArtifactStore
+from metaclip_tasks.curation.counting import load_counts
+from metaclip_tasks.stages.plan import OnlineDownload, Subset
+from metaclip_tasks.training.download import DownloadOptions
+from metaclip_tasks.curation.matching import Matcher
 from metaclip_tasks.metadata.build import MetadataParams
-from metaclip_tasks.pipeline import PAIRS_IMPORT, Ingest, MatchParams, PairsImport
-from metaclip_tasks.snapshots import PAPER_POOL2_RANGE, snapshot_date, snapshots_between
-from metaclip_tasks.stage import run
+from metaclip_tasks.stages import PAIRS_IMPORT, Ingest, MatchParams, PairsImport
+from metaclip_tasks.core.snapshots import PAPER_POOL2_RANGE, snapshot_date, snapshots_between
+from metaclip_tasks.core.stage import run
 
 DAG_IDS = {
     "metaclip_match_snapshot", "metaclip_pool_counts", "metaclip_balance", "metaclip_t_ablation",
@@ -335,7 +335,7 @@ def test_the_match_dag_ingests_a_crawl_from_common_crawl_first(dagbag, airflow_d
 def test_metadata_dag_builds_an_artifact_the_match_dag_takes(dagbag, three_snapshots, tmp_path: Path) -> None:
     import gzip
 
-    from metaclip_tasks.shared_data import WIKIPEDIA_SAMPLE
+    from metaclip_tasks.dev.shared_data import WIKIPEDIA_SAMPLE
 
     if not WIKIPEDIA_SAMPLE.is_file():
         pytest.skip("shared Wikipedia sample absent")
@@ -405,7 +405,7 @@ def test_download_dag_and_an_ablation_that_downloads_once(dagbag, airflow_db, co
 
 
 def test_train_dag_refuses_the_gpu_recipe_without_a_gpu(dagbag, airflow_db, capfd) -> None:
-    from metaclip_tasks.train import visible_gpus
+    from metaclip_tasks.training.train import visible_gpus
 
     if visible_gpus():
         pytest.skip("a GPU is visible here")
@@ -421,7 +421,7 @@ def test_ablation_downloads_once_trains_and_evaluates_per_t(dagbag, airflow_db, 
     assert run_.state == "success"
     (metrics,) = _store().list("metrics")
     assert metrics.stats["images"] == 79 and set(metrics.stats["zero_shot"]) == {"top1", "top5"}
-    from metaclip_tasks.cli import results_table
+    from metaclip_tasks.cli.main import results_table
 
     assert results_table(_store()).splitlines()[2].startswith(f"| {metrics.version} | metaclip-tiny | ")
     checkpoint = metrics.input("checkpoint")
@@ -474,8 +474,8 @@ def test_demo_dag_curates_what_the_demo_command_curates(dagbag, airflow_db, capt
                                                         tmp_path: Path, monkeypatch) -> None:  # fmt: skip
     """One stage implementation, two drivers: the demo DAG's curated artifact is the one
     ``run_demo`` (``metaclip demo``, no Dask) makes on a fresh root: same version, same files."""
-    from metaclip_tasks.demo import POOL, run_demo
-    from metaclip_tasks.snapshots import get_pool
+    from metaclip_tasks.dev.demo import POOL, run_demo
+    from metaclip_tasks.core.snapshots import get_pool
 
     monkeypatch.setenv("METACLIP_ROOT", str(tmp_path / "dag"))  # dag.test() runs the tasks in this process
     run_ = _run(dagbag, "metaclip_curation_demo", seed=0)

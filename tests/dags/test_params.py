@@ -8,8 +8,8 @@ from __future__ import annotations
 import jsonschema
 import pytest
 
-from metaclip_tasks import params as P
-from metaclip_tasks.curation import Subset
+from metaclip_tasks.core import params as P
+from metaclip_tasks.stages.plan import Subset
 from tests.dags.test_dags import DAG_IDS
 
 

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from metaclip_tasks import params as P
-from metaclip_tasks.artifacts import Artifact, ArtifactStore
+from metaclip_tasks.core import params as P
+from metaclip_tasks.core.artifacts import Artifact, ArtifactStore
 from metaclip_tasks.cli import main
-from metaclip_tasks.errors import CurationError
+from metaclip_tasks.core.errors import CurationError
 from metaclip_tasks.metadata.build import ENTRIES, SOURCES_FILE, MetadataParams, build_metadata
-from metaclip_tasks.pipeline import METADATA_BUILD, METADATA_IMPORT, MetadataImport
-from metaclip_tasks.shared_data import WIKIPEDIA_SAMPLE
-from metaclip_tasks.stage import run
+from metaclip_tasks.stages import METADATA_BUILD, METADATA_IMPORT, MetadataImport
+from metaclip_tasks.dev.shared_data import WIKIPEDIA_SAMPLE
+from metaclip_tasks.core.stage import run
 
 # the sample is ~0.5M tokens: the paper's thresholds scaled down
 SCALED = {"min_unigram_count": 20, "min_pmi": 12.0, "min_bigram_count": 2, "min_title_views": 5}

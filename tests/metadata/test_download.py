@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from metaclip_tasks.errors import CurationError
+from metaclip_tasks.core.errors import CurationError
 from metaclip_tasks.metadata.download import (
     download,
     pageviews_url,

@@ -8,7 +8,7 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from metaclip_tasks.errors import CurationError
+from metaclip_tasks.core.errors import CurationError
 from metaclip_tasks.metadata.store import check_entries, load_metadata, metadata_report
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from metaclip_tasks.errors import CurationError
+from metaclip_tasks.core.errors import CurationError
 from metaclip_tasks.metadata.titles import count_pageviews, pageview_file_name, select_titles
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from metaclip_tasks.errors import CurationError
+from metaclip_tasks.core.errors import CurationError
 from metaclip_tasks.metadata.wikipedia import (
     NgramCounts,
     count_dumps,
@@ -20,7 +20,7 @@ from metaclip_tasks.metadata.wikipedia import (
     select_unigrams,
     tokenize,
 )  # fmt: skip
-from metaclip_tasks.shared_data import WIKIPEDIA_SAMPLE
+from metaclip_tasks.dev.shared_data import WIKIPEDIA_SAMPLE
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def test_pruning_keeps_memory_bounded_with_a_stated_error() -> None:
 
 
 def test_dask_counts_equal_serial_counts(sample: Path) -> None:
-    from metaclip_tasks.cluster import dask_client
+    from metaclip_tasks.runtime.cluster import dask_client
 
     serial = count_dumps([sample])
     with dask_client(work=2) as client:
