@@ -166,7 +166,7 @@ def _dask_diagnostics() -> None:
 
 
 class _DenseEachBatch:
-    """A shard's counts as match_shard made them before matching._Tally: a dense vector per batch, added."""
+    """A shard's counts as match_shard made them before matching.Tally: a dense vector per batch, added."""
 
     def __init__(self, num_entries: int) -> None:
         self.counts = np.zeros(num_entries, dtype=np.uint64)
@@ -191,9 +191,9 @@ def _arrow_threads_per_core() -> None:
 
 
 WITHOUT = {
-    "writeback": lambda: setattr(files, "_SYNC_FILE_RANGE", None),
+    "writeback": lambda: setattr(files, "SYNC_FILE_RANGE_CALL", None),
     "lean-diagnostics": _dask_diagnostics,
-    "tally": lambda: setattr(matching, "_Tally", _DenseEachBatch),
+    "tally": lambda: setattr(matching, "Tally", _DenseEachBatch),
     "worker-threads": _arrow_threads_per_core,
 }
 

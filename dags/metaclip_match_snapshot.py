@@ -24,6 +24,7 @@ from metaclip_airflow import (
     bad_input_fails,
     cluster,
     dataclass_params,
+    fields_of,
     from_params,
     metadata_param,
     optional_text_param,
@@ -35,10 +36,7 @@ from metaclip_airflow import (
 from metaclip_timetable import CommonCrawlTimetable
 
 from metaclip_tasks.stages import plan
-from metaclip_tasks.core.errors import CurationError
-from metaclip_tasks.stages import INGEST, PAIRS_IMPORT, Ingest, MatchParams, PairsImport, ingest_inputs
-from metaclip_tasks.core.snapshots import check_snapshot, snapshot_for_date
-from metaclip_tasks.core.stage import run
+from metaclip_tasks.stages import Ingest, MatchParams, PairsImport
 
 with DAG(
     dag_id="metaclip_match_snapshot",
@@ -76,25 +74,13 @@ with DAG(
         context = get_current_context()
         params = context["params"]
         with bad_input_fails():
-            if params["snapshot"]:
-                snapshot = check_snapshot(params["snapshot"])
-            elif context.get("logical_date"):
-                snapshot = snapshot_for_date(context["logical_date"].date())
-            else:
-                raise CurationError("a manual run needs the snapshot parameter")
+            logical = context.get("logical_date")
+            snapshot = plan.run_snapshot(params["snapshot"], logical.date() if logical else None)
             meta = plan.metadata(store(), params["metadata_version"])
-            if params["raw_source"]:
-                source = snapshot if params["raw_source"] == "commoncrawl" else params["raw_source"].replace("{snapshot}", snapshot)
-                ingest = from_params(Ingest, params, snapshot=snapshot, sources=[source])
-                with cluster(len(ingest_inputs(ingest))) as client:
-                    imported = run(store(), INGEST, ingest, client=client)
-            elif params["pairs_source"]:
-                source = params["pairs_source"].replace("{snapshot}", snapshot)
-                imported = run(
-                    store(), PAIRS_IMPORT, from_params(PairsImport, params, snapshot=snapshot, sources=[source])
-                )
-            else:
-                imported = plan.latest_pairs(store(), snapshot)
+            imported = plan.snapshot_pairs(
+                store(), snapshot, raw_source=params["raw_source"], pairs_source=params["pairs_source"],
+                ingest=fields_of(Ingest, params, skip=("snapshot", "sources")),
+                pairs_import=fields_of(PairsImport, params, skip=("snapshot", "sources", "rows")), cluster=cluster)
         return {"snapshot": snapshot, "pairs": publish(imported), "metadata": summary(meta)}
 
     @task(outlets=[MATCHED_ASSET], **DASK_RETRIES)

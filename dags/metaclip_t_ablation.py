@@ -8,8 +8,6 @@ view of it; with ``train`` a model is trained and evaluated per t: the paper's T
 
 from __future__ import annotations
 
-import os
-from dataclasses import replace
 from datetime import timedelta
 
 from airflow.sdk import Param, get_current_context, task
@@ -23,6 +21,8 @@ from metaclip_airflow import (
     artifact,
     bad_input_fails,
     cluster,
+    dataclass_params,
+    from_params,
     manual_dag,
     metadata_param,
     pool_param,
@@ -34,9 +34,7 @@ from metaclip_airflow import (
 )  # fmt: skip
 
 from metaclip_tasks.stages import plan
-from metaclip_tasks.core.errors import CurationError
-from metaclip_tasks.dev.shared_data import COCO
-from metaclip_tasks.training.train import RECIPES
+from metaclip_tasks.training.train import TrainChoice
 
 with manual_dag(
     "metaclip_t_ablation",
@@ -71,14 +69,7 @@ with manual_dag(
             title="Train and evaluate",
             description="train open_clip per t on its (downloaded) subset and evaluate it; needs download",
         ),
-        "recipe": Param(
-            "tiny-cpu",
-            type="string",
-            enum=sorted(RECIPES),
-            title="Recipe",
-            description="training recipe per t (vit-b-32: the paper's, on GPUs)",
-        ),
-        "device": Param("cpu", type="string", enum=["cuda", "cpu"], title="Device", description="where to train"),
+        **dataclass_params(TrainChoice),
         "online_balancing": Param(
             False,
             type="boolean",
@@ -96,8 +87,7 @@ with manual_dag(
         """The t of every requested value, refusing both lists, neither, or bad values before any work."""
         params = get_current_context()["params"]
         with bad_input_fails():
-            if params["train"] and not params["download"]:
-                raise CurationError("train needs download: the models train on the downloaded images")
+            plan.check_ablation_steps(download=params["download"], train=params["train"])
             counts = plan.counted_pool(store(), params["pool"], params["metadata_version"])
             ts = plan.ablation_ts(counts, params["t_values"], params["tail_ratios"])
             warn([w for ratio in params["tail_ratios"] for w in plan.t_warnings(counts, None, ratio)])
@@ -130,17 +120,12 @@ with manual_dag(
         params = get_current_context()["params"]
         if not params["train"]:
             return None
-        config = replace(RECIPES[params["recipe"]], device=params["device"])
         with bad_input_fails():
-            plan = plan.DownloadPlan(
+            download = plan.DownloadPlan(
                 item["t"], artifact(item["downloaded"]), artifact(item["view"]) if item["view"] else None
             )
             checkpoint, metrics = plan.train_and_evaluate(
-                store(),
-                plan,
-                config,
-                os.environ.get("METACLIP_EVAL_COCO", str(COCO)),
-                online=params["online_balancing"],
+                store(), download, from_params(TrainChoice, params).config(), online=params["online_balancing"]
             )
         publish(checkpoint, t=item["t"])
         return publish(metrics, t=item["t"])

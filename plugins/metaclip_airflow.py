@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -17,11 +16,11 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from metaclip_tasks.core import params as P
 from metaclip_tasks.core.artifacts import Artifact, ArtifactStore
+from metaclip_tasks.core.errors import CurationError
+from metaclip_tasks.core.settings import artifact_root, scheduler_address
+from metaclip_tasks.core.snapshots import SNAPSHOTS, load_pools
 from metaclip_tasks.runtime.cluster import dask_client
 from metaclip_tasks.stages.plan import Subset, key_stats
-from metaclip_tasks.core.errors import CurationError
-from metaclip_tasks.core.settings import artifact_root
-from metaclip_tasks.core.snapshots import SNAPSHOTS, load_pools
 
 ASSET_SCHEME = "x-metaclip"
 # One asset per kind of artifact a DAG publishes, named by a URI of Airflow's custom-scheme form: a scheme
@@ -67,8 +66,8 @@ def store() -> ArtifactStore:
 
 def dask_address() -> str | None:
     """``$DASK_SCHEDULER_ADDRESS``, else the Airflow connection ``dask_default``, else None (local)."""
-    if os.environ.get("DASK_SCHEDULER_ADDRESS"):
-        return os.environ["DASK_SCHEDULER_ADDRESS"]
+    if scheduler_address():
+        return scheduler_address()
     try:
         from airflow.sdk import Connection
 
@@ -110,10 +109,15 @@ def _jsonable(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
+def fields_of(cls: type, params: Mapping[str, Any], skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A run's params that are fields of the dataclass ``cls`` (less ``skip``)."""
+    names = {f.name for f in dataclasses.fields(cls)} - set(skip)
+    return {k: v for k, v in params.items() if k in names}
+
+
 def from_params(cls: type, params: Mapping[str, Any], **extra: Any) -> Any:
     """The dataclass ``cls`` from a run's params (its fields only), checked."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    return P.from_mapping(cls, {**{k: v for k, v in params.items() if k in names}, **extra})
+    return P.from_mapping(cls, {**fields_of(cls, params), **extra})
 
 
 def pool_param() -> Param:

@@ -18,15 +18,16 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-import tempfile
 from pathlib import Path
+
+from metaclip_tasks.core.settings import checked_dir
 
 RACY_SECONDS = 2
 
 
 def _folder() -> Path | None:
     """The record's folder, made if absent (0700); None when it is not this user's, or others could write to it."""
-    folder = Path(os.environ.get("METACLIP_CHECKED_DIR") or Path(tempfile.gettempdir()) / f"metaclip-checked-{os.getuid()}")
+    folder = checked_dir()
     try:
         folder.mkdir(mode=0o700, exist_ok=True)
         st = folder.lstat()

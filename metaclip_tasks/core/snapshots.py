@@ -17,6 +17,7 @@ from datetime import date
 from pathlib import Path
 
 from metaclip_tasks.core.errors import CurationError
+from metaclip_tasks.core.settings import pools_file
 
 _WEEKS = {
     2013: (20, 48),
@@ -94,7 +95,7 @@ def load_pools(path: str | os.PathLike | None = None) -> dict[str, Pool]:
     Each table names a pool: ``snapshots = [...]`` or ``first``/``last``, optional
     ``target_tail_ratio`` and ``description``.
     """
-    path = Path(path or os.environ.get("METACLIP_POOLS") or DEFAULT_POOLS_FILE)
+    path = Path(path or pools_file() or DEFAULT_POOLS_FILE)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as e:

@@ -13,13 +13,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from metaclip_tasks.stages import plan
 from metaclip_tasks.core import files
 from metaclip_tasks.core.artifacts import Artifact, ArtifactStore
-from metaclip_tasks.stages import INGEST, PAIRS_IMPORT, Ingest, PairsImport, RAW_SUFFIXES
-from metaclip_tasks.dev.shared_data import CAPTIONS, WARC
 from metaclip_tasks.core.snapshots import get_pool
 from metaclip_tasks.core.stage import run
+from metaclip_tasks.dev.shared_data import CAPTIONS, WARC
+from metaclip_tasks.stages import INGEST, PAIRS_IMPORT, RAW_SUFFIXES, Ingest, PairsImport, plan
 
 POOL = "demo"
 SHARDS_PER_SNAPSHOT = 2

@@ -1,13 +1,11 @@
-"""Where the project's shared real data lives: ``../shared/data`` beside the repository,
-or ``$METACLIP_SHARED_DATA``.  Tests skip and the demo falls back when it is absent."""
+"""The project's shared real data (``settings.shared_data_dir``): tests skip and the demo falls back when it is absent."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+from metaclip_tasks.core.settings import eval_coco, shared_data_dir
 
-SHARED_DATA = Path(os.environ.get("METACLIP_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+SHARED_DATA = shared_data_dir()
 CAPTIONS = SHARED_DATA / "captions" / "img2dataset_test_10000.parquet"
 WIKIPEDIA_SAMPLE = SHARED_DATA / "wikipedia" / "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
-COCO = SHARED_DATA / "coco_mini"
+COCO = eval_coco()
 WARC = SHARED_DATA / "warc"

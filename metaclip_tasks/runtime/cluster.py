@@ -12,7 +12,6 @@ import errno
 import fcntl
 import logging
 import os
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -26,11 +25,11 @@ import pyarrow as pa
 from dask.distributed import Client, LocalCluster
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from metaclip_tasks.core.settings import dask_slots_dir, scheduler_address
+
 
 def _slots_dir() -> Path:
-    path = Path(
-        os.environ.get("METACLIP_DASK_SLOTS") or Path(tempfile.gettempdir()) / f"metaclip-dask-slots-{os.getuid()}"
-    )
+    path = dask_slots_dir()
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -129,7 +128,7 @@ def dask_client(address: str | None = None, work: int | None = None) -> Iterator
     under Airflow's LocalExecutor is ``bin/airflow``, and the nannies never start; Dask's
     diagnostics run at a batch job's pace (:data:`LOCAL_CLUSTER_CONFIG`).
     """
-    address = address or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    address = address or scheduler_address()
     if address:
         with Client(address) as client:
             client.register_plugin(ArrowOnWorkers())

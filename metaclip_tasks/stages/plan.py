@@ -7,7 +7,9 @@ of the artifact store, so the same decision holds wherever the pipeline is drive
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from datetime import date
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -25,19 +27,25 @@ from metaclip_tasks.stages import (
     DOWNLOAD,
     DOWNLOAD_VIEW,
     EVALUATE,
+    INGEST,
     MATCH,
     METADATA_BUILD,
+    PAIRS_IMPORT,
     POOL_COUNTS,
     TRAIN,
     BalanceParams,
     EvaluateParams,
+    Ingest,
     MatchParams,
     NoParams,
+    PairsImport,
     PoolCountsParams,
+    ingest_inputs,
 )
-from metaclip_tasks.core.snapshots import Pool, check_snapshot, get_pool
+from metaclip_tasks.core.settings import eval_coco
+from metaclip_tasks.core.snapshots import Pool, check_snapshot, get_pool, snapshot_for_date
 from metaclip_tasks.core.stage import find, run
-from metaclip_tasks.training.train import TrainConfig
+from metaclip_tasks.training.train import TrainChoice, TrainConfig
 
 WORDNET_ONLY = MetadataParams(sources=("wordnet",))  # MetaCLIP's WordNet entries: the default metadata
 
@@ -95,6 +103,35 @@ def match(store: ArtifactStore, pairs: Artifact, meta: Artifact, client: Any = N
 def match_snapshot(store: ArtifactStore, snapshot: str, meta: Artifact, client: Any = None, backend: str = "tokens") -> Artifact:
     """The snapshot's newest pairs matched against ``meta``."""
     return match(store, latest_pairs(store, snapshot), meta, client, backend)
+
+
+def run_snapshot(snapshot: str | None, logical_date: date | None) -> str:
+    """A scheduled run's snapshot: the one asked for, else the crawl of the run's logical date."""
+    if snapshot:
+        return check_snapshot(snapshot)
+    if logical_date is not None:
+        return snapshot_for_date(logical_date)
+    raise CurationError("a manual run needs the snapshot parameter")
+
+
+def snapshot_pairs(store: ArtifactStore, snapshot: str, *, raw_source: str | None = None, pairs_source: str | None = None,
+                   ingest: Mapping[str, Any] | None = None, pairs_import: Mapping[str, Any] | None = None,
+                   cluster: Callable[[int], AbstractContextManager[Any]] = lambda work: nullcontext()) -> Artifact:
+    """The pairs a snapshot's match takes: ingested from its raw files when ``raw_source`` is given
+    (``commoncrawl``: the crawl's own files; else files, a directory or glob with ``{snapshot}``
+    replaced), else imported from ``pairs_source`` parquet files, else its newest pairs artifact.
+    ``ingest`` and ``pairs_import`` hold further params of those stages; ``cluster(work)`` gives the
+    Dask client for ``work`` files."""
+    if raw_source:
+        source = snapshot if raw_source == "commoncrawl" else raw_source.replace("{snapshot}", snapshot)
+        params = P.from_mapping(Ingest, {**(ingest or {}), "snapshot": snapshot, "sources": [source]})
+        with cluster(len(ingest_inputs(params))) as client:
+            return run(store, INGEST, params, client=client)
+    if pairs_source:
+        source = pairs_source.replace("{snapshot}", snapshot)
+        return run(store, PAIRS_IMPORT, P.from_mapping(PairsImport, {**(pairs_import or {}), "snapshot": snapshot,
+                                                                     "sources": [source]}))
+    return latest_pairs(store, snapshot)
 
 
 def pool_matched(store: ArtifactStore, pool: Pool, meta: Artifact | None, *, required: bool = True) -> list[Artifact] | None:
@@ -186,6 +223,12 @@ def curated_subset(store: ArtifactStore, subset: Subset, client: Any = None) -> 
     return balance(store, counts, pool_t(counts, subset.t, subset.target_tail_ratio), subset.seed, client)
 
 
+def check_ablation_steps(*, download: bool, train: bool) -> None:
+    """A t ablation trains only on what it downloaded."""
+    if train and not download:
+        raise CurationError("train needs download: the models train on the downloaded images")
+
+
 def ablation_ts(counts: Artifact, t_values: Sequence[int], tail_ratios: Sequence[float]) -> list[int]:
     """The distinct t of every requested value, sorted; both lists, or neither, is an error."""
     if bool(t_values) == bool(tail_ratios):
@@ -249,8 +292,21 @@ def download_subset(store: ArtifactStore, subset: Subset, options: DownloadOptio
     return run(store, DOWNLOAD, options, {"curated": balance(store, counts, cap, subset.seed, client)}, log=log)
 
 
-def train_and_evaluate(store: ArtifactStore, plan_or_download: DownloadPlan | Artifact, config: TrainConfig, eval_set: str,
-                       log: Any = print, online: bool = False) -> tuple[Artifact, Artifact]:  # fmt: skip
+def train_subset(store: ArtifactStore, subset: Subset, choice: TrainChoice, downloaded: Artifact, *, online: bool = False,
+                 log: Any = print) -> Artifact:
+    """A model trained on a subset's download; ``online`` (a download budget was given): the loader
+    balances the download for the subset's t each epoch (paper A.2)."""
+    config = replace(choice.config(), balance_t=subset_t(store, subset) if online else None)
+    return run(store, TRAIN, config, {"downloaded": downloaded}, log=log)
+
+
+def evaluate(store: ArtifactStore, checkpoint: Artifact, eval_set: str | None = None) -> Artifact:
+    """A checkpoint's zero-shot and retrieval scores on a COCO-style set (default: ``settings.eval_coco``)."""
+    return run(store, EVALUATE, EvaluateParams(str(eval_set or eval_coco())), {"checkpoint": checkpoint})
+
+
+def train_and_evaluate(store: ArtifactStore, plan_or_download: DownloadPlan | Artifact, config: TrainConfig,
+                       eval_set: str | None = None, log: Any = print, online: bool = False) -> tuple[Artifact, Artifact]:
     """A model trained on a download (or a view of it), then evaluated: (checkpoint, metrics). ``online``:
     a plan's t is balanced in the loader over the whole download, not trained on as its fixed view."""
     if isinstance(plan_or_download, DownloadPlan) and online:
@@ -261,7 +317,7 @@ def train_and_evaluate(store: ArtifactStore, plan_or_download: DownloadPlan | Ar
     else:
         inputs = {"downloaded": plan_or_download, "view": None}
     checkpoint = run(store, TRAIN, config, inputs, log=log)
-    return checkpoint, run(store, EVALUATE, EvaluateParams(str(eval_set)), {"checkpoint": checkpoint})
+    return checkpoint, evaluate(store, checkpoint, eval_set)
 
 
 def ablation_table(store: ArtifactStore, counts: Artifact, curated: Sequence[Artifact], plans: Sequence[DownloadPlan] = (),
@@ -272,3 +328,111 @@ def ablation_table(store: ArtifactStore, counts: Artifact, curated: Sequence[Art
     inputs = {"pool_counts": counts, "curated": sorted(curated, key=lambda a: a.params["t"]), "downloaded": downloaded,
               "views": views, "metrics": list(metrics)}  # fmt: skip
     return run(store, ABLATION, NoParams(), inputs)
+
+
+def subset_download(store: ArtifactStore, subset: Subset, online: OnlineDownload | None = None) -> Artifact:
+    """The newest download of a curated subset (with a download budget: of the superset the loader
+    balances from), found and never made: a missing one is an error that says how to make it."""
+    subset = P.check(subset)
+    budget = P.check(online or OnlineDownload()).download_budget
+    pool = check_subset(store, subset)
+    meta = existing_metadata(store, subset.metadata_version)
+    matched = pool_matched(store, pool, meta)
+    counts = find(store, POOL_COUNTS, PoolCountsParams(pool.name, pool.target_tail_ratio), {"matched": matched, "metadata": meta})
+    curated = None
+    if counts is not None:
+        cap = download_cap(load_counts(counts.stored(COUNTS)), pool_t(counts, subset.t, subset.target_tail_ratio), budget)
+        curated = find(store, BALANCE, BalanceParams(cap, subset.seed), {"pool_counts": counts, "matched": matched})
+    made_from = {("curated", curated.version)} if curated else set()
+    found = [a for a in store.list("downloaded") if {(i["stage"], i["version"]) for i in a.manifest["inputs"]} & made_from]
+    if not found:
+        asked = f"t={subset.t}" if subset.t is not None else f"target tail ratio {subset.target_tail_ratio or pool.target_tail_ratio}"
+        within = f", download budget {budget:,}" if budget is not None else ""
+        raise CurationError(f"no download of pool {pool.name}'s subset ({asked}, seed {subset.seed}{within}) under {store.root}: "
+                            "download it first (metaclip download, or the metaclip_train DAG)")  # fmt: skip
+    return found[-1]
+
+
+def checkpoint(store: ArtifactStore, version: str | None = None) -> Artifact:
+    """The checkpoint ``version``, or the newest one; none is an error that says how to make one."""
+    if version:
+        return store.require("checkpoint", version)
+    found = store.list("checkpoint")
+    if not found:
+        raise CurationError(f"no checkpoint under {store.root}: train one first (metaclip train, or the metaclip_train DAG)")
+    return found[-1]
+
+
+def check_eval_set(eval_set: str | None = None) -> str:
+    """A COCO-style evaluation set (default: ``settings.eval_coco``) refused before any work unless its
+    annotations read and name images present under val2017/; returns its path."""
+    from metaclip_tasks.training.evaluate import load_coco
+
+    path = str(eval_set or eval_coco())
+    try:
+        images = load_coco(path).images
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CurationError(f"eval set {path} is not a COCO-style folder (val2017/ images, annotations/): {e}") from e
+    if not images:
+        raise CurationError(f"eval set {path} has none of its annotated images under val2017/")
+    return path
+
+
+def _like(cls: type, name: str) -> Any:
+    """A field with the default and description of the field ``name`` of the dataclass ``cls``."""
+    f = cls.__dataclass_fields__[name]
+    return field(default=f.default, metadata=f.metadata)
+
+
+@dataclass(frozen=True)
+class TAblation:
+    """A t ablation of a pool (the paper's Table 6): a balanced subset per t, the largest downloaded once
+    (the others views of it), a model trained and evaluated per t, and the comparison."""
+
+    pool: str = _like(Subset, "pool")
+    t_values: tuple[int, ...] = field(default=(), metadata={"help": "the t values to compare (or tail ratios)", "minimum": 1})
+    tail_ratios: tuple[float, ...] = field(default=(), metadata={
+        "help": "target tail ratios whose t values to compare (or t values)", "exclusiveMinimum": 0, "exclusiveMaximum": 1})
+    seed: int = _like(Subset, "seed")
+    metadata_version: str | None = _like(Subset, "metadata_version")
+    download: bool = field(default=False, metadata={
+        "help": "download the largest subset once (img2dataset); each smaller one is a view of it"})
+    train: bool = field(default=False, metadata={"help": "train and evaluate a model per t on its images (needs download)"})
+    online_balancing: bool = field(default=False, metadata={
+        "help": "train each t on the whole download, re-balanced for t in the loader each epoch (paper A.2)"})  # fmt: skip
+
+
+def check_t_ablation(store: ArtifactStore, ablation: TAblation, choice: TrainChoice | None = None,
+                     eval_set: str | None = None) -> TAblation:  # fmt: skip
+    """A t ablation refused before any work when bad: its values, t values or tail ratios (one list),
+    its steps, the pool and its matches, and when it trains the device and the eval set."""
+    from metaclip_tasks.training.train import check_device
+
+    ablation = P.check(ablation)
+    if bool(ablation.t_values) == bool(ablation.tail_ratios):
+        raise CurationError("give t_values or tail_ratios (one non-empty list), not both")
+    check_ablation_steps(download=ablation.download, train=ablation.train)
+    pool_matched(store, get_pool(ablation.pool), existing_metadata(store, ablation.metadata_version))
+    if ablation.train:
+        check_device(P.check(choice or TrainChoice()).config())
+        check_eval_set(eval_set)
+    return ablation
+
+
+def run_t_ablation(store: ArtifactStore, ablation: TAblation, choice: TrainChoice | None = None,
+                   options: DownloadOptions | None = None, eval_set: str | None = None, client: Any = None,
+                   log: Callable[[str], object] = print,
+                   warn: Callable[[Sequence[str]], object] = lambda warnings: None) -> Artifact:  # fmt: skip
+    """The whole t ablation in one process, the steps of the metaclip_t_ablation DAG in turn: each value's t
+    on the pool's counts (``warn``: targets the pool cannot reach), a subset per t, the download once, a
+    model per t, then the comparison artifact."""
+    ablation = check_t_ablation(store, ablation, choice, eval_set)
+    counts = counted_pool(store, ablation.pool, ablation.metadata_version)
+    ts = ablation_ts(counts, ablation.t_values, ablation.tail_ratios)
+    warn([w for ratio in ablation.tail_ratios for w in t_warnings(counts, None, ratio)])
+    curated = [balance(store, counts, t, ablation.seed, client) for t in ts]
+    plans = download_once(store, curated, options, log) if ablation.download else []
+    config = (choice or TrainChoice()).config()
+    metrics = [train_and_evaluate(store, p, config, eval_set, log, ablation.online_balancing)[1]
+               for p in plans] if ablation.train else []  # fmt: skip
+    return ablation_table(store, counts, curated, plans, metrics)

@@ -14,8 +14,9 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 from metaclip_tasks.core.errors import CurationError
 from metaclip_tasks.training.online import LOG_FLAG, RULE_FLAG
@@ -23,34 +24,76 @@ from metaclip_tasks.training.online import LOG_FLAG, RULE_FLAG
 MODEL_CONFIGS = Path(__file__).with_name("model_configs")
 
 
+PRECISIONS = ["amp", "amp_bf16", "bf16", "fp16", "fp32"]
+DEVICES = ["cuda", "cpu"]
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """What open_clip trains with; the defaults are the paper's ViT-B/32 recipe (GPU)."""
 
-    model: str = "ViT-B-32-quickgelu"
-    global_batch_size: int = 32_768
-    epochs: int = 32
-    lr: float = 5e-4
-    warmup: int = 2_000
-    weight_decay: float = 0.2
-    beta2: float = 0.98
-    eps: float = 1e-6
-    precision: str = "amp"
-    accum_freq: int = 1  # micro-batches per step; the contrastive loss still sees the whole global batch
-    resampled: bool = False  # sample shards with replacement (an "epoch" is then num_samples draws)
-    workers: int = 8
-    device: str = "cuda"  # "cpu" only when asked for explicitly
-    gpus: int = 0  # 0: every visible GPU
-    seed: int = 0
+    model: str = field(default="ViT-B-32-quickgelu", metadata={"help": "an open_clip model name"})
+    global_batch_size: int = field(default=32_768, metadata={
+        "help": "samples per step over every GPU and accumulation step", "minimum": 1})
+    epochs: int = field(default=32, metadata={"help": "passes over the data", "minimum": 1})
+    lr: float = field(default=5e-4, metadata={"help": "peak learning rate (AdamW, cosine)", "title": "Learning rate",
+                                               "exclusiveMinimum": 0})
+    warmup: int = field(default=2_000, metadata={"help": "warm-up steps", "title": "Warm-up steps", "minimum": 0})
+    weight_decay: float = field(default=0.2, metadata={"help": "AdamW weight decay", "minimum": 0})
+    beta2: float = field(default=0.98, metadata={"help": "AdamW beta2", "exclusiveMinimum": 0, "exclusiveMaximum": 1})
+    eps: float = field(default=1e-6, metadata={"help": "AdamW epsilon", "exclusiveMinimum": 0})
+    precision: str = field(default="amp", metadata={"help": "open_clip's --precision", "enum": PRECISIONS})
+    accum_freq: int = field(default=1, metadata={
+        "help": "micro-batches per step: global batch = per-GPU batch x GPUs x this; the contrastive loss still "
+                "sees the whole global batch (fewer GPUs than the paper's 64)", "title": "Accumulation steps",
+        "minimum": 1})
+    resampled: bool = field(default=False, metadata={
+        "help": "sample shards with replacement (an epoch is then num_samples draws)"})
+    workers: int = field(default=8, metadata={
+        "help": "data-loader processes per GPU (the loader, not the GPU, bounds a ViT-B/32 step: BENCHMARKS.md)",
+        "title": "Data-loader processes per GPU", "minimum": 0})
+    device: str = field(default="cuda", metadata={"help": "cpu trains on the CPU (only when asked for)", "enum": DEVICES})
+    gpus: int = field(default=0, metadata={"help": "GPUs to train on; 0: every visible GPU", "minimum": 0})
+    seed: int = field(default=0, metadata={"help": "the trainer's seed", "minimum": 0})
     balance_t: int | None = field(default=None, metadata={
         "help": "balancing in the loader (paper A.2): re-draw the head for this t each epoch; empty: the download as it is",
-        "minimum": 1, "identity": "when-set"})  # fmt: skip
+        "minimum": 1, "identity": "when-set"})
 
 
 PAPER_VIT_B32 = TrainConfig()
 TINY_CPU = TrainConfig(model="metaclip-tiny", global_batch_size=16, epochs=1, lr=1e-3, warmup=1, precision="fp32",
-                       workers=0, device="cpu")  # fmt: skip
+                       workers=0, device="cpu")
 RECIPES = {"vit-b-32": PAPER_VIT_B32, "tiny-cpu": TINY_CPU}
+
+
+def _override(name: str) -> Any:
+    """An optional field that overrides the recipe's ``name``, described as TrainConfig describes it."""
+    meta = next(f.metadata for f in fields(TrainConfig) if f.name == name)
+    return field(default=None, metadata={**meta, "help": f"{meta['help']}; empty: the recipe's"})
+
+
+@dataclass(frozen=True)
+class TrainChoice:
+    """A training run as a user asks for it (the command line, a DAG's form): a recipe and what to change in it."""
+
+    recipe: str = field(default="vit-b-32", metadata={
+        "help": "vit-b-32: the paper's (QuickGELU, batch 32768, lr 5e-4, 2k warm-up, GPU); tiny-cpu: a 2-layer model "
+                "for a CPU", "enum": sorted(RECIPES)})
+    device: str | None = _override("device")
+    model: str | None = _override("model")
+    epochs: int | None = _override("epochs")
+    warmup: int | None = _override("warmup")
+    precision: str | None = _override("precision")
+    global_batch_size: int | None = _override("global_batch_size")
+    accum_freq: int | None = _override("accum_freq")
+    lr: float | None = _override("lr")
+    loader_workers: int | None = _override("workers")  # not ``workers``: the command line's Dask workers
+
+    def config(self) -> TrainConfig:
+        """The recipe's config with every given field in place of the recipe's."""
+        given = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("recipe", "loader_workers")}
+        given["workers"] = self.loader_workers
+        return replace(RECIPES[self.recipe], **{k: v for k, v in given.items() if v is not None})
 
 
 def visible_gpus() -> int:

@@ -22,12 +22,12 @@ import numpy as np
 import pyarrow as pa
 
 from metaclip_tasks.core.artifacts import Artifact, ArtifactStore
-from metaclip_tasks.curation.counting import COUNTS_DTYPE, load_counts
+from metaclip_tasks import stages
+from metaclip_tasks.curation.counting import COUNTS, COUNTS_DTYPE, load_counts
 from metaclip_tasks.core.errors import CurationError
 
 PREFIX = "/metaclip"  # where the plugin mounts the view
-POOL_COUNTS, CURATED, ABLATION = "pool_counts", "curated", "t_ablation"  # artifact kinds (pipeline.STAGES)
-COUNTS = "counts.npy"  # a pool_counts artifact's per-entry counts (pipeline.COUNTS)
+POOL_COUNTS, CURATED, ABLATION = (s.artifact for s in (stages.POOL_COUNTS, stages.BALANCE, stages.ABLATION))
 MAX_POINTS = 2000  # points of a curve sent to the browser
 TOP_K = 50
 _STAGE = re.compile(r"[a-z][a-z0-9_]{0,63}")

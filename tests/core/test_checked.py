@@ -27,7 +27,7 @@ def hashed(monkeypatch) -> list[str]:
     calls: list[str] = []
     real = files.describe
     monkeypatch.setattr(files, "describe", lambda fs, path: calls.append(path) or real(fs, path))
-    monkeypatch.setattr(files, "_VERIFIED", set())
+    monkeypatch.setattr(files, "VERIFIED", set())
     return calls
 
 

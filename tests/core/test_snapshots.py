@@ -9,6 +9,7 @@ import pytest
 
 from metaclip_tasks.core.errors import CurationError
 from metaclip_tasks.core.snapshots import (
+    DEFAULT_POOLS_FILE,
     PAPER_POOL2_RANGE,
     SNAPSHOTS,
     check_snapshot,

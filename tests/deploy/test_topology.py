@@ -37,7 +37,8 @@ import pytest
 from metaclip_tasks.stages import plan
 from metaclip_tasks.core.artifacts import ArtifactStore
 from metaclip_tasks.stages.plan import Subset
-from metaclip_tasks.dev.local_airflow import ADMIN, SIMPLE_AUTH_MANAGER, admin_password, airflow_env, password_file
+from metaclip_tasks.dev.airflow_api import ADMIN
+from metaclip_tasks.dev.local_airflow import SIMPLE_AUTH_MANAGER, admin_password, airflow_env, password_file
 from metaclip_tasks.stages import PAIRS_IMPORT, PairsImport
 REPO = Path(__file__).resolve().parents[2]  # the source checkout
 from metaclip_tasks.core.snapshots import get_pool

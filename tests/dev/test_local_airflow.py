@@ -19,7 +19,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from metaclip_tasks.dev.local_airflow import ADMIN, admin_password, all_healthy, api_ready, api_token, password_file
+from metaclip_tasks.dev.airflow_api import ADMIN, all_healthy, api_ready, api_token
+from metaclip_tasks.dev.local_airflow import admin_password, password_file
 from metaclip_tasks.core.settings import REPO
 
 pytestmark = pytest.mark.skipif(
@@ -225,7 +226,7 @@ def test_what_ignores_sigterm_is_killed_orphans_included(tmp_path: Path) -> None
     """No Airflow: a service that ignores SIGTERM and has started, in a session of its own, a process
     that also ignores it (like a task process and its Dask workers). Both are gone once ``stop()``
     returns, the first by SIGKILL of its group, the orphan found among the descendants seen before."""
-    from metaclip_tasks.dev.local_airflow import Supervisor
+    from metaclip_tasks.dev.supervisor import Supervisor
 
     lines: list[str] = []
     supervisor = Supervisor(dict(os.environ), 0, tmp_path, stop_timeout=3, say=lines.append)
@@ -250,7 +251,7 @@ def test_what_ignores_sigterm_is_killed_orphans_included(tmp_path: Path) -> None
 def test_stopping_never_touches_other_children_of_the_process(tmp_path: Path) -> None:
     """A supervisor inside a bigger process (a test session with its own servers) stops only what
     its services started: a sibling child of the same process keeps running."""
-    from metaclip_tasks.dev.local_airflow import Supervisor
+    from metaclip_tasks.dev.supervisor import Supervisor
 
     sibling = subprocess.Popen(["sh", "-c", "while :; do sleep 0.2; done"])
     try:

@@ -365,10 +365,10 @@ def _wat_read(stream, monkeypatch) -> tuple[list[list[dict]], dict, list[int]]:
         skips.append(skip)
         return records(stream, record_type, counts, skip)
 
-    monkeypatch.setattr(ingest, "_records", spied)
+    monkeypatch.setattr(extract, "records", spied)
     counts: Counter = Counter()
     tables = [t.to_pylist() for t in extract.wat_links(stream, counts)]
-    monkeypatch.setattr(ingest, "_records", records)
+    monkeypatch.setattr(extract, "records", records)
     return tables, {k: v for k, v in counts.items() if v}, skips
 
 

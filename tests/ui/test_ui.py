@@ -29,7 +29,8 @@ import psutil
 import pytest
 
 from metaclip_tasks.core.artifacts import ArtifactStore
-from metaclip_tasks.dev.local_airflow import ADMIN, all_healthy, api_ready, api_token, password_file
+from metaclip_tasks.dev.airflow_api import ADMIN, all_healthy, api_ready, api_token
+from metaclip_tasks.dev.local_airflow import password_file
 REPO = Path(__file__).resolve().parents[2]  # the source checkout
 from tests.dev.test_local_airflow import free_port, start_airflow
 
