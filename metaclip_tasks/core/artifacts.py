@@ -14,6 +14,7 @@ Every read and write goes through fsspec.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import os
@@ -30,6 +31,7 @@ import numpy as np
 
 from metaclip_tasks import __version__
 from metaclip_tasks.core import files
+from metaclip_tasks.core.files import Stored
 from metaclip_tasks.core.errors import CurationError
 
 MANIFEST = "manifest.json"
@@ -91,17 +93,17 @@ class Artifact:
         prefix = f"{under.rstrip('/')}/" if under else ""
         return sorted(f["name"] for f in self.manifest["files"] if f["name"].endswith(suffix) and f["name"].startswith(prefix))
 
-    def data_files(self) -> list[files.Stored]:
+    def data_files(self) -> list[Stored]:
         """The parquet parts of its rows (``data/``), in name order, each with what it must be
         (whoever reads one verifies it: a Dask worker before matching it, for instance)."""
         return [self.stored(name) for name in self.files(".parquet", under=DATA)]
 
-    def stored(self, name: str) -> files.Stored:
+    def stored(self, name: str) -> Stored:
         """One of its files as the manifest describes it; a name the manifest does not list is an error."""
         described = next((f for f in self.manifest["files"] if f["name"] == name), None)
         if described is None:
             raise CurationError(f"{self.stage} {self.version} has no file {name}")
-        return files.Stored(self.path(name), described["bytes"], described["sha256"], f"{self.stage} {self.version}")
+        return Stored(self.path(name), described["bytes"], described["sha256"], f"{self.stage} {self.version}")
 
     def verify(self, checksums: bool = True, *, recheck: bool = False) -> Artifact:
         """Every file against the manifest (sizes, and sha256 as :func:`files.verify` does; ``recheck``:
@@ -179,7 +181,7 @@ class Output:
     def uri_of(self, name: str) -> str:
         return files.join(self.uri, name)
 
-    def record(self, written: files.Stored) -> None:
+    def record(self, written: Stored) -> None:
         """Remember a file's description (from a :class:`files.HashingWriter`, here or on a worker)."""
         self._described[written.uri[len(self.uri) + 1 :]] = (written.bytes, written.sha256)
 
@@ -294,7 +296,7 @@ class ArtifactStore:
         matching = [a for a in self.list(stage) if all(a.params.get(k) == v for k, v in params.items())]
         return matching[-1] if matching else None
 
-    def _children(self, path: str) -> list[str]:
+    def _children(self, path: str) -> builtins.list[str]:
         if not self.fs.isdir(path):
             return []
         names = [p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(path, detail=False)]

@@ -77,12 +77,12 @@ class Stage:
         checked: dict[str, Any] = {}
         for role, spec in self.inputs.items():
             value = inputs.get(role)
-            if value is None or (spec.many and not len(value)):
+            if value is None or (spec.many and isinstance(value, Sequence) and not len(value)):
                 if not spec.optional:
                     raise CurationError(f"stage {self.name} needs its {role} input ({spec.stage} artifacts)")
                 checked[role] = [] if spec.many else None
                 continue
-            items = list(value) if spec.many else [value]
+            items = list(value) if spec.many and isinstance(value, Sequence) else [value]
             if not spec.many and isinstance(value, (list, tuple)):
                 raise CurationError(f"stage {self.name} takes one {role} input, got {len(value)}")
             for item in items:

@@ -125,11 +125,11 @@ def uid_keys(uids: Sequence[str] | pa.Array | pa.ChunkedArray) -> np.ndarray:
     for length in [int(lengths[0])] if fixed else np.unique(lengths).tolist():
         width = -(-length // 8) * 8
         if fixed and length == width:
-            rows = slice(None)  # the common case, fixed-width uids: a zero-copy view
+            rows: slice | np.ndarray = slice(None)  # the common case, fixed-width uids: a zero-copy view
             matrix = data[offsets[0] : offsets[-1]].reshape(len(lengths), length)
         else:
             rows = np.flatnonzero(lengths == length)
-            matrix = np.zeros((len(rows), width), dtype=np.uint8)
+            matrix = np.zeros((rows.size, width), dtype=np.uint8)
             matrix[:, :length] = data[offsets[rows][:, None] + np.arange(length)]
         words = np.ascontiguousarray(matrix).view("<u8")
         h = np.full(words.shape[0], splitmix64(np.array([length], dtype=_U64))[0], dtype=_U64)
@@ -332,4 +332,5 @@ def resolve_t(counts: np.ndarray, t: int | None = None, target_tail_ratio: float
         raise CurationError("give exactly one of t and a target tail ratio")
     if t is not None:
         return _check_t(t)
+    assert target_tail_ratio is not None  # exactly one of the two, checked above
     return t_for_tail_ratio(counts, target_tail_ratio)

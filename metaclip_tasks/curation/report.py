@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
 from metaclip_tasks.curation.balancing import tail_ratio
 
 STANDARD_TS = (1_000, 5_000, 20_000, 60_000, 170_000)  # the t values the paper discusses
+
+
+class Writable(Protocol):
+    """A binary file open for writing, such as an artifact's output file (matplotlib saves to it)."""
+
+    def write(self, data: bytes) -> int: ...
 
 
 def cumulative_tail_to_head(counts: np.ndarray, t: int | None = None) -> np.ndarray:
@@ -26,7 +33,7 @@ def tail_ratios(counts: np.ndarray, ts: Sequence[int] = STANDARD_TS) -> dict[str
     return {str(t): tail_ratio(counts, t) for t in ts}
 
 
-def plot_entry_counts(counts: np.ndarray, t: int, path: str | os.PathLike, title: str) -> None:
+def plot_entry_counts(counts: np.ndarray, t: int, path: str | os.PathLike | Writable, title: str) -> None:
     """Fig. 2: cumulative counts from tail to head, raw (t = inf) and balanced (capped at t)."""
     import matplotlib
 
@@ -46,11 +53,11 @@ def plot_entry_counts(counts: np.ndarray, t: int, path: str | os.PathLike, title
     ax.set_title(title)
     ax.legend(loc="upper left")
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path)  # type: ignore[arg-type]  # matplotlib writes to any object with write()
     plt.close(fig)
 
 
-def plot_ablation(rows: Sequence[dict], path: str | os.PathLike, title: str) -> None:
+def plot_ablation(rows: Sequence[dict], path: str | os.PathLike | Writable, title: str) -> None:
     """A t ablation: curated size and, when trained, zero-shot top-1 against t (log scale)."""
     import matplotlib
 
@@ -72,5 +79,5 @@ def plot_ablation(rows: Sequence[dict], path: str | os.PathLike, title: str) -> 
     ax.legend(loc="upper left")
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path)  # type: ignore[arg-type]  # matplotlib writes to any object with write()
     plt.close(fig)

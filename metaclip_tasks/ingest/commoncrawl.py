@@ -44,7 +44,7 @@ def crawl_files(crawl: str, fmt: str, base: str = CC_BASE, max_files: int | None
     return [files.join(base, path) for path in paths[:max_files]]
 
 
-def open_stream(uri: str) -> IO[bytes]:
+def open_stream(uri: str) -> IO[bytes] | HTTPBody:
     """``uri`` opened for a sequential read: HTTP(S) as a plain stream (no range requests), which a
     seek to its start reads again from the start (:class:`HTTPBody`)."""
     fs, path = files.filesystem(uri)

@@ -136,8 +136,8 @@ def build_metadata(params: MetadataParams, client: object | None = None) -> Meta
             chosen = wikipedia.select_unigrams(counts, params.min_unigram_count, params.max_unigrams)
             build.add("unigram", (w for w, _ in chosen))
         if "bigram" in params.sources:
-            chosen = wikipedia.select_bigrams(counts, params.min_pmi, params.min_bigram_count, params.max_bigrams)
-            build.add("bigram", (b for b, _ in chosen))
+            bigrams = wikipedia.select_bigrams(counts, params.min_pmi, params.min_bigram_count, params.max_bigrams)
+            build.add("bigram", (b for b, _ in bigrams))
     if "title" in params.sources:
         views = titles.count_pageviews(inputs["pageviews"])
         if views.malformed:

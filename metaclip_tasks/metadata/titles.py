@@ -45,7 +45,7 @@ def count_pageviews(paths: Iterable[str | os.PathLike], projects: Collection[str
     """
     wanted = {p.encode() for p in projects}
     views = PageViews()
-    for uri in map(os.fspath, paths):
+    for uri in (os.fspath(p) for p in paths):
         lines_read = bad = 0
         try:
             with files.open_read(uri, "page-view file") as raw, (gzip.open(raw) if uri.endswith(".gz") else raw) as lines:

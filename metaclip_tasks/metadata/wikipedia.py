@@ -23,6 +23,7 @@ from __future__ import annotations
 import bz2
 import math
 import os
+from typing import Any
 import re
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -147,7 +148,7 @@ def select_bigrams(
 
 def count_dumps(
     dumps: Iterable[str | os.PathLike],
-    client: object | None = None,
+    client: Any = None,
     *,
     batch_pages: int = 200,
     max_distinct: int = 50_000_000,

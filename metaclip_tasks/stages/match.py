@@ -103,6 +103,7 @@ def _match_task(
 def _matcher_of(build: Build, metadata: Artifact) -> Artifact:
     """The metadata's matcher artifact, made now if absent. An existing one is not read here: each
     worker verifies the files it maps, so the driver does not fetch them (36 MB from an object store)."""
+    assert build.store is not None  # run() always passes its store
     inputs = {"metadata": metadata}
     return find(build.store, MATCHER_BUILD, MatcherBuild(), inputs) or run(build.store, MATCHER_BUILD, MatcherBuild(), inputs, log=build.log)
 

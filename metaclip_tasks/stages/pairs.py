@@ -91,7 +91,7 @@ def build_pairs_import(build: Build) -> dict[str, Any]:
             sizes.append(reader.num_rows)
     start, stop = params.rows or (0, sum(sizes))
     if not 0 <= start <= stop:
-        raise CurationError(f"rows must be [start, stop) with 0 <= start <= stop, got {list(params.rows)}")
+        raise CurationError(f"rows must be [start, stop) with 0 <= start <= stop, got {[start, stop]}")
     jobs, offset = [], 0
     for uri, n in zip(sources, sizes, strict=True):
         lo, hi = max(start - offset, 0), min(stop - offset, n)
@@ -191,6 +191,7 @@ def _write_unique(part: files.Stored, keep: np.ndarray, output_uri: str) -> file
 def build_ingest(build: Build) -> dict[str, Any]:
     params: Ingest = build.params
     inputs = ingest_inputs(params)
+    assert build.store is not None  # run() always passes its store
     parts_dir = build.store.uri("ingest-parts", params.snapshot)
     key = {"stage_version": INGEST.version, "languages": list(check_languages(params.languages))}
     jobs, results = [], {}

@@ -104,6 +104,7 @@ def build_train(build: Build) -> dict[str, Any]:
         logs, samples, balance, stats = Path(scratch) / "logs", index.num_rows, None, {}
         if online:
             rule, curated = online
+            assert config.balance_t is not None  # a loader rule is made for a balance_t only
             stats = _online_figures(rule, config.balance_t, curated, index)
             # an epoch as long as the offline subset's, or the 4 sd above expectation: rarely cut short
             samples = max(stats["epoch0_kept"], math.ceil(stats["expected_kept"] + 4 * stats["kept_sd"]))
@@ -137,7 +138,7 @@ def build_evaluate(build: Build) -> dict[str, Any]:
 
 def _eval_images(params: EvaluateParams) -> dict[str, Any]:
     data = load_coco(params.eval_set)
-    return {"eval_set": "coco_val2017", "images": [p.name for p in data.images]}
+    return {"eval_set": "coco_val2017", "images": [p.name for p in data.images if isinstance(p, Path)]}
 
 
 DOWNLOAD = Stage("download", 1, DownloadOptions, build_download, {"curated": Input("curated")}, produces="downloaded",

@@ -77,7 +77,7 @@ def run_img2dataset(
     ]  # fmt: skip
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled"}  # no network at start-up
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as process:
-        for line in process.stdout:
+        for line in process.stdout or ():
             log(line.rstrip())
     if process.returncode:
         raise RuntimeError(f"img2dataset exited with status {process.returncode}")

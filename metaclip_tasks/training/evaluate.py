@@ -55,7 +55,7 @@ def load_coco(coco_dir: str | os.PathLike, split: str = "val2017") -> CocoEval:
     return CocoEval(
         images=[root / split / i["file_name"] for i in images],
         captions=[texts[i["id"]] for i in images],
-        labels=[max(area[i["id"]], key=area[i["id"]].get) if area[i["id"]] else -1 for i in images],
+        labels=[max(area[i["id"]], key=area[i["id"]].__getitem__) if area[i["id"]] else -1 for i in images],
         classnames=[c["name"] for c in categories],
     )
 
@@ -87,8 +87,11 @@ def load_webdataset(shards: Sequence[str | os.PathLike], classnames: Sequence[st
             for member in tar:
                 if member.isfile():
                     key, _, ext = member.name.partition(".")
-                    samples.setdefault(f"{shard}/{key}", {})[ext] = tar.extractfile(member).read()
-    images, labels = [], []
+                    body = tar.extractfile(member)
+                    assert body is not None  # a regular file has a body
+                    samples.setdefault(f"{shard}/{key}", {})[ext] = body.read()
+    images: list[Path | bytes] = []
+    labels: list[int] = []
     for key, parts in sorted(samples.items()):
         image = next((parts[e] for e in ("jpg", "jpeg", "png", "webp") if e in parts), None)
         if image is None or label_key not in parts:
@@ -110,10 +113,10 @@ def recall_at(similarity: np.ndarray, positives: Sequence[set[int]], ks: Sequenc
 
 def zero_shot_accuracy(image_features: np.ndarray, class_weights: np.ndarray, labels: Sequence[int]) -> dict[str, float]:
     """Top-1 and top-5 accuracy of the nearest class, over images with a label."""
-    labels = np.asarray(labels)
-    keep = labels >= 0
+    label = np.asarray(labels)
+    keep = label >= 0
     order = np.argsort(-(image_features[keep] @ class_weights.T), axis=1, kind="stable")
-    return {f"top{k}": float(np.mean([labels[keep][i] in order[i, :k] for i in range(len(order))])) for k in (1, 5)}
+    return {f"top{k}": float(np.mean([label[keep][i] in order[i, :k] for i in range(len(order))])) for k in (1, 5)}
 
 
 def evaluate_checkpoint(

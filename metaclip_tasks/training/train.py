@@ -162,7 +162,7 @@ def run_training(
         env["CUDA_VISIBLE_DEVICES"] = ""
     command = train_command(config, shards, num_samples, logs, name, balance)
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as process:
-        for line in process.stdout:
+        for line in process.stdout or ():
             log(line.rstrip())
     if process.returncode:
         raise RuntimeError(f"open_clip training exited with status {process.returncode}")

@@ -395,8 +395,8 @@ def synthetic_wat() -> bytes:
 def test_framed_wat_reads_the_shared_pages_as_fastwarc(shared_warc, tmp_path, monkeypatch):
     from metaclip_tasks.ingest import extract
 
-    monkeypatch.setattr(ingest, "BATCH_LINKS", 40)  # tables cut at the same pages
-    monkeypatch.setattr(ingest, "WAT_CHUNK", 5000)  # members cut between reads, records longer than the buffer
+    monkeypatch.setattr(extract, "BATCH_LINKS", 40)  # tables cut at the same pages
+    monkeypatch.setattr(extract, "WAT_CHUNK", 5000)  # members cut between reads, records longer than the buffer
     for list_values in (False, True):
         wat = write_wat([shared_warc / name for name in READABLE], tmp_path / f"{list_values}.warc.wat.gz", list_values, copies=2)
         assert _framed_as_fastwarc(wat.path.read_bytes(), tmp_path, monkeypatch) == []  # framed whole: no FastWARC read
@@ -410,7 +410,7 @@ def test_framed_wat_on_a_cut_or_corrupt_file_is_fastwarc(tmp_path, monkeypatch, 
     than the buffer)."""
     from metaclip_tasks.ingest import extract
 
-    monkeypatch.setattr(ingest, "WAT_CHUNK", chunk)
+    monkeypatch.setattr(extract, "WAT_CHUNK", chunk)
     wat = synthetic_wat()
     at = int(cut * (len(wat) - 1))
     data = wat[:at] + bytes([wat[at] ^ 0xFF]) + wat[at + 1 :] if flip else wat[:at]
