@@ -5,11 +5,35 @@ its gzip members inflated by libdeflate (metaclip_tasks/ingest/_inflate.c), the 
 
 from setuptools import Extension, setup
 
+FLAGS = ["-O2", "-Wall", "-Wextra", "-Werror"]  # every warning an error: the scanner reads untrusted web input
+CODES = "metaclip_tasks/_codes.h"  # the codes each extension shares with Python, made into module constants
+
 setup(
     ext_modules=[
-        Extension("metaclip_tasks.ingest._watscan", ["metaclip_tasks/ingest/_watscan.c"], extra_compile_args=["-O2"]),
-        Extension("metaclip_tasks.ingest._inflate", ["metaclip_tasks/ingest/_inflate.c"], extra_compile_args=["-O2"], libraries=["deflate"]),
-        Extension("metaclip_tasks.ingest._uids", ["metaclip_tasks/ingest/_uids.c"], extra_compile_args=["-O2"], libraries=["crypto"]),
-        Extension("metaclip_tasks.curation._match", ["metaclip_tasks/curation/_match.c"], extra_compile_args=["-O2"]),
+        Extension(
+            "metaclip_tasks.ingest._watscan",
+            ["metaclip_tasks/ingest/_watscan.c"],
+            depends=[CODES],
+            extra_compile_args=FLAGS,
+        ),
+        Extension(
+            "metaclip_tasks.ingest._inflate",
+            ["metaclip_tasks/ingest/_inflate.c"],
+            depends=[CODES],
+            extra_compile_args=FLAGS,
+            libraries=["deflate"],
+        ),
+        Extension(
+            "metaclip_tasks.ingest._uids",
+            ["metaclip_tasks/ingest/_uids.c"],
+            extra_compile_args=FLAGS,
+            libraries=["crypto"],
+        ),
+        Extension(
+            "metaclip_tasks.curation._match",
+            ["metaclip_tasks/curation/_match.c"],
+            depends=[CODES],
+            extra_compile_args=FLAGS,
+        ),
     ]
 )

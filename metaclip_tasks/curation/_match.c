@@ -40,10 +40,25 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../_codes.h"
+
 #define GOLDEN 0x9E3779B97F4A7C15ULL
-#define N_TABLES 6
-#define VOCAB_WIDTH 6
-#define INLINE 24
+#define INLINE 24                      /* the module's INLINE: bytes of a token kept in its vocabulary slot */
+#define VOCAB_WIDTH (3 + INLINE / 8)   /* int64 words of a vocabulary slot */
+
+/* The tables, in the order every function takes them: the module's TABLES. */
+#define TABLES(X) X(vocab_table) X(vocab_offsets) X(vocab_data) X(edge_table) X(key_ptr) X(key_entries)
+#define TABLE_INDEX(name) TABLE_##name,
+enum { TABLES(TABLE_INDEX) N_TABLES };
+static const char *const table_names[] = {TABLES(CODE_NAME)};
+
+/* A state's info, the module's INFO_MORE, INFO_ONE and INFO_SHIFT: (what + 1) << INFO_SHIFT | INFO_ONE
+ * (its key has one entry) | INFO_MORE (it has children). */
+enum { INFO_MORE = 1, INFO_ONE = 2, INFO_SHIFT = 2 };
+
+/* Spacing, the module's PUNCTS_TO_WRAP and CHARS_TO_SPACE: bytes wrapped in spaces, bytes made spaces. */
+#define PUNCTS_TO_WRAP ",.;:?!`"
+#define CHARS_TO_SPACE "\t\n\r"
 
 static inline uint64_t mix(uint64_t z) {
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
@@ -107,7 +122,7 @@ static int bits_of(Py_ssize_t bytes, Py_ssize_t slot_bytes) {
 static int get_tables(PyObject *tuple, Tables *t) {
     t->held = 0;
     if (!PyTuple_Check(tuple) || PyTuple_GET_SIZE(tuple) != N_TABLES) {
-        PyErr_SetString(PyExc_TypeError, "tables must be a tuple of 6 buffers");
+        PyErr_Format(PyExc_TypeError, "tables must be a tuple of %d buffers", N_TABLES);
         return -1;
     }
     for (int i = 0; i < N_TABLES; i++) {
@@ -117,15 +132,15 @@ static int get_tables(PyObject *tuple, Tables *t) {
         }
         t->held++;
     }
-    t->vocab_table = t->views[0].buf;
-    t->vocab_offsets = t->views[1].buf;
-    t->vocab_data = t->views[2].buf;
-    t->edge_table = t->views[3].buf;
-    t->key_ptr = t->views[4].buf;
-    t->key_entries = t->views[5].buf;
-    t->n_vocab = (int64_t)(t->views[1].len / 8) - 1;
-    t->vocab_bits = bits_of(t->views[0].len, 8 * VOCAB_WIDTH);
-    t->edge_bits = bits_of(t->views[3].len, 16);
+    t->vocab_table = t->views[TABLE_vocab_table].buf;
+    t->vocab_offsets = t->views[TABLE_vocab_offsets].buf;
+    t->vocab_data = t->views[TABLE_vocab_data].buf;
+    t->edge_table = t->views[TABLE_edge_table].buf;
+    t->key_ptr = t->views[TABLE_key_ptr].buf;
+    t->key_entries = t->views[TABLE_key_entries].buf;
+    t->n_vocab = (int64_t)(t->views[TABLE_vocab_offsets].len / 8) - 1;
+    t->vocab_bits = bits_of(t->views[TABLE_vocab_table].len, 8 * VOCAB_WIDTH);
+    t->edge_bits = bits_of(t->views[TABLE_edge_table].len, 16);
     if (t->vocab_bits < 0 || t->edge_bits < 0 || t->n_vocab < 0) {
         PyErr_SetString(PyExc_ValueError, "a hash table's size is not a power of two");
         release_tables(t);
@@ -241,8 +256,9 @@ static void sort_int32(int32_t *a, size_t n) {
 static uint8_t KIND[256];
 
 static void init_kinds(void) {
-    for (const char *p = ",.;:?!`"; *p; p++) KIND[(uint8_t)*p] = 2;
-    KIND[' '] = KIND['\t'] = KIND['\n'] = KIND['\r'] = 1;
+    for (const char *p = PUNCTS_TO_WRAP; *p; p++) KIND[(uint8_t)*p] = 2;
+    KIND[' '] = 1;
+    for (const char *p = CHARS_TO_SPACE; *p; p++) KIND[(uint8_t)*p] = 1;
 }
 
 /* The tokens of spaced[1:] (each ends with one space), read off the text itself: a run of other bytes is
@@ -266,11 +282,11 @@ static int walk(const Tables *t, const Token *tokens, size_t n_tok, Work *w) {
     for (size_t i = 0; i < n_tok; i++) {
         int32_t state = tokens[i].state, info = tokens[i].info;
         for (size_t j = i + 1; state >= 0; j++) {
-            int32_t what = (info >> 2) - 1;
+            int32_t what = (info >> INFO_SHIFT) - 1;
             if (what >= 0) {
                 int64_t a = 0, b = 1;
                 const int32_t *ids = &what;
-                if (!(info & 2)) {
+                if (!(info & INFO_ONE)) {
                     a = t->key_ptr[what];
                     b = t->key_ptr[what + 1];
                     ids = t->key_entries;
@@ -279,7 +295,7 @@ static int walk(const Tables *t, const Token *tokens, size_t n_tok, Work *w) {
                 memcpy(w->found.data + w->found.len, ids + a, 4 * (size_t)(b - a));
                 w->found.len += 4 * (size_t)(b - a);
             }
-            if (!(info & 1) || j >= n_tok || tokens[j].id < 0) break;
+            if (!(info & INFO_MORE) || j >= n_tok || tokens[j].id < 0) break;
             state = child_of(t, state, tokens[j].id, &info);
         }
     }
@@ -306,7 +322,7 @@ static int match_one(const Tables *t, const uint8_t *s, size_t n, Work *w) {
     size_t n_tok = tokenize(t, s, n, tokens);
     for (size_t i = 0; i < n_tok; i++) resolve(t, &tokens[i]);
     for (size_t i = 0; i + 1 < n_tok; i++)
-        if (tokens[i].state >= 0 && (tokens[i].info & 1) && tokens[i + 1].id >= 0)
+        if (tokens[i].state >= 0 && (tokens[i].info & INFO_MORE) && tokens[i + 1].id >= 0)
             __builtin_prefetch(t->edge_table + 2 * home(edge_key(t, tokens[i].state, tokens[i + 1].id), t->edge_bits));
     return walk(t, tokens, n_tok, w);
 }
@@ -327,6 +343,7 @@ static PyObject *finish_work(Work *w) {
 }
 
 static PyObject *match_list(PyObject *self, PyObject *args) {
+    (void)self;
     PyObject *tables, *texts;
     if (!PyArg_ParseTuple(args, "OO!", &tables, &PyList_Type, &texts)) return NULL;
     Tables t;
@@ -358,6 +375,7 @@ fail:
 }
 
 static PyObject *match_arrow(PyObject *self, PyObject *args) {
+    (void)self;
     PyObject *tables, *validity_obj;
     Py_buffer offsets, data, validity = {0};
     int offset_bytes;
@@ -412,6 +430,7 @@ done:
 }
 
 static PyObject *token_hashes(PyObject *self, PyObject *args) {
+    (void)self;
     Py_buffer offsets, data;
     if (!PyArg_ParseTuple(args, "y*y*", &offsets, &data)) return NULL;
     Py_ssize_t n = offsets.len / 8 - 1;
@@ -432,6 +451,7 @@ done:
 }
 
 static PyObject *table(PyObject *self, PyObject *args) {
+    (void)self;
     Py_buffer keys, rows;
     int width;
     if (!PyArg_ParseTuple(args, "y*y*i", &keys, &rows, &width)) return NULL;
@@ -464,6 +484,7 @@ done:
 }
 
 static PyObject *to_lists(PyObject *self, PyObject *args) {
+    (void)self;
     Py_buffer offsets, ids;
     PyObject *ints;
     if (!PyArg_ParseTuple(args, "y*y*O!", &offsets, &ids, &PyList_Type, &ints)) return NULL;
@@ -514,9 +535,27 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_match", "The token engine of matching.", -1, methods};
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_match",
+    .m_doc = "The token engine of matching.",
+    .m_size = -1,
+    .m_methods = methods,
+};
+
+/* The layout and spacing constants that matching.py builds its tables and spaces its texts by; -1 on a Python error. */
+static int add_constants(PyObject *created) {
+    if (add_names(created, "TABLES", table_names, N_TABLES) < 0) return -1;
+    if (PyModule_AddIntMacro(created, INLINE) < 0 || PyModule_AddIntMacro(created, INFO_MORE) < 0
+        || PyModule_AddIntMacro(created, INFO_ONE) < 0 || PyModule_AddIntMacro(created, INFO_SHIFT) < 0)
+        return -1;
+    if (PyModule_AddStringMacro(created, PUNCTS_TO_WRAP) < 0 || PyModule_AddStringMacro(created, CHARS_TO_SPACE) < 0) return -1;
+    return 0;
+}
 
 PyMODINIT_FUNC PyInit__match(void) {
     init_kinds();
-    return PyModule_Create(&module);
+    PyObject *created = PyModule_Create(&module);
+    if (created != NULL && add_constants(created) < 0) Py_CLEAR(created);
+    return created;
 }

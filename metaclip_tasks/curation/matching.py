@@ -30,19 +30,20 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from metaclip_tasks.curation import _match
 from metaclip_tasks.core.arrays import binary_parts, to_binary
 from metaclip_tasks.core.files import Stored
 from metaclip_tasks.core.shards import MATCHED_SCHEMA, ShardReader, ShardWriter
+from metaclip_tasks.curation import _match
 
-PUNCTS_TO_WRAP = (",", ".", ";", ":", "?", "!", "`")
-CHARS_TO_SPACE = ("\t", "\n", "\r")
+# Spacing's characters, as the token engine spaces texts: wrapped in spaces, and made spaces.
+PUNCTS_TO_WRAP = tuple(_match.PUNCTS_TO_WRAP)
+CHARS_TO_SPACE = tuple(_match.CHARS_TO_SPACE)
 # Characters used to join a batch into one string (the automaton); one absent from the batch is picked.
 _SEP_CANDIDATES = tuple(chr(c) for c in [*range(0x20), 0x7F] if chr(c) not in CHARS_TO_SPACE)
 # The token engine's arrays, in the order the kernel takes them (see metaclip_tasks/curation/_match.c).
-TABLES = ("vocab_table", "vocab_offsets", "vocab_data", "edge_table", "key_ptr", "key_entries")
-_TABLE_TYPES = (("<i8", 2), ("<i8", 1), ("|u1", 1), ("<i8", 2), ("<i8", 1), ("<i4", 1))  # dtype and ndim of each
-_INLINE = 24  # bytes of a token kept in its vocabulary slot
+TABLES = _match.TABLES
+_TABLE_TYPES = {"vocab_table": ("<i8", 2), "vocab_offsets": ("<i8", 1), "vocab_data": ("|u1", 1),
+                "edge_table": ("<i8", 2), "key_ptr": ("<i8", 1), "key_entries": ("<i4", 1)}  # dtype and ndim of each
 Backend = Literal["tokens", "ahocorasick"]
 
 
@@ -149,7 +150,8 @@ class Matcher:
             a if isinstance(a, np.ndarray) else np.load(a, mmap_mode="r", allow_pickle=False)
             for a in (arrays[n] for n in TABLES)
         ]
-        for name, array, (dtype, ndim) in zip(TABLES, loaded, _TABLE_TYPES, strict=True):
+        for name, array in zip(TABLES, loaded, strict=True):
+            dtype, ndim = _TABLE_TYPES[name]
             if array.dtype.str != dtype or array.ndim != ndim or not array.flags.c_contiguous:
                 raise ValueError(
                     f"saved matcher array {name} is {array.dtype.str}[{array.ndim}-d], not {dtype}[{ndim}-d]"
@@ -172,8 +174,9 @@ class Matcher:
         self, keys: pa.LargeBinaryArray, key_ptr: np.ndarray, key_entries: np.ndarray
     ) -> tuple[np.ndarray, ...]:
         """The kernel's vocabulary and trie over token ids, built level by level with numpy."""
-        if len(key_entries) >= 1 << 29:
-            raise ValueError("the token engine holds fewer than 2**29 entries (a state's info is an int32)")
+        limit = 31 - _match.INFO_SHIFT
+        if len(key_entries) >= 1 << limit:
+            raise ValueError(f"the token engine holds fewer than 2**{limit} entries (a state's info is an int32)")
         split = pc.split_pattern(keys, pattern=" ")
         key_off = split.offsets.to_numpy().astype(np.int64)
         encoded = split.flatten().dictionary_encode()
@@ -194,16 +197,16 @@ class Matcher:
             state_of_key[ks] = n_states + new
             n_states += len(edge)
         parents, toks, children = (np.concatenate(a or [np.zeros(0, np.int64)]) for a in (parents, toks, children))
-        # a state's info: (what it completes + 1) << 2 | one entry << 1 | whether it has children, where what
-        # it completes is the entry of a key of one entry, else the key (-1: no key)
+        # a state's info: (what it completes + 1) << INFO_SHIFT | INFO_ONE (one entry) | INFO_MORE (it has
+        # children), where what it completes is the entry of a key of one entry, else the key (-1: no key)
         state_key = np.full(n_states, -1, dtype=np.int64)
         state_key[state_of_key[alive]] = np.flatnonzero(alive)
         key = np.maximum(state_key, 0)
         one = (state_key >= 0) & (key_ptr[key + 1] - key_ptr[key] == 1) if n_keys else np.zeros(n_states, dtype=bool)
         what = np.where(one, key_entries[key_ptr[key]] if n_keys else 0, state_key)
-        state_info = (what + 1) << 2 | one.astype(np.int64) << 1
+        state_info = (what + 1) << _match.INFO_SHIFT | one.astype(np.int64) * _match.INFO_ONE
         root = parents == 0
-        state_info[parents[~root]] |= 1
+        state_info[parents[~root]] |= _match.INFO_MORE
         edge_table = _hash_table(
             parents[~root] * n_vocab + toks[~root], _pair(children[~root], state_info[children[~root]])
         )
@@ -213,8 +216,8 @@ class Matcher:
         vocab_data = data[offsets[0] : offsets[-1]].copy()
         vocab_offsets = offsets - offsets[0]
         lengths = np.diff(vocab_offsets)
-        inline = np.zeros((n_vocab, _INLINE), dtype=np.uint8)  # each token's first bytes, zero-padded
-        shown = np.minimum(lengths, _INLINE)
+        inline = np.zeros((n_vocab, _match.INLINE), dtype=np.uint8)  # each token's first bytes, zero-padded
+        shown = np.minimum(lengths, _match.INLINE)
         row = np.repeat(np.arange(n_vocab), shown)
         column = np.arange(int(shown.sum())) - np.repeat(np.cumsum(shown) - shown, shown)
         inline[row, column] = vocab_data[vocab_offsets[row] + column]
@@ -345,7 +348,7 @@ class ShardMatch:
     written: Stored  # the matched shard's URI, size and sha256
 
 
-class _Tally:
+class Tally:
     """A shard's matches counted per entry.  Entry ids are held until there are as many as entries,
     then binned at once: a pass over every entry's count costs as much as binning that many ids,
     and per batch it took a tenth of a 31k-pair shard's time (five times what binning once does)."""
@@ -378,7 +381,7 @@ class _Tally:
 def match_shard(source: str | Stored, output_uri: str, matcher: Matcher, *, batch_rows: int = 65536) -> ShardMatch:
     """Match one parquet shard of pairs (``uid``, ``url``, ``text``); write the pairs that matched
     with their sorted entry ids (``MATCHED_SCHEMA``), in input order, to ``output_uri``."""
-    tally = _Tally(matcher.num_entries)
+    tally = Tally(matcher.num_entries)
     stats = {"pairs_in": 0, "pairs_matched": 0, "matches": 0}
     with (ShardReader(source, ["uid", "url", "text"], string_columns=["uid", "url", "text"]) as reader,
           ShardWriter(output_uri, MATCHED_SCHEMA) as writer):  # fmt: skip

@@ -19,9 +19,14 @@
 #include <Python.h>
 #include <libdeflate.h>
 
+#include "../_codes.h"
+
 #define MAX_MEMBER (16 << 20) /* compressed bytes: a WAT record's member is a few kilobytes */
 
-enum Status { MORE, ROOM, BAD };
+/* Why inflate() stopped (see above), in value order: the module's MORE, ROOM and BAD, and STATUSES. */
+#define STATUSES(X) X(MORE) X(ROOM) X(BAD)
+enum Status { STATUSES(CODE_MEMBER) };
+static const char *const status_names[] = {STATUSES(CODE_NAME)};
 
 static PyObject *inflate(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     (void)module;
@@ -77,6 +82,16 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_inflate", "Whole gzip members inflated by libdeflate.", -1, methods};
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_inflate",
+    .m_doc = "Whole gzip members inflated by libdeflate.",
+    .m_size = -1,
+    .m_methods = methods,
+};
 
-PyMODINIT_FUNC PyInit__inflate(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__inflate(void) {
+    PyObject *created = PyModule_Create(&module);
+    if (created != NULL && add_codes(created, "STATUSES", status_names, Py_ARRAY_LENGTH(status_names)) < 0) Py_CLEAR(created);
+    return created;
+}

@@ -13,9 +13,10 @@
 #include <Python.h>
 #include <openssl/evp.h>
 
-#define HEX_DIGITS 24
+#define HEX_DIGITS 24 /* the module's HEX_DIGITS: a uid's length */
 
 static PyObject *sha224_hex24(PyObject *self, PyObject *args) {
+    (void)self;
     Py_buffer data, offsets;
     if (!PyArg_ParseTuple(args, "y*y*", &data, &offsets)) return NULL;
     PyObject *result = NULL;
@@ -68,6 +69,16 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_uids", "Pair uids: sha224 of URLs by libcrypto.", -1, methods};
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_uids",
+    .m_doc = "Pair uids: sha224 of URLs by libcrypto.",
+    .m_size = -1,
+    .m_methods = methods,
+};
 
-PyMODINIT_FUNC PyInit__uids(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__uids(void) {
+    PyObject *created = PyModule_Create(&module);
+    if (created != NULL && PyModule_AddIntMacro(created, HEX_DIGITS) < 0) Py_CLEAR(created);
+    return created;
+}

@@ -43,6 +43,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "../_codes.h"
+
 /* Eight bytes at a time (SWAR): long URLs and texts are mostly bytes that need no attention. */
 #define ONES 0x0101010101010101ULL
 #define HIGHS 0x8080808080808080ULL
@@ -394,7 +396,10 @@ static PyObject *scan(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 #define MAX_HEADER (1 << 20)   /* a WARC header longer than this is not one Common Crawl writes */
 #define MAX_BLOCK (64 << 20)   /* nor a WAT record's JSON: the reader's FastWARC streams such a record */
 
-enum Status { NEED, FULL, PARSE, ODD };
+/* Why frame() stopped (see above), in value order: the module's NEED, FULL, PARSE and ODD, and STATUSES. */
+#define STATUSES(X) X(NEED) X(FULL) X(PARSE) X(ODD)
+enum Status { STATUSES(CODE_MEMBER) };
+static const char *const status_names[] = {STATUSES(CODE_NAME)};
 
 /* Whether [s, s + n) is ``name``, ASCII letters in any case (WARC field names are case-insensitive). */
 static int named(const char *s, Py_ssize_t n, const char *name) {
@@ -538,6 +543,16 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_watscan", "The WAT record framing and scan of ingestion.", -1, methods};
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_watscan",
+    .m_doc = "The WAT record framing and scan of ingestion.",
+    .m_size = -1,
+    .m_methods = methods,
+};
 
-PyMODINIT_FUNC PyInit__watscan(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__watscan(void) {
+    PyObject *created = PyModule_Create(&module);
+    if (created != NULL && add_codes(created, "STATUSES", status_names, Py_ARRAY_LENGTH(status_names)) < 0) Py_CLEAR(created);
+    return created;
+}

@@ -27,13 +27,13 @@ from fastwarc.warc import ArchiveIterator, WarcRecordType
 from selectolax.lexbor import LexborHTMLParser
 
 from metaclip_tasks.core import files
-from metaclip_tasks.ingest._inflate import inflate
-from metaclip_tasks.ingest._watscan import frame, scan
-from metaclip_tasks.ingest.commoncrawl import open_stream, transient
 from metaclip_tasks.core.errors import CurationError
+from metaclip_tasks.core.shards import PAIRS_SCHEMA, ShardWriter
+from metaclip_tasks.ingest._inflate import BAD, MORE, ROOM, inflate
+from metaclip_tasks.ingest._watscan import NEED, ODD, PARSE, frame, scan
+from metaclip_tasks.ingest.commoncrawl import open_stream, transient
 from metaclip_tasks.ingest.language import LanguageFilter
 from metaclip_tasks.ingest.links import PageLinks, first_string
-from metaclip_tasks.core.shards import PAIRS_SCHEMA, ShardWriter
 from metaclip_tasks.ingest.uids import url_uids
 
 FORMATS = ("warc", "wat")
@@ -44,8 +44,6 @@ _CHARSET = re.compile(rb"<meta[^>]+charset\s*=\s*[\"']?\s*([A-Za-z0-9_.:-]+)", r
 BATCH_LINKS = 32768  # image links resolved (and pairs written) at a time
 WAT_CHUNK = 1 << 20  # WAT bytes read at a time (and half the buffer they are inflated into)
 WAT_MAX_BUFFER = 1 << 28  # the inflated bytes of one record, at most, that the framer holds
-_NEED, _FULL, _PARSE, _ODD = range(4)  # what _watscan.frame stopped at
-_MORE, _ROOM, _BAD = range(3)  # and _inflate.inflate
 
 
 def file_format(uri: str) -> str:
@@ -261,11 +259,11 @@ def _framed_wat(stream: IO[bytes], links: PageLinks, counts: Counter) -> Generat
                 counts["pages"] += pages
                 links.add_images(images)
                 read += records
-                if status == _NEED:
+                if status == NEED:
                     break
-                if status == _ODD:
+                if status == ODD:
                     return read
-                if status == _PARSE:
+                if status == PARSE:
                     counts["records"] += 1
                     read += 1
                     header = bytes(data[pos:block])
@@ -274,15 +272,15 @@ def _framed_wat(stream: IO[bytes], links: PageLinks, counts: Counter) -> Generat
                     pos = block_end + 4
                 if len(links) >= BATCH_LINKS:
                     yield links.resolve(counts)
-        if inflated == _BAD:
+        if inflated == BAD:
             return read  # a corrupt member, or one cut short at the end: FastWARC counts it
         out[: filled - pos] = out[pos:filled]  # the record begun, to the front
         filled, pos = filled - pos, 0
-        if inflated == _ROOM and not grew:  # not one more member fits behind the record begun
+        if inflated == ROOM and not grew:  # not one more member fits behind the record begun
             if len(out) >= WAT_MAX_BUFFER:
                 return read  # a record larger than any Common Crawl writes: FastWARC streams it
             out.extend(bytes(len(out)))
-        if inflated == _MORE:
+        if inflated == MORE:
             if final:
                 return None if filled == 0 else read  # the file ends inside a record: FastWARC counts it
             more = stream.read(WAT_CHUNK)

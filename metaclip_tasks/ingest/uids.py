@@ -12,9 +12,9 @@ import hashlib
 import numpy as np
 import pyarrow as pa
 
-from metaclip_tasks.ingest._uids import sha224_hex24
+from metaclip_tasks.ingest._uids import HEX_DIGITS, sha224_hex24
 
-UID_CHARS = 24
+UID_CHARS = HEX_DIGITS  # MetaCLIP's uid: the first 24 hex digits of sha224(url)
 
 
 def url_uid(url: str) -> str:
