@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import Param, get_current_context, task
+from airflow.sdk import get_current_context, task
 from metaclip_airflow import (
     CHECKPOINT_ASSET,
     CURATED_ASSET,
@@ -24,60 +24,21 @@ from metaclip_airflow import (
     dataclass_params,
     from_params,
     manual_dag,
-    metadata_param,
     pool_param,
     publish,
-    seed_param,
     store,
     summary,
     warn,
 )  # fmt: skip
 
 from metaclip_tasks.stages import plan
+from metaclip_tasks.stages.plan import TAblation
 from metaclip_tasks.training.train import TrainChoice
 
 with manual_dag(
     "metaclip_t_ablation",
     "Balance a pool for several t values (or tail ratios) and compare the subsets",
-    params={
-        "pool": pool_param(),
-        "t_values": Param(
-            [],
-            type="array",
-            items={"type": "integer", "minimum": 1},
-            title="t values",
-            description="the t values to compare (or give tail ratios instead)",
-        ),
-        "tail_ratios": Param(
-            [],
-            type="array",
-            items={"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
-            title="Target tail ratios",
-            description="tail ratios whose t values to compare",
-        ),
-        "seed": seed_param(),
-        "metadata_version": metadata_param(),
-        "download": Param(
-            False,
-            type="boolean",
-            title="Download",
-            description="download the largest subset once (img2dataset); the others are views of it",
-        ),
-        "train": Param(
-            False,
-            type="boolean",
-            title="Train and evaluate",
-            description="train open_clip per t on its (downloaded) subset and evaluate it; needs download",
-        ),
-        **dataclass_params(TrainChoice),
-        "online_balancing": Param(
-            False,
-            type="boolean",
-            title="Balance in the loader",
-            description="train each t on the whole download, re-balanced for t each epoch (paper A.2), "
-            "instead of on its fixed view",
-        ),
-    },  # fmt: skip
+    params={**dataclass_params(TAblation, pool=pool_param()), **dataclass_params(TrainChoice)},
     tags=["balancing", "ablation"],
     doc_md=__doc__,
 ) as dag:
@@ -87,10 +48,10 @@ with manual_dag(
         """The t of every requested value, refusing both lists, neither, or bad values before any work."""
         params = get_current_context()["params"]
         with bad_input_fails():
-            plan.check_ablation_steps(download=params["download"], train=params["train"])
-            counts = plan.counted_pool(store(), params["pool"], params["metadata_version"])
-            ts = plan.ablation_ts(counts, params["t_values"], params["tail_ratios"])
-            warn([w for ratio in params["tail_ratios"] for w in plan.t_warnings(counts, None, ratio)])
+            ablation = plan.check_t_ablation(store(), from_params(TAblation, params), from_params(TrainChoice, params))
+            counts = plan.counted_pool(store(), ablation.pool, ablation.metadata_version)
+            ts = plan.ablation_ts(counts, ablation.t_values, ablation.tail_ratios)
+            warn([w for ratio in ablation.tail_ratios for w in plan.t_warnings(counts, None, ratio)])
             return ts
 
     @task(outlets=[CURATED_ASSET], map_index_template="t={{ task.op_kwargs['t'] }}", **DASK_RETRIES)

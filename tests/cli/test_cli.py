@@ -18,9 +18,9 @@ import pytest
 from metaclip_tasks.core.artifacts import ArtifactStore
 from metaclip_tasks.curation.balancing import entry_probabilities, keep_mask, tail_ratio, tail_ratio_warning
 from metaclip_tasks.curation.matching import Matcher
+from metaclip_tasks.dev.shared_data import CAPTIONS
 from metaclip_tasks.ingest.uids import url_uid
 from metaclip_tasks.stages import STAGES
-from metaclip_tasks.dev.shared_data import CAPTIONS
 
 SCRIPT = Path(sys.executable).parent / "metaclip"
 SNAPSHOTS = ("CC-MAIN-2023-06", "CC-MAIN-2023-14", "CC-MAIN-2023-23")
@@ -61,11 +61,14 @@ def _version(stdout_line: str, stage: str) -> str:
 
 # -- help -------------------------------------------------------------------------------------------
 
-HELP = [("pairs", "--rows-per-shard"), ("match", "--metadata-version"), ("count", "--pool"), ("choose-t", "--target-tail-ratio"),
-        ("balance", "--seed"), ("download", "--image-size"), ("metadata", "import"), ("metadata build", "--min-pmi"),
+HELP = [("pairs-import", "--rows-per-shard"), ("pairs", "--rows-per-shard"), ("ingest", "--languages"),
+        ("match", "--metadata-version"), ("pool-counts", "--pool"), ("count", "--pool"),
+        ("choose-t", "--target-tail-ratio"), ("balance", "--seed"), ("download", "--image-size"), ("train", "--epochs"),
+        ("evaluate", "--eval-set"), ("t-ablation", "--tail-ratios"), ("metadata-build", "--min-pmi"),
+        ("metadata-import", "path"), ("metadata-stats", "version"), ("metadata", "import"), ("metadata build", "--min-pmi"),
         ("metadata import", "path"), ("metadata stats", "version"), ("artifacts", "lineage"), ("artifacts list", "--stage"),
-        ("artifacts show", "version"), ("artifacts lineage", "version"), ("stages", "--root"), ("results", "--root"),
-        ("demo", "--target-tail-ratio")]  # fmt: skip
+        ("artifacts verify", "version"), ("artifacts show", "version"), ("artifacts lineage", "version"),
+        ("stages", "--root"), ("results", "--root"), ("demo", "--target-tail-ratio")]  # fmt: skip
 
 
 @pytest.mark.parametrize(("command", "flag"), HELP, ids=[c for c, _ in HELP])
@@ -76,8 +79,9 @@ def test_every_command_explains_itself(cli, command: str, flag: str) -> None:
 
 def test_the_top_level_help_lists_every_command() -> None:
     out = ok(metaclip("--help"))  # the installed script
-    for command in ("pairs", "match", "count", "choose-t", "balance", "download", "metadata", "artifacts", "stages",
-                    "results", "demo"):  # fmt: skip
+    for command in ("pairs-import", "ingest", "metadata-build", "metadata-import", "metadata-stats", "match",
+                    "pool-counts", "choose-t", "balance", "download", "train", "evaluate", "t-ablation", "artifacts",
+                    "stages", "results", "demo", "pairs", "count", "metadata"):  # fmt: skip
         assert any(line.split()[:1] == [command] for line in out.splitlines()), command
 
 
@@ -112,6 +116,7 @@ def chain(tmp_path_factory, captions_table: pa.Table) -> dict:
     return {"root": root, "pools": pools, "out": out, "chosen": chosen, "given": given, "third": third}
 
 
+@pytest.mark.cluster
 def test_pairs_are_the_real_captions_split_over_three_snapshots(chain: dict, captions_table: pa.Table) -> None:
     store = ArtifactStore(chain["root"])
     for i, snapshot in enumerate(SNAPSHOTS):
@@ -128,6 +133,7 @@ def test_pairs_are_the_real_captions_split_over_three_snapshots(chain: dict, cap
         assert rows["uid"].to_pylist() == [url_uid(u) for u in expected["url"].to_pylist()]
 
 
+@pytest.mark.cluster
 def test_match_counts_equal_the_matcher_run_directly(chain: dict, captions_table: pa.Table, wordnet: list[str]) -> None:
     store = ArtifactStore(chain["root"])
     matcher = Matcher(wordnet)
@@ -157,6 +163,7 @@ def test_match_counts_equal_the_matcher_run_directly(chain: dict, captions_table
     assert f"t={pool_counts.stats['t']}" in counts_line and pool_counts.params["target_tail_ratio"] == 0.3
 
 
+@pytest.mark.cluster
 def test_choose_t_warns_of_a_target_the_pool_cannot_reach(chain: dict) -> None:
     """A 6% tail on 9,000 captions: t=1 (nothing in the tail), said on stderr with the two nearest
     achievable ratios and in the JSON; the reachable 30% has no warning."""
@@ -171,6 +178,7 @@ def test_choose_t_warns_of_a_target_the_pool_cannot_reach(chain: dict) -> None:
     assert f"metaclip: warning: {expected}" in result.stderr.splitlines()
 
 
+@pytest.mark.cluster
 def test_choose_t_and_balance_keep_what_keep_mask_keeps(chain: dict) -> None:
     store = ArtifactStore(chain["root"])
     chosen = chain["chosen"]
@@ -202,6 +210,7 @@ def _all_files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.cluster
 def test_rerunning_a_command_is_a_cache_hit_with_identical_files(chain: dict) -> None:
     root, pools = chain["root"], chain["pools"]
     before = _all_files(root)
@@ -220,6 +229,7 @@ def test_rerunning_a_command_is_a_cache_hit_with_identical_files(chain: dict) ->
     assert _all_files(root) == before
 
 
+@pytest.mark.cluster
 def test_artifacts_list_show_lineage_and_stages(chain: dict) -> None:
     root = chain["root"]
     listed = ok(metaclip("artifacts", "--root", root, "list")).splitlines()
@@ -295,6 +305,7 @@ def _fails(result: tuple[int, str, str], message: str) -> None:
     assert "->" not in out, out  # no artifact reported as made
 
 
+@pytest.mark.cluster
 def test_bad_input_is_one_line_status_1_and_writes_nothing(tmp_path: Path, chain: dict, cli) -> None:
     pools = chain["pools"]
     populated = tmp_path / "populated"  # the chain's root: metadata, pairs and matches already there

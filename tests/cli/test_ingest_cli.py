@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from metaclip_tasks.core.artifacts import ArtifactStore
-from metaclip_tasks.ingest.export import MARKER
 from metaclip_tasks.dev.shared_data import WARC
+from metaclip_tasks.ingest.export import MARKER
 
 SAMPLES = [WARC / "warc_sample-0000.warc.gz", WARC / "warc_sample-0001.warc.gz"]
 
@@ -66,7 +66,7 @@ def test_bad_ingest_commands_write_nothing(tmp_path, cli, samples):
         (("--snapshot", "CC-MAIN-2023-06", "--max-files", 0, *samples), "max_files"),
     ]
     for args, message in cases:
-        status, stdout, err = cli("ingest", "--root", tmp_path / "root", "--workers", 0, *args)
+        status, _, err = cli("ingest", "--root", tmp_path / "root", "--workers", 0, *args)
         assert status == 1, (args, err)
         assert err.startswith("metaclip: error: ") and message in err and err.count("\n") == 1, err
         assert not (tmp_path / "root").exists() or not ArtifactStore(tmp_path / "root").list()

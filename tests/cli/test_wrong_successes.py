@@ -13,10 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from metaclip_tasks.curation.balancing import balance_shard
-from metaclip_tasks.curation.counting import sum_counts
 from metaclip_tasks.core.errors import CurationError
 from metaclip_tasks.core.shards import MATCHED_SCHEMA
+from metaclip_tasks.curation.balancing import balance_shard
+from metaclip_tasks.curation.counting import sum_counts
 
 SNAPSHOT = ["--snapshot", "CC-MAIN-2023-06"]
 
@@ -28,7 +28,7 @@ def _written(root: Path) -> set[str]:
 def _refused(cli, root: Path, args: list, message: str) -> None:
     before = _written(root)
     verb = 2 if args[0] == "metadata" else 1  # --root follows the (sub-)command that takes it
-    status, out, err = cli(*args[:verb], "--root", root, *args[verb:])
+    status, _, err = cli(*args[:verb], "--root", root, *args[verb:])
     assert status == 1 and err.strip().count("\n") == 0 and err.startswith("metaclip: error: "), (status, err)
     assert message in err, err
     assert _written(root) == before
@@ -88,7 +88,7 @@ def test_garbage_page_views_are_an_error_and_malformed_lines_are_counted(tmp_pat
     mixed = tmp_path / "pageviews-20240101-020000.gz"
     with gzip.open(mixed, "wt") as f:
         f.write("en Albedo 90 0\nen Ant 80 0\nthis line is broken\n")
-    status, out, err = cli("metadata", "build", "--root", tmp_path / "root", "--sources", "title", "--pageview-files", mixed)
+    status, _, err = cli("metadata", "build", "--root", tmp_path / "root", "--sources", "title", "--pageview-files", mixed)
     assert status == 0, err
     from metaclip_tasks.core.artifacts import ArtifactStore
 
@@ -130,9 +130,8 @@ def test_entry_ids_must_be_integers(tmp_path: Path, ids: pa.Array) -> None:
 
 def test_counts_must_fit_the_metadata(small_chain, tmp_path: Path) -> None:
     """Counts of one metadata against another metadata's entries: refused before any work."""
-    from metaclip_tasks.stages import plan
-    from metaclip_tasks.stages import METADATA_IMPORT, MetadataImport
     from metaclip_tasks.core.stage import run
+    from metaclip_tasks.stages import METADATA_IMPORT, MetadataImport, plan
 
     (tmp_path / "other.json").write_text(json.dumps(["a", "b", "c", "d"]))
     other = run(small_chain.store, METADATA_IMPORT, MetadataImport(str(tmp_path / "other.json")))
