@@ -5,9 +5,9 @@ VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo airflow test bench system-packages
+.PHONY: demo airflow test test-fast bench system-packages
 
-$(STAMP): pyproject.toml setup.py metaclip_tasks/ingest/_watscan.c metaclip_tasks/ingest/_inflate.c metaclip_tasks/curation/_match.c metaclip_tasks/ingest/_uids.c
+$(STAMP): pyproject.toml setup.py metaclip_tasks/_codes.h metaclip_tasks/ingest/_watscan.c metaclip_tasks/ingest/_inflate.c metaclip_tasks/curation/_match.c metaclip_tasks/ingest/_uids.c
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[airflow,download,train,dev]'
 	touch $(STAMP)
@@ -35,6 +35,11 @@ airflow: system-packages $(STAMP)
 
 test: system-packages $(STAMP)
 	$(VENV)/bin/python -m pytest
+
+# The quick tier (a few minutes on 2 cores): every test but those marked airflow, ui, cluster or slow
+# (pyproject.toml's markers). `make test` is the whole suite, what CI runs.
+test-fast: system-packages $(STAMP)
+	$(VENV)/bin/python -m pytest -m "not (airflow or ui or cluster or slow)"
 
 bench: system-packages $(STAMP)
 	$(VENV)/bin/python -m benchmarks.matching

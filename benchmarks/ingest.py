@@ -1,7 +1,7 @@
 """Ingestion speed on one core: the project's WAT and WARC readers against a cc2dataset-style reference.
 
 Input: the readable shared WARCs (``../shared/data/warc``: 85 HTML pages of Common Crawl, dolma,
-ClueWeb and warcio files).  The WAT is built from them with ``tests.commoncrawl_files.write_wat``
+ClueWeb and warcio files).  The WAT is built from them with ``tests.ingest.commoncrawl_files.write_wat``
 (Common Crawl's envelope, one metadata record per request, response and metadata record, the page
 links from an lxml parse), its records repeated ``--copies`` times; the WARC is the shared files'
 gzip members concatenated ``--warc-copies`` times.
@@ -47,7 +47,7 @@ from fastwarc.warc import ArchiveIterator, WarcRecordType
 from metaclip_tasks.ingest.extract import extract_file, warc_links, wat_links
 from metaclip_tasks.ingest.language import LanguageFilter
 from metaclip_tasks.dev.shared_data import WARC
-from tests.commoncrawl_files import ReadOnce, write_wat
+from tests.ingest.commoncrawl_files import ReadOnce, write_wat
 
 SOURCES = ("resiliparse_warcfile.warc.gz", "warc_sample-0000.warc.gz", "warc_sample-0001.warc.gz", "whirlwind.warc.gz",
            "resiliparse_clueweb-quirk.warc.gz", "warcio_example.warc.gz", "warcio_example-iana.org-chunked.warc")  # fmt: skip

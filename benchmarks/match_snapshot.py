@@ -61,18 +61,8 @@ from metaclip_tasks.runtime.cluster import dask_client
 from metaclip_tasks.dev.local_s3 import local_s3
 from metaclip_tasks.curation.matching import match_shard
 from metaclip_tasks.metadata.build import ENTRIES
-from metaclip_tasks.stages import (
-    _MATCHERS,
-    MATCHER_BUILD,
-    METADATA_IMPORT,
-    PAIRS_IMPORT,
-    MatcherBuild,
-    MetadataImport,
-    PairsImport,
-    _local_file,
-    _saved_matcher,
-    _worker_matcher,
-)
+from metaclip_tasks.stages import MATCHER_BUILD, METADATA_IMPORT, PAIRS_IMPORT, MatcherBuild, MetadataImport, PairsImport
+from metaclip_tasks.stages.match import WORKER_MATCHERS, local_matcher_file, saved_matcher, worker_matcher
 from metaclip_tasks.core.stage import run
 
 SNAPSHOT = "CC-MAIN-2023-06"
@@ -100,7 +90,7 @@ def _timed_match(store: ArtifactStore, pairs: Artifact, meta: Artifact, client) 
 def _forget_matchers() -> None:
     """Start the next cluster's workers (forked from this process) as fresh processes start: with no
     matcher and no file verified yet."""
-    _MATCHERS.clear()
+    WORKER_MATCHERS.clear()
     files.VERIFIED.clear()
 
 
@@ -130,14 +120,14 @@ def check_on_host(stored: list[files.Stored]) -> None:
 def _matcher_seconds(entries: files.Stored, saved: tuple[files.Stored, ...], version: str) -> float:
     """How long this worker takes to get its matcher: what its first task spends before matching."""
     start = time.perf_counter()
-    _worker_matcher(entries, saved, version, "tokens")
+    worker_matcher(entries, saved, version, "tokens")
     return time.perf_counter() - start
 
 
 def _match_shards(shards: list[files.Stored], output: str, entries: files.Stored, saved: tuple[files.Stored, ...],
                   version: str) -> float:  # fmt: skip
     """``match_shard`` over some shards in this process, nothing else (no stage, no Dask): seconds."""
-    matcher = _worker_matcher(entries, saved, version, "tokens")
+    matcher = worker_matcher(entries, saved, version, "tokens")
     start = time.perf_counter()
     for shard in shards:
         match_shard(shard, output, matcher)
@@ -236,16 +226,16 @@ def main() -> None:
             store = ArtifactStore(root)
             pairs = run(store, PAIRS_IMPORT, PairsImport(SNAPSHOT, (str(source),), rows_per_shard=-(-n // args.shards)))
             meta = run(store, METADATA_IMPORT, MetadataImport(str(tmp / "metadata.json")))
-            _MATCHERS.clear()
+            WORKER_MATCHERS.clear()
             _timed_match(store, pairs, meta, None)  # loads this process's matcher (and makes the matcher artifact)
-            saved = _saved_matcher(run(store, MATCHER_BUILD, MatcherBuild(), {"metadata": meta}))
+            saved = saved_matcher(run(store, MATCHER_BUILD, MatcherBuild(), {"metadata": meta}))
             verified = set(files.VERIFIED)  # what one core has verified already: its runs are warm
             args_matcher = (meta.stored(ENTRIES), saved, meta.version)
             firsts = []
             for host in ("new", "checked"):
                 with host_record(tmp / f"{label}-{host}"):
                     if host == "checked":  # an earlier task on this host checked the shards and the matcher
-                        check_on_host([dataclasses.replace(f, uri=_local_file(f)) for f in saved] + (
+                        check_on_host([dataclasses.replace(f, uri=local_matcher_file(f)) for f in saved] + (
                             pairs.data_files() if store.local else []))  # fmt: skip
                     _forget_matchers()
                     with dask_client(work=args.workers) as client:
@@ -256,7 +246,7 @@ def main() -> None:
             cores = []  # the one-core runs' CPU time over their wall time
             for r in range(args.rounds):
                 files.VERIFIED.update(verified)
-                _worker_matcher(*args_matcher, "tokens")  # this process's, loaded
+                worker_matcher(*args_matcher, "tokens")  # this process's, loaded
                 used = sum(psutil.Process().cpu_times()[:2])
                 elapsed, matched = _timed_match(store, pairs, meta, None)
                 times["one core"].append(elapsed)

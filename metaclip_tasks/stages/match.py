@@ -55,12 +55,12 @@ def build_matcher(build: Build) -> dict[str, Any]:
 MATCHER_BUILD = Stage("matcher_build", 1, MatcherBuild, build_matcher, {"metadata": Input("metadata")}, produces="matcher")
 
 
-def _saved_matcher(matcher: Artifact) -> tuple[files.Stored, ...]:
+def saved_matcher(matcher: Artifact) -> tuple[files.Stored, ...]:
     """The files of a matcher artifact, in matching.TABLES order."""
     return tuple(matcher.stored(f"{MATCHER}/{name}.npy") for name in TABLES)
 
 
-def _local_file(stored: files.Stored) -> str:
+def local_matcher_file(stored: files.Stored) -> str:
     """A local path of a saved matcher file, verified: the file itself on a local root, else a copy in this
     host's temporary folder named by its sha256 (verified before it is renamed into place), which every
     worker process of the host maps."""
@@ -88,7 +88,7 @@ def worker_matcher(entries: files.Stored, saved: Sequence[files.Stored], metadat
     if key not in WORKER_MATCHERS:
         WORKER_MATCHERS.clear()  # one metadata at a time keeps workers' memory bounded
         if backend == "tokens" and saved:
-            WORKER_MATCHERS[key] = Matcher.load({name: _local_file(f) for name, f in zip(TABLES, saved, strict=True)})
+            WORKER_MATCHERS[key] = Matcher.load({name: local_matcher_file(f) for name, f in zip(TABLES, saved, strict=True)})
         else:
             WORKER_MATCHERS[key] = Matcher(load_metadata(entries), backend=backend)  # type: ignore[arg-type]
     return WORKER_MATCHERS[key]
@@ -113,7 +113,7 @@ def build_match(build: Build) -> dict[str, Any]:
     shards = pairs.data_files()
     outputs = [build.output.uri_of(f"{DATA}/{shard.name}") for shard in shards]
     backend = build.params.backend
-    saved = _saved_matcher(_matcher_of(build, metadata)) if backend == "tokens" and build.store is not None else ()
+    saved = saved_matcher(_matcher_of(build, metadata)) if backend == "tokens" and build.store is not None else ()
     task = {"entries": metadata.stored(ENTRIES), "saved": saved, "metadata_version": metadata.version, "backend": backend}
     results = each_shard(build.client, "match", _match_task, shards, outputs, **task)
     counts = np.zeros(metadata.stats["entries"], dtype=COUNTS_DTYPE)

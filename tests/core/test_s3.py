@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from metaclip_tasks.core import files
 from metaclip_tasks.core.artifacts import ArtifactStore
@@ -24,6 +25,7 @@ def _contents(store: ArtifactStore) -> dict:
     return {(a.stage, a.version): a.manifest["files"] for a in store.list()}
 
 
+@pytest.mark.cluster
 def test_the_demo_on_s3_is_byte_identical_to_a_local_root(tmp_path: Path, s3_bucket: str, captions_table, wordnet) -> None:
     local = ArtifactStore(tmp_path / "root")
     remote = ArtifactStore(f"{s3_bucket}/library")
@@ -45,6 +47,8 @@ def test_the_demo_on_s3_is_byte_identical_to_a_local_root(tmp_path: Path, s3_buc
     assert keys and not [k for k in keys if any(part.startswith(".") for part in k.split("/"))]  # no temporaries
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # above its own 600 s for `metaclip demo`
 def test_the_command_line_on_s3(tmp_path: Path, s3_bucket: str, captions_table, wordnet) -> None:
     env = {**os.environ, "METACLIP_ROOT": f"{s3_bucket}/cli"}
     result = subprocess.run([str(METACLIP), "demo", "--workers", "0"], env=env, capture_output=True, text=True, timeout=600)
@@ -57,6 +61,8 @@ def test_the_command_line_on_s3(tmp_path: Path, s3_bucket: str, captions_table, 
     assert _contents(ArtifactStore(f"{s3_bucket}/cli")) == _contents(local)
 
 
+@pytest.mark.airflow
+@pytest.mark.timeout(1200)  # above its own 900 s for the DAG run
 def test_the_demo_dag_on_s3(tmp_path: Path, s3_bucket: str, captions_table, wordnet) -> None:
     """``make demo``'s path: the demo DAG under Airflow (``airflow dags test``) with the root on S3."""
     env = {**os.environ, "METACLIP_ROOT": f"{s3_bucket}/airflow"}

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,23 +23,23 @@ import pyarrow.parquet as pq
 import pytest
 
 from metaclip_tasks.core.artifacts import ArtifactStore
-from metaclip_tasks.curation.counting import load_counts, sum_counts
-from metaclip_tasks.dev.local_airflow import airflow_env, migrate, run_airflow
-from metaclip_tasks.curation.matching import Matcher
-from metaclip_tasks.stages import PAIRS_IMPORT, PairsImport
-from metaclip_tasks.core.settings import REPO
 from metaclip_tasks.core.snapshots import PAPER_POOL2_RANGE, snapshots_between
 from metaclip_tasks.core.stage import run
+from metaclip_tasks.curation.counting import load_counts, sum_counts
+from metaclip_tasks.curation.matching import Matcher
+from metaclip_tasks.dev.local_airflow import airflow_env, migrate, run_airflow
+from metaclip_tasks.stages import PAIRS_IMPORT, PairsImport
+from tests.dev.embedded_airflow import REPO, free_port
 
+pytestmark = [
+    pytest.mark.airflow,
+    pytest.mark.cluster,
+    pytest.mark.slow,
+    pytest.mark.timeout(2700),  # above its own 2400 s wait for the 91 runs, whose failure names the services' logs
+]
 AIRFLOW = str(Path(sys.executable).parent / "airflow")
 SNAPSHOTS = snapshots_between(*PAPER_POOL2_RANGE)
 WORDS = ["red", "car", "dog", "photo", "black", "cat", "house", "tree", "river", "city", "beach", "sunset", "old"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _texts(i: int) -> list[str]:
@@ -103,12 +102,12 @@ def test_backfill_of_the_91_crawls_under_the_real_scheduler(tmp_path: Path, word
             pa.table({"url": [f"https://img.example/{snapshot}/{k}.jpg" for k in range(4)], "text": texts}), shard
         )
         run(store, PAIRS_IMPORT, PairsImport(snapshot, (str(shard),)), log=lambda _: None)
-    port = _free_port()
+    port = free_port()
     env = airflow_env(
         tmp_path, root=str(root),
         AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
-        AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(_free_port()),
-        AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(_free_port()),
+        AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()),
+        AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(free_port()),
     )  # fmt: skip
     env.pop("METACLIP_POOLS", None)
     migrate(env)

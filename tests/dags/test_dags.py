@@ -17,15 +17,16 @@ import pytest
 
 from metaclip_tasks.core import params as P
 from metaclip_tasks.core.artifacts import ArtifactStore
+from metaclip_tasks.core.snapshots import PAPER_POOL2_RANGE, snapshot_date, snapshots_between
+from metaclip_tasks.core.stage import run
 from metaclip_tasks.curation.counting import load_counts
-from metaclip_tasks.stages.plan import OnlineDownload, Subset
-from metaclip_tasks.training.download import DownloadOptions
 from metaclip_tasks.curation.matching import Matcher
 from metaclip_tasks.metadata.build import MetadataParams
 from metaclip_tasks.stages import PAIRS_IMPORT, Ingest, MatchParams, PairsImport
-from metaclip_tasks.core.snapshots import PAPER_POOL2_RANGE, snapshot_date, snapshots_between
-from metaclip_tasks.core.stage import run
+from metaclip_tasks.stages.plan import OnlineDownload, Subset
+from metaclip_tasks.training.download import DownloadOptions
 
+pytestmark = pytest.mark.airflow
 DAG_IDS = {
     "metaclip_match_snapshot", "metaclip_pool_counts", "metaclip_balance", "metaclip_t_ablation",
     "metaclip_curation_demo", "metaclip_metadata", "metaclip_download", "metaclip_train",
@@ -474,8 +475,8 @@ def test_demo_dag_curates_what_the_demo_command_curates(dagbag, airflow_db, capt
                                                         tmp_path: Path, monkeypatch) -> None:  # fmt: skip
     """One stage implementation, two drivers: the demo DAG's curated artifact is the one
     ``run_demo`` (``metaclip demo``, no Dask) makes on a fresh root: same version, same files."""
-    from metaclip_tasks.dev.demo import POOL, run_demo
     from metaclip_tasks.core.snapshots import get_pool
+    from metaclip_tasks.dev.demo import POOL, run_demo
 
     monkeypatch.setenv("METACLIP_ROOT", str(tmp_path / "dag"))  # dag.test() runs the tasks in this process
     run_ = _run(dagbag, "metaclip_curation_demo", seed=0)

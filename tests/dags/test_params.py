@@ -12,6 +12,8 @@ from metaclip_tasks.core import params as P
 from metaclip_tasks.stages.plan import Subset
 from tests.dags.test_dags import DAG_IDS
 
+pytestmark = pytest.mark.airflow
+
 
 def _types(schema: dict) -> list[str]:
     kind = schema.get("type")

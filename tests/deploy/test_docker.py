@@ -349,6 +349,7 @@ def run_init(env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run([str(ENTRYPOINT), "init"], check=False, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.airflow
 def test_entrypoint_init_prepares_the_db_the_gpu_pool_and_the_root_and_is_idempotent(tmp_path: Path) -> None:
     env = airflow_env(tmp_path / "state", root=str(tmp_path / "data" / "root"), METACLIP_GPU_SLOTS="2")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
@@ -363,6 +364,7 @@ def test_entrypoint_init_prepares_the_db_the_gpu_pool_and_the_root_and_is_idempo
     assert pools.returncode == 0 and re.search(r"gpu\s*\|\s*2\b", pools.stdout), pools.stdout
 
 
+@pytest.mark.airflow
 def test_entrypoint_init_waits_for_an_s3_root_and_names_it_when_it_never_comes(tmp_path: Path, s3_bucket: str) -> None:
     import s3fs
 

@@ -59,7 +59,13 @@ ROOT = f"s3://{BUCKET}/root"
 API_PORT = 8080
 UNDISTURBED = os.environ.get("METACLIP_TOPOLOGY_UNDISTURBED") == "1"  # BENCHMARKS.md: the chain with no host lost
 
-pytestmark = pytest.mark.skipif(not (BIN / "airflow").exists(), reason="Airflow is not installed in this environment")
+pytestmark = [
+    pytest.mark.airflow,
+    pytest.mark.cluster,
+    pytest.mark.slow,
+    pytest.mark.timeout(1200),  # 150-170 s on 2 cores (BENCHMARKS.md)
+    pytest.mark.skipif(not (BIN / "airflow").exists(), reason="Airflow is not installed in this environment"),
+]
 
 
 def _needs() -> str | None:

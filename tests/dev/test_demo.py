@@ -7,9 +7,9 @@ from pathlib import Path
 import pyarrow as pa
 
 from metaclip_tasks.core.artifacts import ArtifactStore
+from metaclip_tasks.core.snapshots import get_pool
 from metaclip_tasks.curation.balancing import tail_ratio, tail_ratio_warning
 from metaclip_tasks.dev.demo import POOL, generated_pool, run_demo, warc_snapshot
-from metaclip_tasks.core.snapshots import get_pool
 
 
 def _files(root: Path) -> dict[str, bytes]:

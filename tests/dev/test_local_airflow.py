@@ -21,20 +21,15 @@ import pytest
 
 from metaclip_tasks.dev.airflow_api import ADMIN, all_healthy, api_ready, api_token
 from metaclip_tasks.dev.local_airflow import admin_password, password_file
-from metaclip_tasks.core.settings import REPO
+from tests.dev.embedded_airflow import free_port, start_airflow
 
-pytestmark = pytest.mark.skipif(
-    not (Path(sys.executable).parent / "airflow").exists(), reason="Airflow is not installed in this environment"
-)
-LOG_SERVER_PORTS = ("AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT", "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
+pytestmark = [
+    pytest.mark.airflow,
+    pytest.mark.timeout(1200),  # each waits up to 300-600 s for a step of a whole Airflow's start or stop
+    pytest.mark.skipif(
+        not (Path(sys.executable).parent / "airflow").exists(), reason="Airflow is not installed in this environment"
+    ),
+]
 def _port_is_free(port: int) -> bool:
     """Nothing listens on ``port`` (SO_REUSEADDR: connections in TIME_WAIT do not count)."""
     with socket.socket() as s:
@@ -44,19 +39,6 @@ def _port_is_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def start_airflow(state: Path, port: int) -> tuple[subprocess.Popen, dict[str, int]]:
-    ports = {"api": port, **{name: free_port() for name in LOG_SERVER_PORTS}}
-    env = {**os.environ, "METACLIP_ROOT": str(state / "root"), **{k: str(v) for k, v in ports.items() if k != "api"}}
-    env.pop("METACLIP_POOLS", None)
-    with open(state / "supervisor.out", "w") as out:
-        supervisor = subprocess.Popen(
-            [sys.executable, "-m", "metaclip_tasks.dev.local_airflow", "standalone", "--state-dir", str(state),
-             "--port", str(port), "--ready-timeout", "300"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    return supervisor, ports
 
 
 def _dag_is_parsed(url: str, token: str) -> bool:

@@ -81,6 +81,7 @@ def test_pruning_keeps_memory_bounded_with_a_stated_error() -> None:
     assert small.prune(max_distinct=50).pruned_floor == 0 and small.bigrams == {"a b": 1}
 
 
+@pytest.mark.cluster
 def test_dask_counts_equal_serial_counts(sample: Path) -> None:
     from metaclip_tasks.runtime.cluster import dask_client
 

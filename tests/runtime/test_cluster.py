@@ -53,6 +53,7 @@ def _backend() -> str:
     return pa.default_memory_pool().backend_name
 
 
+@pytest.mark.cluster
 def test_workers_run_arrow_on_their_threads_and_jemalloc_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
     with dask_client(work=1) as client:
         assert set(client.run(_backend).values()) == {"jemalloc"}
@@ -68,6 +69,7 @@ def _diagnostics() -> tuple[object, object]:
     return dask.config.get("distributed.worker.profile.enabled"), dask.config.get("distributed.admin.tick.interval")
 
 
+@pytest.mark.cluster
 def test_local_workers_run_dasks_diagnostics_at_a_batch_pace() -> None:
     """No sampling profiler and a 500 ms tick in a local cluster's workers (~10% of a core went to them)."""
     with dask_client(work=1) as client:

@@ -36,6 +36,7 @@ def _snapshot(tmp: Path, store: ArtifactStore, snapshot: str, shards: int):
     return run(store, PAIRS_IMPORT, PairsImport(snapshot, (str(directory),)))
 
 
+@pytest.mark.cluster
 def test_configured_scheduler_and_one_matcher_per_worker(tmp_path: Path, monkeypatch) -> None:
     (tmp_path / "m.json").write_text('["red", "car", "red car", "dog", "black dog"]')
     store = ArtifactStore(tmp_path / "root")
@@ -73,6 +74,7 @@ def raw(tmp_path: Path) -> Path:
     return directory
 
 
+@pytest.mark.cluster
 def test_the_output_does_not_depend_on_the_workers(tmp_path: Path, raw: Path) -> None:
     """Matching and balancing in this process and on a 2-worker cluster give byte-identical artifacts."""
     (tmp_path / "m.json").write_text('["red", "car", "red car", "dog", "black dog", "number"]')
@@ -122,6 +124,7 @@ def _square_after(i: int, seconds: float) -> int:
     return i * i
 
 
+@pytest.mark.cluster
 def test_results_are_fetched_in_batches_once_each_and_a_failure_at_once() -> None:
     """The driver fetches the shards' results a batch at a time (one round trip a batch), releases
     them, and a failed task's error comes as it ends, not once the batch fills."""

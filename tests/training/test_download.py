@@ -35,6 +35,7 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("wordnet")  # the default metadata: skipped without WordNet
 def test_curate_then_download_coco_with_failures_by_reason(tmp_path: Path, coco_server: str, coco_pairs) -> None:
     urls, texts = coco_pairs

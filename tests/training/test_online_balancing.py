@@ -95,6 +95,7 @@ def coco_pool(tmp_path: Path, coco_server: str, wordnet, monkeypatch: pytest.Mon
     return SimpleNamespace(store=store, pools=pools, root=tmp_path / "root")
 
 
+@pytest.mark.slow
 def test_the_loader_rebalances_coco_shards_each_epoch(coco_pool: SimpleNamespace, cli) -> None:
     store, t = coco_pool.store, 1
     subset = plan.Subset(pool="coco", t=t, seed=0)
@@ -275,6 +276,7 @@ def test_a_worker_keeping_less_than_a_batch_fails_at_once(tmp_path: Path, monkey
         _kept_uids(info, 1)
 
 
+@pytest.mark.slow
 def test_the_trainer_with_loader_workers_reports_every_shard_once(tmp_path: Path) -> None:
     """open_clip's trainer, the tiny model on the CPU with 2 loader workers, 3 epochs: every epoch's
     figures are the rule's over all shards (those of workers=0), each shard reported once per epoch

@@ -56,6 +56,7 @@ def test_metrics_by_hand() -> None:
     assert zero_shot_accuracy(features, weights, [0, 2]) == {"top1": 0.5, "top5": 1.0}
 
 
+@pytest.mark.slow
 def test_tiny_model_trains_on_coco_shards_and_evaluates(tmp_path: Path, coco_server: str, wordnet) -> None:
     import json
 

@@ -31,9 +31,9 @@ os.environ["AIRFLOW__CORE__AUTH_MANAGER"] = (
 sys.path.insert(0, str(REPO / "plugins"))
 
 from benchmarks.curation_view import publish_curated, publish_metadata, publish_pool_counts, zipf_counts
-from metaclip_tasks.ui import curation_view as view
 from metaclip_tasks.core.artifacts import Artifact, ArtifactStore, version_for
 from metaclip_tasks.core.errors import CurationError
+from metaclip_tasks.ui import curation_view as view
 
 XSS = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>", 'Tom & Jerry\'s "</script>"']
 
@@ -229,6 +229,7 @@ def routes(version: str) -> list[str]:
     return [f"/metaclip{p}" + ("?t=5" if p.endswith("/at") else "") for p in paths]
 
 
+@pytest.mark.airflow
 def test_every_route_needs_an_airflow_token(api, store) -> None:
     client, tokens = api
     paths = routes(store[1].version)
@@ -245,6 +246,7 @@ def test_every_route_needs_an_airflow_token(api, store) -> None:
         client.cookies.clear()
 
 
+@pytest.mark.airflow
 def test_pages_show_hostile_entries_as_text(api, store) -> None:
     client, tokens = api
     headers = {"Authorization": f"Bearer {tokens['viewer']}"}
@@ -268,6 +270,7 @@ def test_pages_show_hostile_entries_as_text(api, store) -> None:
     assert client.get("/metaclip/static/plotly.min.js", headers=headers).content.startswith(b"/**")
 
 
+@pytest.mark.airflow
 def test_missing_or_malformed_artifacts_are_404(api) -> None:
     client, tokens = api
     headers = {"Authorization": f"Bearer {tokens['viewer']}"}
@@ -279,6 +282,7 @@ def test_missing_or_malformed_artifacts_are_404(api) -> None:
         assert client.get(path, headers=headers).status_code == 404, path
 
 
+@pytest.mark.airflow
 def test_the_plugin_registers_its_app_views_and_link(api) -> None:
     client, tokens = api
     plugins = client.get("/api/v2/plugins", headers={"Authorization": f"Bearer {tokens['admin']}"}).json()["plugins"]

@@ -31,11 +31,15 @@ import pytest
 from metaclip_tasks.core.artifacts import ArtifactStore
 from metaclip_tasks.dev.airflow_api import ADMIN, all_healthy, api_ready, api_token
 from metaclip_tasks.dev.local_airflow import password_file
+
 REPO = Path(__file__).resolve().parents[2]  # the source checkout
-from tests.dev.test_local_airflow import free_port, start_airflow
+from tests.dev.embedded_airflow import free_port, start_airflow
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
+    pytest.mark.airflow,
+    pytest.mark.ui,
+    pytest.mark.timeout(1200),  # a test's share of the module's Airflow start or of the demo run (DEMO_TIMEOUT)
     pytest.mark.skipif(
         not (Path(sys.executable).parent / "airflow").exists(), reason="Airflow is not installed in this environment"
     ),
