@@ -5,7 +5,7 @@ VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo airflow test test-fast bench system-packages
+.PHONY: demo airflow test test-fast lint bench system-packages
 
 $(STAMP): pyproject.toml setup.py metaclip_tasks/_codes.h metaclip_tasks/ingest/_watscan.c metaclip_tasks/ingest/_inflate.c metaclip_tasks/curation/_match.c metaclip_tasks/ingest/_uids.c
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,13 @@ test: system-packages $(STAMP)
 # (pyproject.toml's markers). `make test` is the whole suite, what CI runs.
 test-fast: system-packages $(STAMP)
 	$(VENV)/bin/python -m pytest -m "not (airflow or ui or cluster or slow)"
+
+# The habits CI checks before the tests: lint, formatting (ruff, pyproject.toml's settings) and the
+# library's types (mypy). The C extensions are built with -Wall -Wextra -Werror (setup.py).
+lint: system-packages $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 bench: system-packages $(STAMP)
 	$(VENV)/bin/python -m benchmarks.matching

@@ -25,8 +25,8 @@ import psutil
 from benchmarks.match_snapshot import write_source
 from benchmarks.metadata_500k import benchmark_metadata
 from metaclip_tasks.core.artifacts import ArtifactStore
-from metaclip_tasks.stages import METADATA_IMPORT, PAIRS_IMPORT, MetadataImport, PairsImport
 from metaclip_tasks.core.stage import run
+from metaclip_tasks.stages import METADATA_IMPORT, PAIRS_IMPORT, MetadataImportParams, PairsImportParams
 
 SNAPSHOTS = ("CC-MAIN-2023-06", "CC-MAIN-2023-14", "CC-MAIN-2023-23")
 TASK = """
@@ -98,12 +98,15 @@ def main() -> None:
         print(f"3 tasks at once, each {n:,} pairs in {args.shards} shards; {os.cpu_count()} cores; 500k-entry metadata")
         print("| local clusters | wall time | Dask workers at once | their peak memory |")
         print("| --- | ---: | ---: | ---: |")
-        for mode, label in (("whole", "one of the whole machine per task (before)"), ("shared", "sharing the cores (now)")):
+        for mode, label in (
+            ("whole", "one of the whole machine per task (before)"),
+            ("shared", "sharing the cores (now)"),
+        ):
             root = tmp / mode
             store = ArtifactStore(root)
-            run(store, METADATA_IMPORT, MetadataImport(str(tmp / "metadata.json")))
+            run(store, METADATA_IMPORT, MetadataImportParams(str(tmp / "metadata.json")))
             for s in SNAPSHOTS:
-                run(store, PAIRS_IMPORT, PairsImport(s, (str(source),), rows_per_shard=-(-n // args.shards)))
+                run(store, PAIRS_IMPORT, PairsImportParams(s, (str(source),), rows_per_shard=-(-n // args.shards)))
             seconds, workers, gb = _run(root, mode)
             print(f"| {label} | {seconds:.1f} s | {workers} | {gb:.2f} GB |")
 

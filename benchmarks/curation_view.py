@@ -27,11 +27,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from metaclip_tasks.core.artifacts import DATA, Artifact, ArtifactStore, version_for
+from metaclip_tasks.core.shards import part_name
 from metaclip_tasks.curation.balancing import t_for_tail_ratio, tail_ratio
 from metaclip_tasks.curation.counting import COUNTS_DTYPE
-from metaclip_tasks.ui.curation_view import COUNTS, load_pool
 from metaclip_tasks.curation.report import STANDARD_TS, tail_ratios
-from metaclip_tasks.core.shards import part_name
+from metaclip_tasks.ui.curation_view import COUNTS, load_pool
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,8 +46,12 @@ def zipf_counts(n: int, exponent: float = 1.1, top: int = 5_000_000, seed: int =
 
 def publish_metadata(store: ArtifactStore, entries: Sequence[str]) -> Artifact:
     """A metadata artifact of these entries (its version from their content)."""
-    return store.publish("metadata", version_for({"bench-metadata": list(entries)}), {"params": {"source": "benchmark"}, "inputs": []},
-                         lambda out: out.write_json("entries.json", list(entries)) or {"entries": len(entries)})  # fmt: skip
+    return store.publish(
+        "metadata",
+        version_for({"bench-metadata": list(entries)}),
+        {"params": {"source": "benchmark"}, "inputs": []},
+        lambda out: out.write_json("entries.json", list(entries)) or {"entries": len(entries)},
+    )
 
 
 def publish_pool_counts(
@@ -64,8 +68,15 @@ def publish_pool_counts(
         )
         with out.writer(f"{DATA}/{part_name(0)}") as f:
             pq.write_table(table, f, compression="zstd")
-        return {"snapshots": ["CC-MAIN-2023-06"], "matches": int(counts.sum()), "entries": len(counts), "t": t,
-                "tail_ratio": tail_ratio(counts, t), "head_entries": int((counts >= t).sum()), "tail_ratios": tail_ratios(counts, STANDARD_TS)}  # fmt: skip
+        return {
+            "snapshots": ["CC-MAIN-2023-06"],
+            "matches": int(counts.sum()),
+            "entries": len(counts),
+            "t": t,
+            "tail_ratio": tail_ratio(counts, t),
+            "head_entries": int((counts >= t).sum()),
+            "tail_ratios": tail_ratios(counts, STANDARD_TS),
+        }
 
     version = version_for(
         {"bench-pool": pool, "metadata": metadata.version, "counts": counts.tobytes().hex()[:64], "n": len(counts)}
@@ -130,11 +141,22 @@ def main(argv: Sequence[str] | None = None) -> None:
         load_ms = (time.perf_counter() - start) * 1000
         load_pool.cache_clear()
         v = pool.version
-        print(f"pool: {args.entries:,} entries, {int(counts.sum()):,} matches, t = {pool.stats['t']:,}; "
-              f"loading and sorting the counts {load_ms:.1f} ms; first call and median of {args.rounds} warm calls, ms")  # fmt: skip
-        for path in ("/api/pools", f"/api/pool_counts/{v}", f"/api/pool_counts/{v}/distribution", f"/api/pool_counts/{v}/cumulative",
-                     f"/api/pool_counts/{v}/cumulative?t=1000", f"/api/pool_counts/{v}/t_curve", f"/api/pool_counts/{v}/at?t=20000",
-                     f"/api/pool_counts/{v}/top?k=100", f"/api/artifacts/pool_counts/{v}", f"/pool_counts/{v}"):  # fmt: skip
+        print(
+            f"pool: {args.entries:,} entries, {int(counts.sum()):,} matches, t = {pool.stats['t']:,}; "
+            f"loading and sorting the counts {load_ms:.1f} ms; first call and median of {args.rounds} warm calls, ms"
+        )
+        for path in (
+            "/api/pools",
+            f"/api/pool_counts/{v}",
+            f"/api/pool_counts/{v}/distribution",
+            f"/api/pool_counts/{v}/cumulative",
+            f"/api/pool_counts/{v}/cumulative?t=1000",
+            f"/api/pool_counts/{v}/t_curve",
+            f"/api/pool_counts/{v}/at?t=20000",
+            f"/api/pool_counts/{v}/top?k=100",
+            f"/api/artifacts/pool_counts/{v}",
+            f"/pool_counts/{v}",
+        ):
 
             def get(path: str = path) -> None:
                 response = client.get(path)

@@ -44,20 +44,27 @@ import pyarrow as pa
 import simdjson
 from fastwarc.warc import ArchiveIterator, WarcRecordType
 
+from metaclip_tasks.dev.shared_data import WARC
 from metaclip_tasks.ingest.extract import extract_file, warc_links, wat_links
 from metaclip_tasks.ingest.language import LanguageFilter
-from metaclip_tasks.dev.shared_data import WARC
 from tests.ingest.commoncrawl_files import ReadOnce, write_wat
 
-SOURCES = ("resiliparse_warcfile.warc.gz", "warc_sample-0000.warc.gz", "warc_sample-0001.warc.gz", "whirlwind.warc.gz",
-           "resiliparse_clueweb-quirk.warc.gz", "warcio_example.warc.gz", "warcio_example-iana.org-chunked.warc")  # fmt: skip
+SOURCES = (
+    "resiliparse_warcfile.warc.gz",
+    "warc_sample-0000.warc.gz",
+    "warc_sample-0001.warc.gz",
+    "whirlwind.warc.gz",
+    "resiliparse_clueweb-quirk.warc.gz",
+    "warcio_example.warc.gz",
+    "warcio_example-iana.org-chunked.warc",
+)
 Pair = tuple[str, str, str]
 MiB = 2**20
 
 
 def _absolute(url: str, base_url: str) -> str:
     """cc2dataset's ``make_link_absolute``: urljoin unless already http(s), the URL as it was on an error."""
-    if url.startswith("http://") or url.startswith("https://"):
+    if url.startswith(("http://", "https://")):
         return url
     try:
         return urljoin(base_url, url)
@@ -88,17 +95,24 @@ def reference_rows(path: Path, loads: Callable[[bytes], dict]) -> tuple[list[tup
             if "Links" not in metadata:
                 continue
             cc_filename = data["Container"]["Filename"]
-            page_url = envelope["WARC-Header-Metadata"]["WARC-Target-URI"].strip("<>")  # ClueWeb22's <uri>, as the project
+            page_url = envelope["WARC-Header-Metadata"]["WARC-Target-URI"].strip(
+                "<>"
+            )  # ClueWeb22's <uri>, as the project
             base_url = page_url
             if "Head" in metadata and "Base" in metadata["Head"]:
                 try:
                     base_url = urljoin(base_url, metadata["Head"]["Base"])
                 except ValueError:
                     pass
-            images = [{"url": link["url"], "alt": link["alt"]} for link in metadata["Links"]
-                      if link.get("path", "") == "IMG@/src" and len(link.get("alt", "")) > 0]  # fmt: skip
+            images = [
+                {"url": link["url"], "alt": link["alt"]}
+                for link in metadata["Links"]
+                if link.get("path", "") == "IMG@/src" and len(link.get("alt", "")) > 0
+            ]
             images = [{"url": _absolute(image["url"], base_url), "alt": image["alt"]} for image in images]
-            images = [image for image in images if image["url"].startswith("http://") or image["url"].startswith("https://")]
+            images = [
+                image for image in images if image["url"].startswith("http://") or image["url"].startswith("https://")
+            ]
             for image in images:
                 image["uid"] = str(hashlib.md5((image["alt"] + image["url"]).encode()).hexdigest())
                 image["cc_filename"] = cc_filename
@@ -113,7 +127,9 @@ def reference_pairs(path: Path, loads: Callable[[bytes], dict]) -> list[Pair]:
 
 
 def _pairs(tables: Iterable[pa.Table]) -> list[Pair]:
-    return [row for t in tables for row in zip(*(t.column(c).to_pylist() for c in ("page_url", "url", "alt")), strict=True)]
+    return [
+        row for t in tables for row in zip(*(t.column(c).to_pylist() for c in ("page_url", "url", "alt")), strict=True)
+    ]
 
 
 def project_wat_pairs(path: Path) -> tuple[list[Pair], Counter]:
@@ -130,7 +146,9 @@ def project_warc_pairs(path: Path) -> tuple[list[Pair], Counter]:
         return _pairs(warc_links(f, counts)), counts
 
 
-def project_links(reader: Callable[[IO[bytes], Counter], Iterator[pa.Table]], path: Path, streamed: bool = False) -> int:
+def project_links(
+    reader: Callable[[IO[bytes], Counter], Iterator[pa.Table]], path: Path, streamed: bool = False
+) -> int:
     """What is timed of a project reader: its resolved links as Arrow tables (the product's form);
     ``streamed``: the file as a stream that cannot be read again from its start (FastWARC's path,
     which a framed file falls back to)."""
@@ -159,7 +177,10 @@ def _ratio(reference: list[float], times: list[float]) -> float:
 def read_only(path: Path) -> int:
     """The floor: FastWARC's iteration over the metadata records and their bytes read, nothing parsed."""
     with open(path, "rb") as f:
-        return sum(len(record.reader.read()) for record in ArchiveIterator(f, record_types=WarcRecordType.metadata, parse_http=False))
+        return sum(
+            len(record.reader.read())
+            for record in ArchiveIterator(f, record_types=WarcRecordType.metadata, parse_http=False)
+        )
 
 
 def _inflated_size(path: Path) -> int:
@@ -202,19 +223,29 @@ def main() -> None:
             raise SystemExit("the json and simdjson references disagree")
         if ours != expected:
             diff = Counter(ours) - Counter(expected), Counter(expected) - Counter(ours)
-            raise SystemExit(f"project and reference disagree: only project {list(diff[0])[:3]}, only reference {list(diff[1])[:3]}")
+            raise SystemExit(
+                f"project and reference disagree: only project {list(diff[0])[:3]}, only reference {list(diff[1])[:3]}"
+            )
         records, pages, pairs = counts["records"], counts["pages"], len(ours)
         warc_pairs, warc_counts = project_warc_pairs(warc)
-        print(f"WAT: {wat_mib:.1f} MiB gzip ({wat_raw_mib:.1f} MiB of records), the shared WARCs' records x {args.copies}: "
-              f"{records:,} metadata records, {pages:,} pages, {counts['images']:,} IMG@/src links, {pairs:,} pairs")
-        print(f"WARC: {warc_mib:.1f} MiB gzip, the shared WARC files x {args.warc_copies}: {warc_counts['records']:,} response "
-              f"records, {warc_counts['pages']:,} pages, {len(warc_pairs):,} pairs")
+        print(
+            f"WAT: {wat_mib:.1f} MiB gzip ({wat_raw_mib:.1f} MiB of records), the shared WARCs' records x {args.copies}: "
+            f"{records:,} metadata records, {pages:,} pages, {counts['images']:,} IMG@/src links, {pairs:,} pairs"
+        )
+        print(
+            f"WARC: {warc_mib:.1f} MiB gzip, the shared WARC files x {args.warc_copies}: {warc_counts['records']:,} response "
+            f"records, {warc_counts['pages']:,} pages, {len(warc_pairs):,} pairs"
+        )
         print(f"project wat_links == reference pairs (alt normalised, empty dropped): {pairs:,} identical")
         distinct = sorted({a for _, _, a in ours})
-        lang_s = statistics.median(_timed({"identify": lambda: LanguageFilter(["en"]).identify(distinct)}, 3)["identify"])
-        print(f"language identification (py3langid, fresh filter): {len(distinct) / lang_s:,.0f} texts/s on the "
-              f"{len(distinct):,} distinct alt-texts; extract_file identifies each distinct text once per file, and "
-              f"the copies repeat them")
+        lang_s = statistics.median(
+            _timed({"identify": lambda: LanguageFilter(["en"]).identify(distinct)}, 3)["identify"]
+        )
+        print(
+            f"language identification (py3langid, fresh filter): {len(distinct) / lang_s:,.0f} texts/s on the "
+            f"{len(distinct):,} distinct alt-texts; extract_file identifies each distinct text once per file, and "
+            f"the copies repeat them"
+        )
 
         out = tmp / "out.parquet"
         wat_runs: dict[str, Callable[[], object]] = {
@@ -238,22 +269,39 @@ def main() -> None:
     ref = wat_times["reference, json.loads"]
     ref_simd = wat_times["reference, simdjson (cc2dataset)"]
     print(f"\nWAT, one core, median of {args.rounds} rounds (ratios: the median of each round's)")
-    print(f"{'reader':<34}{'records/s':>11}{'pages/s':>10}{'pairs/s':>11}{'MiB/s gz':>10}{'MiB/s raw':>10}{'vs json':>9}{'vs simdjson':>12}")
+    print(
+        f"{'reader':<34}{'records/s':>11}{'pages/s':>10}{'pairs/s':>11}{'MiB/s gz':>10}{'MiB/s raw':>10}{'vs json':>9}{'vs simdjson':>12}"
+    )
     for name, times in wat_times.items():
         s = statistics.median(times)
-        row = {"records_per_s": records / s, "pages_per_s": pages / s, "pairs_per_s": pairs / s, "mib_per_s": wat_mib / s,
-               "raw_mib_per_s": wat_raw_mib / s, "ratio_json": _ratio(ref, times), "ratio_simdjson": _ratio(ref_simd, times)}  # fmt: skip
+        row = {
+            "records_per_s": records / s,
+            "pages_per_s": pages / s,
+            "pairs_per_s": pairs / s,
+            "mib_per_s": wat_mib / s,
+            "raw_mib_per_s": wat_raw_mib / s,
+            "ratio_json": _ratio(ref, times),
+            "ratio_simdjson": _ratio(ref_simd, times),
+        }
         figures["wat"][name] = row
-        print(f"{name:<34}{row['records_per_s']:>11,.0f}{row['pages_per_s']:>10,.0f}{row['pairs_per_s']:>11,.0f}"
-              f"{row['mib_per_s']:>10.1f}{row['raw_mib_per_s']:>10.1f}{row['ratio_json']:>8.2f}x{row['ratio_simdjson']:>11.2f}x")
+        print(
+            f"{name:<34}{row['records_per_s']:>11,.0f}{row['pages_per_s']:>10,.0f}{row['pairs_per_s']:>11,.0f}"
+            f"{row['mib_per_s']:>10.1f}{row['raw_mib_per_s']:>10.1f}{row['ratio_json']:>8.2f}x{row['ratio_simdjson']:>11.2f}x"
+        )
     print(f"\nWARC, one core, median of {args.rounds}")
     print(f"{'reader':<34}{'records/s':>11}{'pages/s':>10}{'pairs/s':>11}{'MiB/s gz':>10}")
     for name, times in warc_times.items():
         s = statistics.median(times)
-        row = {"records_per_s": warc_counts["records"] / s, "pages_per_s": warc_counts["pages"] / s,
-               "pairs_per_s": len(warc_pairs) / s, "mib_per_s": warc_mib / s}  # fmt: skip
+        row = {
+            "records_per_s": warc_counts["records"] / s,
+            "pages_per_s": warc_counts["pages"] / s,
+            "pairs_per_s": len(warc_pairs) / s,
+            "mib_per_s": warc_mib / s,
+        }
         figures["warc"][name] = row
-        print(f"{name:<34}{row['records_per_s']:>11,.0f}{row['pages_per_s']:>10,.0f}{row['pairs_per_s']:>11,.0f}{row['mib_per_s']:>10.1f}")
+        print(
+            f"{name:<34}{row['records_per_s']:>11,.0f}{row['pages_per_s']:>10,.0f}{row['pairs_per_s']:>11,.0f}{row['mib_per_s']:>10.1f}"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(figures, f, indent=2)

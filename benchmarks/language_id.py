@@ -38,8 +38,8 @@ from pathlib import Path
 import py3langid
 import pycld2
 
-from metaclip_tasks.ingest.language import LanguageFilter
 from metaclip_tasks.dev.shared_data import SHARED_DATA
+from metaclip_tasks.ingest.language import LanguageFilter
 
 COCO_CAPTIONS = SHARED_DATA / "captions" / "coco_captions_val2017.json"
 MIN_CHARS = 12

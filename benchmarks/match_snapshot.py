@@ -51,19 +51,25 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from benchmarks.metadata_500k import CAPTIONS, benchmark_metadata
-from metaclip_tasks.core import checked
-from metaclip_tasks.runtime import cluster
-from metaclip_tasks.stages import plan
-from metaclip_tasks.core import files
-from metaclip_tasks.curation import matching
+from metaclip_tasks.core import checked, files
 from metaclip_tasks.core.artifacts import Artifact, ArtifactStore
-from metaclip_tasks.runtime.cluster import dask_client
-from metaclip_tasks.dev.local_s3 import local_s3
-from metaclip_tasks.curation.matching import match_shard
-from metaclip_tasks.metadata.build import ENTRIES
-from metaclip_tasks.stages import MATCHER_BUILD, METADATA_IMPORT, PAIRS_IMPORT, MatcherBuild, MetadataImport, PairsImport
-from metaclip_tasks.stages.match import WORKER_MATCHERS, local_matcher_file, saved_matcher, worker_matcher
 from metaclip_tasks.core.stage import run
+from metaclip_tasks.curation import matching
+from metaclip_tasks.curation.matching import match_shard
+from metaclip_tasks.dev.local_s3 import local_s3
+from metaclip_tasks.metadata.build import ENTRIES
+from metaclip_tasks.runtime import cluster
+from metaclip_tasks.runtime.cluster import dask_client
+from metaclip_tasks.stages import (
+    MATCHER_BUILD,
+    METADATA_IMPORT,
+    PAIRS_IMPORT,
+    MatcherBuildParams,
+    MetadataImportParams,
+    PairsImportParams,
+    plan,
+)
+from metaclip_tasks.stages.match import WORKER_MATCHERS, local_matcher_file, saved_matcher, worker_matcher
 
 SNAPSHOT = "CC-MAIN-2023-06"
 
@@ -124,8 +130,9 @@ def _matcher_seconds(entries: files.Stored, saved: tuple[files.Stored, ...], ver
     return time.perf_counter() - start
 
 
-def _match_shards(shards: list[files.Stored], output: str, entries: files.Stored, saved: tuple[files.Stored, ...],
-                  version: str) -> float:  # fmt: skip
+def _match_shards(
+    shards: list[files.Stored], output: str, entries: files.Stored, saved: tuple[files.Stored, ...], version: str
+) -> float:
     """``match_shard`` over some shards in this process, nothing else (no stage, no Dask): seconds."""
     matcher = worker_matcher(entries, saved, version, "tokens")
     start = time.perf_counter()
@@ -134,7 +141,9 @@ def _match_shards(shards: list[files.Stored], output: str, entries: files.Stored
     return time.perf_counter() - start
 
 
-def ceiling(pairs: Artifact, meta: Artifact, saved: tuple[files.Stored, ...], tmp: Path, workers: int, rounds: int) -> list[float]:
+def ceiling(
+    pairs: Artifact, meta: Artifact, saved: tuple[files.Stored, ...], tmp: Path, workers: int, rounds: int
+) -> list[float]:
     """What the machine itself allows: the shards matched by ``workers`` plain forked processes (each a
     share of them, in parallel) against one process, per round (each process warmed by one run first)."""
     shards, args = pairs.data_files(), (meta.stored(ENTRIES), saved, meta.version)
@@ -150,8 +159,12 @@ def ceiling(pairs: Artifact, meta: Artifact, saved: tuple[files.Stored, ...], tm
 
 def _dask_diagnostics() -> None:
     """Local clusters with Dask's default diagnostics (a 10 ms profiler per worker, a 20 ms tick, ...)."""
-    for key in ("distributed.worker.profile.enabled", "distributed.admin.tick.interval",
-                "distributed.admin.system-monitor.interval", "distributed.worker.memory.monitor-interval"):  # fmt: skip
+    for key in (
+        "distributed.worker.profile.enabled",
+        "distributed.admin.tick.interval",
+        "distributed.admin.system-monitor.interval",
+        "distributed.worker.memory.monitor-interval",
+    ):
         del cluster.LOCAL_CLUSTER_CONFIG[key]
 
 
@@ -203,12 +216,20 @@ def main() -> None:
     parser.add_argument("--shards", type=int, default=16, help="shards of the pairs artifact")
     parser.add_argument("--workers", type=int, default=2, help="Dask workers (one thread each)")
     parser.add_argument(
-        "--rounds", type=int, default=9, help="rounds of one core, cold runs and a warm run, fresh clusters (medians shown)"
+        "--rounds",
+        type=int,
+        default=9,
+        help="rounds of one core, cold runs and a warm run, fresh clusters (medians shown)",
     )
     parser.add_argument("--local-only", action="store_true", help="the local root alone (no S3 row)")
-    parser.add_argument("--without", choices=sorted(WITHOUT), action="append", default=[],
-                        help="measure as before a change: no writeback as files close, Dask's own diagnostics, "
-                             "dense counts per batch, or workers' Arrow on a thread per core")  # fmt: skip
+    parser.add_argument(
+        "--without",
+        choices=sorted(WITHOUT),
+        action="append",
+        default=[],
+        help="measure as before a change: no writeback as files close, Dask's own diagnostics, "
+        "dense counts per batch, or workers' Arrow on a thread per core",
+    )
     args = parser.parse_args()
     for change in args.without:
         WITHOUT[change]()
@@ -221,25 +242,33 @@ def main() -> None:
         (tmp / "metadata.json").write_text(json.dumps(benchmark_metadata()))
         print(f"{n:,} pairs in {args.shards} shards; metadata: 500,000 entries")
         rows, published, idle = [], set(), 0.0
-        roots = [("local disk", str(tmp / "root"))] + ([] if bucket is None else [("S3 (moto, 127.0.0.1)", f"{bucket}/root")])
+        roots = [("local disk", str(tmp / "root"))] + (
+            [] if bucket is None else [("S3 (moto, 127.0.0.1)", f"{bucket}/root")]
+        )
         for label, root in roots:
             store = ArtifactStore(root)
-            pairs = run(store, PAIRS_IMPORT, PairsImport(SNAPSHOT, (str(source),), rows_per_shard=-(-n // args.shards)))
-            meta = run(store, METADATA_IMPORT, MetadataImport(str(tmp / "metadata.json")))
+            pairs = run(
+                store, PAIRS_IMPORT, PairsImportParams(SNAPSHOT, (str(source),), rows_per_shard=-(-n // args.shards))
+            )
+            meta = run(store, METADATA_IMPORT, MetadataImportParams(str(tmp / "metadata.json")))
             WORKER_MATCHERS.clear()
             _timed_match(store, pairs, meta, None)  # loads this process's matcher (and makes the matcher artifact)
-            saved = saved_matcher(run(store, MATCHER_BUILD, MatcherBuild(), {"metadata": meta}))
+            saved = saved_matcher(run(store, MATCHER_BUILD, MatcherBuildParams(), {"metadata": meta}))
             verified = set(files.VERIFIED)  # what one core has verified already: its runs are warm
             args_matcher = (meta.stored(ENTRIES), saved, meta.version)
             firsts = []
             for host in ("new", "checked"):
                 with host_record(tmp / f"{label}-{host}"):
                     if host == "checked":  # an earlier task on this host checked the shards and the matcher
-                        check_on_host([dataclasses.replace(f, uri=local_matcher_file(f)) for f in saved] + (
-                            pairs.data_files() if store.local else []))  # fmt: skip
+                        check_on_host(
+                            [dataclasses.replace(f, uri=local_matcher_file(f)) for f in saved]
+                            + (pairs.data_files() if store.local else [])
+                        )
                     _forget_matchers()
                     with dask_client(work=args.workers) as client:
-                        assert len(client.scheduler_info()["workers"]) == args.workers, "fewer free cores than --workers"
+                        assert len(client.scheduler_info()["workers"]) == args.workers, (
+                            "fewer free cores than --workers"
+                        )
                         firsts.append(max(client.run(_matcher_seconds, *args_matcher).values()))
                         idle = idle_cpu(client) if host == "new" and label == "local disk" else idle
             times: dict[str, list[float]] = {"one core": [], "cold, new host": [], "cold": [], "warm": []}
@@ -254,8 +283,10 @@ def main() -> None:
                 published.add(json.dumps(matched.manifest["files"]))
                 for host in ("new", "checked"):
                     _forget_matchers()
-                    with host_record(tmp / f"{label}-{host}" if host == "checked" else tmp / f"{label}-new-{r}"),\
-                            dask_client(work=args.workers) as client:  # fmt: skip
+                    with (
+                        host_record(tmp / f"{label}-{host}" if host == "checked" else tmp / f"{label}-new-{r}"),
+                        dask_client(work=args.workers) as client,
+                    ):
                         elapsed, matched = _timed_match(store, pairs, meta, client)
                         times["cold, new host" if host == "new" else "cold"].append(elapsed)
                         if host == "checked":
@@ -270,16 +301,25 @@ def main() -> None:
                 limits = ceiling(pairs, meta, saved, tmp, args.workers, args.rounds)
         assert len(published) == 1, "the roots and drivers published different matched shards"
         w = args.workers
-        print(f"| root | one core (pairs/s) | Dask cold, new host ({w} workers) | Dask cold | Dask warm | cold, new host vs "
-              "one core | cold vs one core | warm vs one core | first task's matcher (new host / checked) | cores the one-core "
-              "run used |")  # fmt: skip
+        print(
+            f"| root | one core (pairs/s) | Dask cold, new host ({w} workers) | Dask cold | Dask warm | cold, new host vs "
+            "one core | cold vs one core | warm vs one core | first task's matcher (new host / checked) | cores the one-core "
+            "run used |"
+        )
         print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for label, speeds, ratios, firsts, used in rows:
-            print(f"| {label} | " + " | ".join(f"{v:,.0f}" for v in speeds) + " | " + " | ".join(f"{r:.2f}x" for r in ratios)
-                  + f" | {firsts[0]:.3f} s / {firsts[1]:.3f} s | {used:.2f} |")  # fmt: skip
+            print(
+                f"| {label} | "
+                + " | ".join(f"{v:,.0f}" for v in speeds)
+                + " | "
+                + " | ".join(f"{r:.2f}x" for r in ratios)
+                + f" | {firsts[0]:.3f} s / {firsts[1]:.3f} s | {used:.2f} |"
+            )
         print(f"the idle cluster's processes (driver, {w} workers): {idle:.1%} of a core")
-        print(f"ceiling: match_shard in {w} plain processes vs one (local disk, no stage, no Dask): median "
-              f"{statistics.median(limits):.2f}x, rounds " + ", ".join(f"{r:.2f}x" for r in limits))  # fmt: skip
+        print(
+            f"ceiling: match_shard in {w} plain processes vs one (local disk, no stage, no Dask): median "
+            f"{statistics.median(limits):.2f}x, rounds " + ", ".join(f"{r:.2f}x" for r in limits)
+        )
         if len(rows) == 2:
             (_, local, *_), (_, remote, *_) = rows
             print(f"S3 / local: one core {remote[0] / local[0]:.2f}x, Dask warm {remote[3] / local[3]:.2f}x")

@@ -106,8 +106,10 @@ def _compare(label: str, texts: list[str], matchers: dict[str, Callable], rounds
         got = match(arrow).to_pylist() if name.endswith("columnar)") else match(texts)
         if name != "reference" and got != expected:
             raise SystemExit(f"{name} disagrees with the reference on {label}")
-    print(f"{label}: {len(texts):,} texts, all matchers agree: {sum(map(len, expected)):,} matches, "
-          f"{sum(map(bool, expected)):,} texts with a match")  # fmt: skip
+    print(
+        f"{label}: {len(texts):,} texts, all matchers agree: {sum(map(len, expected)):,} matches, "
+        f"{sum(map(bool, expected)):,} texts with a match"
+    )
     speeds: dict[str, list[float]] = {name: [] for name in matchers}
     for _ in range(rounds):
         for name, match in matchers.items():

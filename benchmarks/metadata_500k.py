@@ -6,8 +6,8 @@ from __future__ import annotations
 import bz2
 import re
 
-from metaclip_tasks.metadata.wordnet import wordnet_entries
 from metaclip_tasks.dev.shared_data import CAPTIONS, WIKIPEDIA_SAMPLE
+from metaclip_tasks.metadata.wordnet import wordnet_entries
 
 __all__ = ["CAPTIONS", "benchmark_metadata"]
 

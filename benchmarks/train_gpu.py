@@ -41,11 +41,11 @@ def prepare(out: Path, image_size: int) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from metaclip_tasks.training.download import DownloadOptions, download_stats, run_img2dataset, write_url_list
     from metaclip_tasks.curation.matching import Matcher, match_shard
+    from metaclip_tasks.dev.shared_data import COCO
     from metaclip_tasks.ingest.uids import url_uid
     from metaclip_tasks.metadata.wordnet import wordnet_entries
-    from metaclip_tasks.dev.shared_data import COCO
+    from metaclip_tasks.training.download import DownloadParams, download_stats, run_img2dataset, write_url_list
 
     class Quiet(SimpleHTTPRequestHandler):
         def log_message(self, *args) -> None:
@@ -67,7 +67,7 @@ def prepare(out: Path, image_size: int) -> None:
         pq.write_table(pa.table({"uid": [url_uid(u) for u in urls], "url": urls, "text": texts}), tmp / "pairs.parquet")
         match_shard(str(tmp / "pairs.parquet"), str(tmp / "matched.parquet"), Matcher(wordnet_entries()))
         write_url_list([str(tmp / "matched.parquet")], tmp / "urls.parquet")
-        options = DownloadOptions(image_size=image_size, samples_per_shard=100)
+        options = DownloadParams(image_size=image_size, samples_per_shard=100)
         run_img2dataset(tmp / "urls.parquet", out, options, log=lambda _: None)
     server.shutdown()
     print(json.dumps({"pairs": len(urls), **download_stats(out)}, indent=1))
@@ -101,9 +101,7 @@ class GpuMemory:
         self.thread.join()
 
 
-def train_once(
-    shards: list[str], batch: int, accum: int, steps: int, workers: int, precision: str, logs: Path
-) -> dict:
+def train_once(shards: list[str], batch: int, accum: int, steps: int, workers: int, precision: str, logs: Path) -> dict:
     """One training run of the recipe at per-GPU ``batch`` x ``accum``; its step figures."""
     recipe = replace(PAPER_VIT_B32, epochs=1, resampled=True, workers=workers, accum_freq=accum, precision=precision)
     config = check_device(recipe)
@@ -114,7 +112,11 @@ def train_once(
         try:
             run_training(config, shards, steps * config.global_batch_size, logs, f"b{batch}x{accum}", log=lines.append)
         except RuntimeError as error:  # out of memory, say: the trainer's last words, and on to the next size
-            return {"config": asdict(config), "error": str(error), "trainer_error": [x for x in lines if "Error" in x][-1:]}
+            return {
+                "config": asdict(config),
+                "error": str(error),
+                "trainer_error": [x for x in lines if "Error" in x][-1:],
+            }
     wall = time.perf_counter() - start
     steps_seen = [tuple(map(float, m.groups())) for m in map(STEP_LINE.search, lines) if m]
     measured = steps_seen[len(steps_seen) // 10 :] or steps_seen

@@ -14,9 +14,9 @@ import os
 import statistics
 import time
 
-from metaclip_tasks.runtime.cluster import dask_client
-from metaclip_tasks.metadata.wikipedia import count_dumps
 from metaclip_tasks.dev.shared_data import WIKIPEDIA_SAMPLE
+from metaclip_tasks.metadata.wikipedia import count_dumps
+from metaclip_tasks.runtime.cluster import dask_client
 
 
 def main() -> None:
@@ -42,8 +42,10 @@ def main() -> None:
     if counts.unigrams != serial.unigrams or counts.bigrams != serial.bigrams:
         raise SystemExit("Dask counts differ from the serial counts")
     rate = statistics.median(parallel)
-    print(f"Dask, {args.workers} workers:            {rate:6.2f} MB/s = {rate / args.workers:.2f} MB/s per core "
-          f"({rate / statistics.median(single):.2f}x one core)")  # fmt: skip
+    print(
+        f"Dask, {args.workers} workers:            {rate:6.2f} MB/s = {rate / args.workers:.2f} MB/s per core "
+        f"({rate / statistics.median(single):.2f}x one core)"
+    )
 
 
 if __name__ == "__main__":

@@ -24,11 +24,11 @@ from metaclip_airflow import (
     seed_param,
     store,
     warn,
-)  # fmt: skip
+)
 
-from metaclip_tasks.stages import plan
-from metaclip_tasks.dev.demo import POOL, demo_pairs, demo_report, demo_source
 from metaclip_tasks.core.snapshots import get_pool
+from metaclip_tasks.dev.demo import POOL, demo_pairs, demo_report, demo_source
+from metaclip_tasks.stages import plan
 
 with manual_dag(
     "metaclip_curation_demo",

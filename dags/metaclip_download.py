@@ -25,12 +25,12 @@ from metaclip_airflow import (
 
 from metaclip_tasks.stages import plan
 from metaclip_tasks.stages.plan import OnlineDownload, Subset
-from metaclip_tasks.training.download import DownloadOptions
+from metaclip_tasks.training.download import DownloadParams
 
 with manual_dag(
     "metaclip_download",
     "Download a curated subset's images into webdataset shards (img2dataset)",
-    params={**subset_params(), **dataclass_params(DownloadOptions), **dataclass_params(OnlineDownload)},
+    params={**subset_params(), **dataclass_params(DownloadParams), **dataclass_params(OnlineDownload)},
     tags=["download"],
     doc_md=__doc__,
 ) as dag:
@@ -40,7 +40,7 @@ with manual_dag(
         params = get_current_context()["params"]
         with bad_input_fails():
             plan.check_subset(store(), from_params(Subset, params))
-            from_params(DownloadOptions, params)
+            from_params(DownloadParams, params)
             from_params(OnlineDownload, params)
 
     @task(outlets=[DOWNLOADED_ASSET], retries=2, retry_delay=timedelta(minutes=1), retry_exponential_backoff=2.0)
@@ -51,7 +51,7 @@ with manual_dag(
             artifact = plan.download_subset(
                 store(),
                 from_params(Subset, params),
-                from_params(DownloadOptions, params),
+                from_params(DownloadParams, params),
                 client,
                 online=from_params(OnlineDownload, params),
             )

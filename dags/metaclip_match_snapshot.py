@@ -32,11 +32,10 @@ from metaclip_airflow import (
     snapshot_param,
     store,
     summary,
-)  # fmt: skip
+)
 from metaclip_timetable import CommonCrawlTimetable
 
-from metaclip_tasks.stages import plan
-from metaclip_tasks.stages import Ingest, MatchParams, PairsImport
+from metaclip_tasks.stages import IngestParams, MatchParams, PairsImportParams, plan
 
 with DAG(
     dag_id="metaclip_match_snapshot",
@@ -54,15 +53,15 @@ with DAG(
             "commoncrawl: the crawl's own files (format, cc_base, max_files); or WARC/WAT files, a "
             "directory or glob (any fsspec URL; {snapshot} is replaced); empty: no ingestion",
         ),
-        **dataclass_params(Ingest, skip=("snapshot", "sources")),
+        **dataclass_params(IngestParams, skip=("snapshot", "sources")),
         "pairs_source": optional_text_param(
             "Pairs source",
             "parquet files to import first (a directory, file or glob, any fsspec URL; "
             "{snapshot} is replaced); empty: the snapshot's newest pairs artifact",
         ),
-        **dataclass_params(PairsImport, skip=("snapshot", "sources", "rows")),
+        **dataclass_params(PairsImportParams, skip=("snapshot", "sources", "rows")),
         **dataclass_params(MatchParams),
-    },  # fmt: skip
+    },
     tags=["metaclip", "matching"],
     doc_md=__doc__,
 ) as dag:
@@ -78,9 +77,14 @@ with DAG(
             snapshot = plan.run_snapshot(params["snapshot"], logical.date() if logical else None)
             meta = plan.metadata(store(), params["metadata_version"])
             imported = plan.snapshot_pairs(
-                store(), snapshot, raw_source=params["raw_source"], pairs_source=params["pairs_source"],
-                ingest=fields_of(Ingest, params, skip=("snapshot", "sources")),
-                pairs_import=fields_of(PairsImport, params, skip=("snapshot", "sources", "rows")), cluster=cluster)
+                store(),
+                snapshot,
+                raw_source=params["raw_source"],
+                pairs_source=params["pairs_source"],
+                ingest=fields_of(IngestParams, params, skip=("snapshot", "sources")),
+                pairs_import=fields_of(PairsImportParams, params, skip=("snapshot", "sources", "rows")),
+                cluster=cluster,
+            )
         return {"snapshot": snapshot, "pairs": publish(imported), "metadata": summary(meta)}
 
     @task(outlets=[MATCHED_ASSET], **DASK_RETRIES)

@@ -25,16 +25,16 @@ from metaclip_airflow import (
     store,
 )
 
-from metaclip_tasks.metadata.build import MetadataParams
-from metaclip_tasks.metadata.fetch import fetch_all
-from metaclip_tasks.stages import METADATA_BUILD
 from metaclip_tasks.core.settings import cache_dir
 from metaclip_tasks.core.stage import run
+from metaclip_tasks.metadata.build import MetadataBuildParams
+from metaclip_tasks.metadata.fetch import fetch_all
+from metaclip_tasks.stages import METADATA_BUILD
 
 with manual_dag(
     "metaclip_metadata",
     "Build the metadata from WordNet, Wikipedia unigrams and PMI bigrams, and titles by page views",
-    params=dataclass_params(MetadataParams, skip=("wordnet_dir",)),
+    params=dataclass_params(MetadataBuildParams, skip=("wordnet_dir",)),
     tags=["metadata"],
     doc_md=__doc__,
 ) as dag:
@@ -43,12 +43,12 @@ with manual_dag(
     def check_params() -> None:
         """Refuse sources without their input files before anything is downloaded."""
         with bad_input_fails():
-            from_params(MetadataParams, get_current_context()["params"]).input_files()
+            from_params(MetadataBuildParams, get_current_context()["params"]).input_files()
 
     @task(retries=3, retry_delay=timedelta(minutes=1), retry_exponential_backoff=2.0)
     def fetch_sources() -> dict:
         """Download the http(s) URLs among the inputs (resumable, checksum-verified); others pass through."""
-        params = from_params(MetadataParams, get_current_context()["params"])
+        params = from_params(MetadataBuildParams, get_current_context()["params"])
         directory = cache_dir() / "sources"
         with bad_input_fails():
             return {key: fetch_all(getattr(params, key), directory) for key in ("wikipedia_dumps", "pageview_files")}
@@ -58,7 +58,7 @@ with manual_dag(
         context = get_current_context()
         with bad_input_fails():
             params = replace(
-                from_params(MetadataParams, context["params"]), **{k: tuple(v) for k, v in fetched.items()}
+                from_params(MetadataBuildParams, context["params"]), **{k: tuple(v) for k, v in fetched.items()}
             )
             with cluster() as client:
                 artifact = run(store(), METADATA_BUILD, params, client=client)

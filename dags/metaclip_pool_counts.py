@@ -21,10 +21,10 @@ from metaclip_airflow import (
     publish,
     store,
     warn,
-)  # fmt: skip
+)
 
-from metaclip_tasks.stages import plan
 from metaclip_tasks.core.snapshots import get_pool
+from metaclip_tasks.stages import plan
 
 with DAG(
     dag_id="metaclip_pool_counts",

@@ -29,7 +29,7 @@ from metaclip_airflow import (
     store,
     summary,
     warn,
-)  # fmt: skip
+)
 
 from metaclip_tasks.stages import plan
 from metaclip_tasks.stages.plan import TAblation
@@ -74,8 +74,14 @@ with manual_dag(
             {"t": p.t, "downloaded": summary(p.downloaded), "view": summary(p.view) if p.view else None} for p in plans
         ]
 
-    @task(outlets=[CHECKPOINT_ASSET, METRICS_ASSET], map_index_template="t={{ task.op_kwargs['item']['t'] }}",
-          pool="gpu", queue="gpu", retries=1, retry_delay=timedelta(minutes=5))  # fmt: skip
+    @task(
+        outlets=[CHECKPOINT_ASSET, METRICS_ASSET],
+        map_index_template="t={{ task.op_kwargs['item']['t'] }}",
+        pool="gpu",
+        queue="gpu",
+        retries=1,
+        retry_delay=timedelta(minutes=5),
+    )
     def train_and_evaluate(item: dict) -> dict | None:
         """One t's model: trained on its subset of the single download, then evaluated."""
         params = get_current_context()["params"]
@@ -96,10 +102,13 @@ with manual_dag(
         params = get_current_context()["params"]
         with bad_input_fails():
             counts = plan.counted_pool(store(), params["pool"], params["metadata_version"])
-            plans = [plan.DownloadPlan(d["t"], artifact(d["downloaded"]), artifact(d["view"]) if d["view"] else None)
-                     for d in downloads]  # fmt: skip
-            table = plan.ablation_table(store(), counts, [artifact(c) for c in curated], plans,
-                                            [artifact(r) for r in results or [] if r])  # fmt: skip
+            plans = [
+                plan.DownloadPlan(d["t"], artifact(d["downloaded"]), artifact(d["view"]) if d["view"] else None)
+                for d in downloads
+            ]
+            table = plan.ablation_table(
+                store(), counts, [artifact(c) for c in curated], plans, [artifact(r) for r in results or [] if r]
+            )
             with table.open("comparison.md") as comparison:
                 print(comparison.read().decode())  # the table, in the task log
         return {**publish(table), "rows": table.stats["rows"]}

@@ -32,7 +32,7 @@ from metaclip_airflow import (
 
 from metaclip_tasks.stages import plan
 from metaclip_tasks.stages.plan import OnlineDownload, Subset
-from metaclip_tasks.training.download import DownloadOptions
+from metaclip_tasks.training.download import DownloadParams
 from metaclip_tasks.training.train import TrainChoice, check_device
 
 with manual_dag(
@@ -41,9 +41,9 @@ with manual_dag(
     params={
         **subset_params(),
         **dataclass_params(TrainChoice),
-        "image_size": dataclass_params(DownloadOptions)["image_size"],
+        "image_size": dataclass_params(DownloadParams)["image_size"],
         "download_budget": dataclass_params(OnlineDownload)["download_budget"],
-    },  # fmt: skip
+    },
     tags=["training"],
     doc_md=__doc__,
 ) as dag:
@@ -63,7 +63,7 @@ with manual_dag(
             downloaded = plan.download_subset(
                 store(),
                 from_params(Subset, p),
-                DownloadOptions(image_size=p["image_size"]),
+                DownloadParams(image_size=p["image_size"]),
                 client,
                 online=from_params(OnlineDownload, p),
             )
@@ -73,8 +73,13 @@ with manual_dag(
     def train(downloaded: dict) -> dict:
         p = get_current_context()["params"]
         with bad_input_fails():
-            checkpoint = plan.train_subset(store(), from_params(Subset, p), from_params(TrainChoice, p),
-                                           artifact(downloaded), online=p["download_budget"] is not None)
+            checkpoint = plan.train_subset(
+                store(),
+                from_params(Subset, p),
+                from_params(TrainChoice, p),
+                artifact(downloaded),
+                online=p["download_budget"] is not None,
+            )
             return publish(checkpoint)
 
     @task(outlets=[METRICS_ASSET])

@@ -28,8 +28,17 @@ ASSET_SCHEME = "x-metaclip"
 # and no provider's URI handler can claim it), so it neither warns nor fails at parse time, and it cannot
 # collide with a real scheme (file, s3, ...) whose normalizer would rewrite the name. Name and URI are one
 # string, so the Assets page shows the URI; every event's extra carries the artifact's own version and URI.
-ARTIFACT_KINDS = ("metadata", "pairs", "matched", "pool_counts", "curated", "downloaded", "checkpoint", "metrics",
-                  "t_ablation")  # fmt: skip
+ARTIFACT_KINDS = (
+    "metadata",
+    "pairs",
+    "matched",
+    "pool_counts",
+    "curated",
+    "downloaded",
+    "checkpoint",
+    "metrics",
+    "t_ablation",
+)
 
 
 def artifact_asset(kind: str) -> Asset:
@@ -56,8 +65,16 @@ DASK_RETRIES = {"retries": 2, **RETRY_BACKOFF}
 
 def manual_dag(dag_id: str, description: str, params: dict[str, Param], tags: list[str], doc_md: str | None) -> DAG:
     """A DAG run by hand or through the API (no schedule), with typed params and its docs."""
-    return DAG(dag_id=dag_id, description=description, schedule=None, start_date=datetime(2024, 1, 1), catchup=False,
-               params=params, tags=["metaclip", *tags], doc_md=doc_md)  # fmt: skip
+    return DAG(
+        dag_id=dag_id,
+        description=description,
+        schedule=None,
+        start_date=datetime(2024, 1, 1),
+        catchup=False,
+        params=params,
+        tags=["metaclip", *tags],
+        doc_md=doc_md,
+    )
 
 
 def store() -> ArtifactStore:
@@ -72,7 +89,7 @@ def dask_address() -> str | None:
         from airflow.sdk import Connection
 
         conn = Connection.get("dask_default")
-    except Exception:  # no such connection: a local cluster
+    except Exception:  # noqa: BLE001 - no such connection (the SDK's error differs by context): a local cluster
         return None
     return f"{conn.schema or 'tcp'}://{conn.host}:{conn.port}" if conn.host else None
 
@@ -100,8 +117,9 @@ def dataclass_params(cls: type, skip: tuple[str, ...] = (), **overrides: Param) 
         if f.name in skip:
             continue
         value = P.default(f)
-        made[f.name] = overrides.get(f.name) or Param(None if value is dataclasses.MISSING else _jsonable(value),
-                                                      **P.json_schema(cls, f.name))  # fmt: skip
+        made[f.name] = overrides.get(f.name) or Param(
+            None if value is dataclasses.MISSING else _jsonable(value), **P.json_schema(cls, f.name)
+        )
     return made
 
 
@@ -133,9 +151,14 @@ def subset_params() -> dict[str, Param]:
 
 def snapshot_param() -> Param:
     """A Common Crawl id, or None (the form's "not set"): the crawl of the run's logical date."""
-    return Param(None, type=["null", "string"], enum=[None, *SNAPSHOTS], title="Snapshot",
-                 values_display={"null": "(the crawl of the run's logical date)"},
-                 description="Common Crawl id; empty: the crawl of the run's logical date")  # fmt: skip
+    return Param(
+        None,
+        type=["null", "string"],
+        enum=[None, *SNAPSHOTS],
+        title="Snapshot",
+        values_display={"null": "(the crawl of the run's logical date)"},
+        description="Common Crawl id; empty: the crawl of the run's logical date",
+    )
 
 
 def optional_text_param(title: str, description: str) -> Param:

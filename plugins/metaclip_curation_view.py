@@ -30,13 +30,21 @@ from airflow.sdk import BaseOperatorLink
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
-from metaclip_tasks.ui import curation_view as view
 from metaclip_tasks.core.artifacts import ArtifactStore
 from metaclip_tasks.core.errors import CurationError
 from metaclip_tasks.core.settings import artifact_root
+from metaclip_tasks.ui import curation_view as view
 
-CURATION_DAGS = ("metaclip_balance", "metaclip_curation_demo", "metaclip_download", "metaclip_match_snapshot",
-                 "metaclip_metadata", "metaclip_pool_counts", "metaclip_t_ablation", "metaclip_train")  # fmt: skip
+CURATION_DAGS = (
+    "metaclip_balance",
+    "metaclip_curation_demo",
+    "metaclip_download",
+    "metaclip_match_snapshot",
+    "metaclip_metadata",
+    "metaclip_pool_counts",
+    "metaclip_t_ablation",
+    "metaclip_train",
+)
 BASE = urlsplit(conf.get("api", "base_url", fallback="") or "").path.rstrip("/")  # the API server's path prefix
 PLOTLY_JS = Path(__import__("plotly").__file__).parent / "package_data" / "plotly.min.js"
 
@@ -277,8 +285,16 @@ def index_page(request: Request) -> HTMLResponse:
 @router.get("/pool_counts/{version}", response_class=HTMLResponse)
 def pool_page(version: str, request: Request) -> HTMLResponse:
     payload = {**view.pool_payload(artifact_root(), version, _base(request)), "base": _base(request)}
-    return _page("pool.html", request, a=payload["artifact"], top=payload["top"], ablation=payload["ablation"],
-                 lineage=payload["lineage"], payload=payload, script=POOL_SCRIPT)  # fmt: skip
+    return _page(
+        "pool.html",
+        request,
+        a=payload["artifact"],
+        top=payload["top"],
+        ablation=payload["ablation"],
+        lineage=payload["lineage"],
+        payload=payload,
+        script=POOL_SCRIPT,
+    )
 
 
 @router.get("/artifacts/{stage}/{version}", response_class=HTMLResponse)
@@ -286,9 +302,14 @@ def artifact_page(stage: str, version: str, request: Request) -> HTMLResponse:
     store = _store()
     artifact = view.require(store, stage, version)
     summary = view.summary(artifact, _base(request))
-    return _page("artifact.html", request, a=summary, lineage=view.lineage(store, artifact, _base(request)),
-                 params=json.dumps(summary["params"], indent=2, sort_keys=True, default=str),
-                 stats=json.dumps(summary["stats"], indent=2, sort_keys=True, default=str))  # fmt: skip
+    return _page(
+        "artifact.html",
+        request,
+        a=summary,
+        lineage=view.lineage(store, artifact, _base(request)),
+        params=json.dumps(summary["params"], indent=2, sort_keys=True, default=str),
+        stats=json.dumps(summary["stats"], indent=2, sort_keys=True, default=str),
+    )
 
 
 def published(
@@ -299,17 +320,27 @@ def published(
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        rows = session.execute(XComModel.get_many(run_id=run_id, dag_ids=dag_id, task_ids=task_id, map_indexes=map_index, key="return_value")
-                               .with_only_columns(XComModel.task_id, XComModel.map_index, XComModel.value)).all()  # fmt: skip
+        rows = session.execute(
+            XComModel.get_many(
+                run_id=run_id, dag_ids=dag_id, task_ids=task_id, map_indexes=map_index, key="return_value"
+            ).with_only_columns(XComModel.task_id, XComModel.map_index, XComModel.value)
+        ).all()
     return [(task, index, ref) for task, index, value in rows if (ref := view.artifact_ref(value))]
 
 
 @runs.get("/runs/{dag_id}/{run_id}", response_class=HTMLResponse)
 def run_page(dag_id: str, run_id: str, request: Request) -> HTMLResponse:
     base = _base(request)
-    rows = [{"task": task if index < 0 else f"{task}[{index}]", "stage": stage, "version": version, "url": view.view_url(stage, version, base),
-             "pool_url": view.pool_url(version, base) if stage == view.POOL_COUNTS else None}
-            for task, index, (stage, version) in published(dag_id, run_id)]  # fmt: skip
+    rows = [
+        {
+            "task": task if index < 0 else f"{task}[{index}]",
+            "stage": stage,
+            "version": version,
+            "url": view.view_url(stage, version, base),
+            "pool_url": view.pool_url(version, base) if stage == view.POOL_COUNTS else None,
+        }
+        for task, index, (stage, version) in published(dag_id, run_id)
+    ]
     return _page("run.html", request, dag_id=dag_id, run_id=run_id, published=rows)
 
 
@@ -322,8 +353,10 @@ def access_checks() -> tuple[Callable[..., None], ...]:
     from airflow.api_fastapi.auth.managers.models.resource_details import AccessView, DagAccessEntity
     from airflow.api_fastapi.core_api.security import requires_access_dag, requires_access_view
 
-    return (requires_access_view(AccessView.WEBSITE),
-            *(requires_access_dag("GET", DagAccessEntity.RUN, param_dag_id=dag_id) for dag_id in CURATION_DAGS))  # fmt: skip
+    return (
+        requires_access_view(AccessView.WEBSITE),
+        *(requires_access_dag("GET", DagAccessEntity.RUN, param_dag_id=dag_id) for dag_id in CURATION_DAGS),
+    )
 
 
 @cache
@@ -363,11 +396,20 @@ class ArtifactLink(BaseOperatorLink):
 class MetaclipCurationView(AirflowPlugin):
     name = "metaclip_curation_view"
     external_views: ClassVar[list[dict[str, str]]] = [
-        {"name": "MetaCLIP curation", "href": f"{BASE}{view.PREFIX}/", "destination": "nav", "category": "browse",
-         "url_route": "metaclip-curation"},
-        {"name": "Curation artifacts", "href": f"{BASE}{view.PREFIX}/runs/{{DAG_ID}}/{{RUN_ID}}", "destination": "dag_run",
-         "url_route": "metaclip-run"},
-    ]  # fmt: skip
+        {
+            "name": "MetaCLIP curation",
+            "href": f"{BASE}{view.PREFIX}/",
+            "destination": "nav",
+            "category": "browse",
+            "url_route": "metaclip-curation",
+        },
+        {
+            "name": "Curation artifacts",
+            "href": f"{BASE}{view.PREFIX}/runs/{{DAG_ID}}/{{RUN_ID}}",
+            "destination": "dag_run",
+            "url_route": "metaclip-run",
+        },
+    ]
     global_operator_extra_links: ClassVar[list[BaseOperatorLink]] = [ArtifactLink()]
 
     @property

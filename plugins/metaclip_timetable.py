@@ -7,7 +7,7 @@ back to its crawl id with ``metaclip_tasks.core.snapshots.snapshot_for_date``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import pendulum
 from airflow.plugins_manager import AirflowPlugin
@@ -38,4 +38,4 @@ class CommonCrawlTimetable(EventsTimetable):
 
 class MetaclipTimetablePlugin(AirflowPlugin):
     name = "metaclip_timetable"
-    timetables = [CommonCrawlTimetable]
+    timetables: ClassVar[list[type]] = [CommonCrawlTimetable]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
 import shutil
@@ -10,13 +11,14 @@ import tempfile
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from metaclip_tasks.metadata.wordnet import DEFAULT_WORDNET_DIR, wordnet_entries
 from metaclip_tasks.dev.shared_data import CAPTIONS, COCO
+from metaclip_tasks.metadata.wordnet import DEFAULT_WORDNET_DIR, wordnet_entries
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -57,7 +59,7 @@ def pair_shards(tmp_path: Path, captions_table: pa.Table) -> list[Path]:
     """The real captions split into three parquet shards of pairs."""
     shards = []
     bounds = [0, 3000, 6500, len(captions_table)]
-    for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(bounds)):
         path = tmp_path / "pairs" / f"part-{i}.parquet"
         path.parent.mkdir(exist_ok=True)
         pq.write_table(captions_table.slice(a, b - a), path)
@@ -114,28 +116,38 @@ def small_chain(tmp_path: Path):
     matched -> pool_counts -> curated; returns a namespace of the store, the artifacts and the inputs."""
     from types import SimpleNamespace
 
-    from metaclip_tasks.stages import plan
     from metaclip_tasks.core.artifacts import ArtifactStore
-    from metaclip_tasks.stages import METADATA_IMPORT, PAIRS_IMPORT, MetadataImport, PairsImport
     from metaclip_tasks.core.snapshots import Pool
     from metaclip_tasks.core.stage import run
+    from metaclip_tasks.stages import METADATA_IMPORT, PAIRS_IMPORT, MetadataImportParams, PairsImportParams, plan
 
     raw = tmp_path / "raw"
     raw.mkdir()
     for i in range(2):
         texts = TINY_TEXTS[i::2]
-        pq.write_table(pa.table({"url": [f"https://x/{i}/{k}.jpg" for k in range(len(texts))], "text": texts}),
-                       raw / f"part-{i}.parquet")  # fmt: skip
+        pq.write_table(
+            pa.table({"url": [f"https://x/{i}/{k}.jpg" for k in range(len(texts))], "text": texts}),
+            raw / f"part-{i}.parquet",
+        )
     (tmp_path / "metadata.json").write_text(json.dumps(["red", "car", "red car", "dog", "black dog", "photo"]))
     store = ArtifactStore(tmp_path / "root")
-    pairs = run(store, PAIRS_IMPORT, PairsImport("CC-MAIN-2023-06", (str(raw),)))
-    meta = run(store, METADATA_IMPORT, MetadataImport(str(tmp_path / "metadata.json")))
+    pairs = run(store, PAIRS_IMPORT, PairsImportParams("CC-MAIN-2023-06", (str(raw),)))
+    meta = run(store, METADATA_IMPORT, MetadataImportParams(str(tmp_path / "metadata.json")))
     matched = plan.match(store, pairs, meta)
     pool = Pool("small", ("CC-MAIN-2023-06",), 0.3)
     counts = plan.count_pool(store, pool, meta, [matched])
     curated = plan.balance(store, counts, 20, 0)
-    return SimpleNamespace(store=store, root=tmp_path / "root", raw=raw, pairs=pairs, meta=meta, matched=matched,
-                           pool=pool, counts=counts, curated=curated)  # fmt: skip
+    return SimpleNamespace(
+        store=store,
+        root=tmp_path / "root",
+        raw=raw,
+        pairs=pairs,
+        meta=meta,
+        matched=matched,
+        pool=pool,
+        counts=counts,
+        curated=curated,
+    )
 
 
 @pytest.fixture
@@ -169,7 +181,7 @@ CRAWL = "CC-MAIN-2024-22"  # the crawl of the whirlwind files
 class _FlakyHandler(_QuietHandler):
     """Serves a directory; each path in ``fail_once`` answers 503 to its first GET (a transient error)."""
 
-    fail_once: set[str] = set()
+    fail_once: ClassVar[set[str]] = set()
 
     def do_GET(self) -> None:
         if self.path in self.fail_once:

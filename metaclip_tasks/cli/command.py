@@ -38,9 +38,12 @@ def common_options(dask: bool) -> argparse.ArgumentParser:
     namespace, so that a group's value (``artifacts --root R list``) is not reset by its verb."""
     unused = "" if dask else "accepted and unused: this command runs nothing on Dask; "
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--root", default=argparse.SUPPRESS,
-                        help="artifact root: a directory or fsspec URL such as s3://bucket/root "
-                             "(default: $METACLIP_ROOT, else .state/root)")  # fmt: skip
+    common.add_argument(
+        "--root",
+        default=argparse.SUPPRESS,
+        help="artifact root: a directory or fsspec URL such as s3://bucket/root "
+        "(default: $METACLIP_ROOT, else .state/root)",
+    )
     common.add_argument(
         "--scheduler",
         default=argparse.SUPPRESS,

@@ -14,9 +14,9 @@ from metaclip_tasks.core.stage import run
 from metaclip_tasks.stages import (
     INGEST,
     PAIRS_IMPORT,
-    Ingest,
+    IngestParams,
     MatchParams,
-    PairsImport,
+    PairsImportParams,
     plan,
 )
 from metaclip_tasks.stages.plan import Subset
@@ -24,11 +24,14 @@ from metaclip_tasks.stages.plan import Subset
 
 def _pairs_import(args: argparse.Namespace, store: ArtifactStore) -> None:
     """Pairs of one snapshot imported from parquet files."""
-    params = P.from_arguments(PairsImport, args)
+    params = P.from_arguments(PairsImportParams, args)
     with dask_client(args, len(params.sources)) as client:
         a = run(store, PAIRS_IMPORT, params, client=client)
-    done(a, f"{a.stats['pairs']:,} pairs of {a.params['snapshot']} in {a.stats['shards']} shards "
-            f"({a.stats['pairs_without_url']:,} without a URL dropped)")  # fmt: skip
+    done(
+        a,
+        f"{a.stats['pairs']:,} pairs of {a.params['snapshot']} in {a.stats['shards']} shards "
+        f"({a.stats['pairs_without_url']:,} without a URL dropped)",
+    )
 
 
 def _ingest_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,16 +62,19 @@ def _ingest(args: argparse.Namespace, store: ArtifactStore) -> None:
     if snapshot is None:
         raise CurationError("give --snapshot: the crawl the files belong to (e.g. CC-MAIN-2023-06)")
     languages = [c for c in (args.languages or "en").split(",") if c.strip()]
-    params = P.from_arguments(Ingest, args, snapshot=snapshot, sources=args.sources, languages=languages)
+    params = P.from_arguments(IngestParams, args, snapshot=snapshot, sources=args.sources, languages=languages)
     inputs = ingest_inputs(params)  # every input there, before any work
     if args.output:
         check_export(args.output, [uri for uri, _, _ in inputs], store.root)
     with dask_client(args, len(inputs)) as client:
         a = run(store, INGEST, params, client=client)
     s = a.stats
-    done(a, f"{s['pairs']:,} pairs of {snapshot} from {s['files']} files: {s['pages']:,} pages, {s['images']:,} "
-            f"images, {s['with_alt']:,} with alt-text, {s['other_language']:,} in other languages, "
-            f"{s['duplicates_in_snapshot']:,} duplicates, {s['bad_records']:,} bad records")  # fmt: skip
+    done(
+        a,
+        f"{s['pairs']:,} pairs of {snapshot} from {s['files']} files: {s['pages']:,} pages, {s['images']:,} "
+        f"images, {s['with_alt']:,} with alt-text, {s['other_language']:,} in other languages, "
+        f"{s['duplicates_in_snapshot']:,} duplicates, {s['bad_records']:,} bad records",
+    )
     if args.output:
         print(f"pairs written to {export_pairs(a, args.output)}")
 
@@ -89,8 +95,11 @@ def _match(args: argparse.Namespace, store: ArtifactStore) -> None:
     with dask_client(args, max(len(p.data_files()) for p in pairs)) as client:
         for snapshot in args.snapshots:
             a = plan.match_snapshot(store, snapshot, meta, client, params.backend)
-            done(a, f"{snapshot}: matched {a.stats['pairs_matched']:,} of {a.stats['pairs_in']:,} pairs "
-                    f"({a.stats['matches']:,} matches) against {a.stats['entries']:,} entries")  # fmt: skip
+            done(
+                a,
+                f"{snapshot}: matched {a.stats['pairs_matched']:,} of {a.stats['pairs_in']:,} pairs "
+                f"({a.stats['matches']:,} matches) against {a.stats['entries']:,} entries",
+            )
 
 
 def _pool_counts(args: argparse.Namespace, store: ArtifactStore) -> None:
@@ -102,8 +111,11 @@ def _pool_counts(args: argparse.Namespace, store: ArtifactStore) -> None:
         raise CurationError(f"--top must be >= 0, got {args.top}")
     subset = P.from_arguments(Subset, args)
     a = plan.counted_pool(store, subset.pool, subset.metadata_version)
-    done(a, f"{a.stats['entries']:,} entries, {a.stats['matches']:,} matches, "
-            f"{a.stats['entries_never_matched']:,} never matched; t={a.stats['t']}")  # fmt: skip
+    done(
+        a,
+        f"{a.stats['entries']:,} entries, {a.stats['matches']:,} matches, "
+        f"{a.stats['entries_never_matched']:,} never matched; t={a.stats['t']}",
+    )
     warn(plan.t_warnings(a, None, None))
     entries = load_metadata(a.input("metadata").stored("entries.json"))
     for entry, n in top_entries(load_counts(a.stored("counts.npy")), entries, args.top):
@@ -121,9 +133,12 @@ def _choose_t(args: argparse.Namespace, store: ArtifactStore) -> None:
     plan.check_t_choice(subset.t, subset.target_tail_ratio)  # before counting anything
     counts = plan.counted_pool(store, subset.pool, subset.metadata_version)
     t = plan.pool_t(counts, subset.t, subset.target_tail_ratio)
-    result = {"t": t, "tail_ratio": tail_ratio(load_counts(counts.stored("counts.npy")), t),
-              "target_tail_ratio": subset.target_tail_ratio,
-              "warnings": plan.t_warnings(counts, subset.t, subset.target_tail_ratio)}  # fmt: skip
+    result = {
+        "t": t,
+        "tail_ratio": tail_ratio(load_counts(counts.stored("counts.npy")), t),
+        "target_tail_ratio": subset.target_tail_ratio,
+        "warnings": plan.t_warnings(counts, subset.t, subset.target_tail_ratio),
+    }
     warn(result["warnings"])
     print(json.dumps(result) if args.json else f"t={t} tail_ratio={result['tail_ratio']:.6f}")
 
@@ -136,8 +151,11 @@ def _balance(args: argparse.Namespace, store: ArtifactStore) -> None:
         a = plan.curated_subset(store, subset, client)
     warn(plan.t_warnings(a.input("pool_counts"), subset.t, subset.target_tail_ratio))
     s = a.stats
-    done(a, f"kept {s['kept']:,} of {s['pairs_in']:,} pairs (expected {s['expected_kept']:,.1f} +- {s['kept_sd']:.1f}) "
-            f"with t={s['t']} (tail ratio {s['tail_ratio']:.4f})")  # fmt: skip
+    done(
+        a,
+        f"kept {s['kept']:,} of {s['pairs_in']:,} pairs (expected {s['expected_kept']:,.1f} +- {s['kept_sd']:.1f}) "
+        f"with t={s['t']} (tail ratio {s['tail_ratio']:.4f})",
+    )
 
 
 def _demo(args: argparse.Namespace, store: ArtifactStore) -> None:
@@ -172,7 +190,7 @@ PAIRS_IMPORT_COMMAND = Command(
         "storage; rows without a URL are dropped and counted."
     ),
     run=_pairs_import,
-    params=(PairsImport,),
+    params=(PairsImportParams,),
     dask=True,
     aliases=("pairs",),
     stages=("pairs_import",),
@@ -188,7 +206,7 @@ INGEST_COMMAND = Command(
         "dataset."
     ),
     run=_ingest,
-    params=(Ingest,),
+    params=(IngestParams,),
     skip=("snapshot", "sources", "languages"),
     arguments=_ingest_arguments,
     dask=True,

@@ -93,14 +93,18 @@ def _stages(args: argparse.Namespace, store: None) -> None:
             f"{role}: {i.stage}{'[]' if i.many else ''}{'?' if i.optional else ''}" for role, i in stage.inputs.items()
         )
         fields = ", ".join(f.name for f in dataclasses.fields(stage.params))
-        print(f"{stage.name:<16} v{stage.version}  {'metaclip ' + _runner(stage.name):<25} -> {stage.artifact:<14} "
-              f"inputs ({inputs or '-'})  params ({fields or '-'})")  # fmt: skip
+        print(
+            f"{stage.name:<16} v{stage.version}  {'metaclip ' + _runner(stage.name):<25} -> {stage.artifact:<14} "
+            f"inputs ({inputs or '-'})  params ({fields or '-'})"
+        )
 
 
 def results_table(store: ArtifactStore) -> str:
     """One markdown row per metrics artifact, oldest first."""
-    lines = ["| metrics | model | samples | zero-shot top-1 | top-5 | text->image R@1/5/10 | image->text R@1/5/10 |",
-             "| --- | --- | ---: | ---: | ---: | --- | --- |"]  # fmt: skip
+    lines = [
+        "| metrics | model | samples | zero-shot top-1 | top-5 | text->image R@1/5/10 | image->text R@1/5/10 |",
+        "| --- | --- | ---: | ---: | ---: | --- | --- |",
+    ]
 
     def recalls(m: dict, key: str) -> str:
         return " / ".join(f"{m[key][k]:.3f}" for k in ("R@1", "R@5", "R@10")) if key in m else "-"

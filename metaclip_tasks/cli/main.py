@@ -43,13 +43,23 @@ COMMANDS: list[Command] = [
 ]
 
 GROUPS = {  # command groups, whose verbs are the commands named "GROUP VERB": (help, description, runs on Dask)
-    "artifacts": ("list, verify, show and trace the versioned artifacts",
-                  ("Every stage writes <root>/artifacts/<stage>/<version>/ with a manifest.json (parameters, inputs, "
-                   "stage version, files with checksums, stats); tabular rows are under data/."), False),
-    "metadata": ("alias of metadata-build, metadata-import and metadata-stats, kept for one release",
-                 ("Alias of metadata-build, metadata-import and metadata-stats, kept for one release: MetaCLIP's "
-                  "metadata (paper section 3.1), the entry list."), True),
-}  # fmt: skip
+    "artifacts": (
+        "list, verify, show and trace the versioned artifacts",
+        (
+            "Every stage writes <root>/artifacts/<stage>/<version>/ with a manifest.json (parameters, inputs, "
+            "stage version, files with checksums, stats); tabular rows are under data/."
+        ),
+        False,
+    ),
+    "metadata": (
+        "alias of metadata-build, metadata-import and metadata-stats, kept for one release",
+        (
+            "Alias of metadata-build, metadata-import and metadata-stats, kept for one release: MetaCLIP's "
+            "metadata (paper section 3.1), the entry list."
+        ),
+        True,
+    ),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,14 +82,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add(sub: argparse._SubParsersAction, groups: dict[str, argparse._SubParsersAction], name: str, command: Command,
-         text: str, description: str) -> None:  # fmt: skip
+def _add(
+    sub: argparse._SubParsersAction,
+    groups: dict[str, argparse._SubParsersAction],
+    name: str,
+    command: Command,
+    text: str,
+    description: str,
+) -> None:
     """The parser of ``command`` under ``name`` (``GROUP VERB``: a verb of the group, made with its first verb)."""
     *group, verb = name.split(" ")
     if group and group[0] not in groups:
         group_help, group_description, dask = GROUPS[group[0]]
-        parent = sub.add_parser(group[0], help=group_help, description=group_description, epilog=EPILOG,
-                                parents=[common_options(dask)])  # fmt: skip
+        parent = sub.add_parser(
+            group[0], help=group_help, description=group_description, epilog=EPILOG, parents=[common_options(dask)]
+        )
         groups[group[0]] = parent.add_subparsers(dest="verb", required=True, metavar="VERB")
     target = groups[group[0]] if group else sub
     parser = target.add_parser(

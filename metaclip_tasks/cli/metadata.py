@@ -11,13 +11,13 @@ from metaclip_tasks.cli.command import Command, dask_client, done
 from metaclip_tasks.core import params as P
 from metaclip_tasks.core.artifacts import ArtifactStore
 from metaclip_tasks.core.stage import run
-from metaclip_tasks.metadata.build import MetadataParams
-from metaclip_tasks.stages import METADATA_BUILD, METADATA_IMPORT, MetadataImport, plan
+from metaclip_tasks.metadata.build import MetadataBuildParams
+from metaclip_tasks.stages import METADATA_BUILD, METADATA_IMPORT, MetadataImportParams, plan
 
 
 def _metadata_build(args: argparse.Namespace, store: ArtifactStore) -> None:
     """The entry list built from its sources (Wikipedia's on Dask)."""
-    params = P.from_arguments(MetadataParams, args)
+    params = P.from_arguments(MetadataBuildParams, args)
     params.input_files()  # each source has its files, before any work
     with dask_client(args) if {"unigram", "bigram"} & set(params.sources) else nullcontext() as client:
         a = run(store, METADATA_BUILD, params, client=client)
@@ -26,7 +26,7 @@ def _metadata_build(args: argparse.Namespace, store: ArtifactStore) -> None:
 
 def _metadata_import(args: argparse.Namespace, store: ArtifactStore) -> None:
     """An existing entry list checked and stored."""
-    a = run(store, METADATA_IMPORT, MetadataImport(args.path))
+    a = run(store, METADATA_IMPORT, MetadataImportParams(args.path))
     done(a, f"{a.stats['entries']:,} entries ({a.stats['duplicated_entries']:,} duplicated)")
 
 
@@ -61,7 +61,7 @@ METADATA_BUILD_COMMAND = Command(
         "30, in bits) and titles (page views >= 70), united in that order, de-duplicated, within a 500k budget."
     ),
     run=_metadata_build,
-    params=(MetadataParams,),
+    params=(MetadataBuildParams,),
     dask=True,
     aliases=("metadata build",),
     stages=("metadata_build",),

@@ -12,18 +12,19 @@ from metaclip_tasks.core.artifacts import ArtifactStore
 from metaclip_tasks.core.errors import CurationError
 from metaclip_tasks.stages import plan
 from metaclip_tasks.stages.plan import OnlineDownload, Subset, TAblation
-from metaclip_tasks.training.download import DownloadOptions
+from metaclip_tasks.training.download import DownloadParams
 from metaclip_tasks.training.train import TrainChoice
 
-EVAL_SET_HELP = ("a COCO-style folder: val2017/ images and annotations/ (default: $METACLIP_EVAL_COCO, else the shared "
-                 "COCO sample)")  # fmt: skip
+EVAL_SET_HELP = (
+    "a COCO-style folder: val2017/ images and annotations/ (default: $METACLIP_EVAL_COCO, else the shared COCO sample)"
+)
 
 
 def _download(args: argparse.Namespace, store: ArtifactStore) -> None:
     """A curated subset's images (balanced first unless cached)."""
     subset = P.from_arguments(Subset, args)
     plan.check_subset(store, subset)
-    options = P.from_arguments(DownloadOptions, args)
+    options = P.from_arguments(DownloadParams, args)
     online = P.from_arguments(OnlineDownload, args)
     with dask_client(args) as client:
         a = plan.download_subset(store, subset, options, client, log=progress, online=online)
@@ -47,15 +48,21 @@ def _train(args: argparse.Namespace, store: ArtifactStore) -> None:
     check_device(choice.config())
     a = plan.train_subset(store, subset, choice, downloaded, online=online.download_budget is not None, log=progress)
     s = a.stats
-    done(a, f"{s['model']} trained {s['epochs']} epochs on {s['samples']:,} samples on {s['device']} "
-            f"(downloaded {downloaded.version})")  # fmt: skip
+    done(
+        a,
+        f"{s['model']} trained {s['epochs']} epochs on {s['samples']:,} samples on {s['device']} "
+        f"(downloaded {downloaded.version})",
+    )
 
 
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
     """The download to train on, instead of the subset's newest."""
-    parser.add_argument("--downloaded", metavar="VERSION",
-                        help="a downloaded artifact to train on (default: the newest download of the subset given by "
-                             "--pool, --t or --target-tail-ratio, --seed, --download-budget)")  # fmt: skip
+    parser.add_argument(
+        "--downloaded",
+        metavar="VERSION",
+        help="a downloaded artifact to train on (default: the newest download of the subset given by "
+        "--pool, --t or --target-tail-ratio, --seed, --download-budget)",
+    )
 
 
 def _scores(metrics: dict) -> str:
@@ -83,7 +90,7 @@ def _evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 def _t_ablation(args: argparse.Namespace, store: ArtifactStore) -> None:
     """The t ablation of a pool, step by step in this process, and its comparison table."""
     ablation, choice = P.from_arguments(TAblation, args), P.from_arguments(TrainChoice, args)
-    options = P.from_arguments(DownloadOptions, args)
+    options = P.from_arguments(DownloadParams, args)
     plan.check_t_ablation(store, ablation, choice, args.eval_set)  # before a Dask cluster starts
     with dask_client(args) as client:
         a = plan.run_t_ablation(store, ablation, choice, options, args.eval_set, client, log=progress, warn=warn)
@@ -106,7 +113,7 @@ DOWNLOAD_COMMAND = Command(
         "--download-budget those of a superset that the training loader balances each epoch (paper A.2)."
     ),
     run=_download,
-    params=(Subset, DownloadOptions, OnlineDownload),
+    params=(Subset, DownloadParams, OnlineDownload),
     dask=True,
     stages=("download",),
 )
@@ -144,7 +151,7 @@ T_ABLATION_COMMAND = Command(
         "Prints the comparison: sizes, downloads, scores, and whether the subsets are nested."
     ),
     run=_t_ablation,
-    params=(TAblation, DownloadOptions, TrainChoice),
+    params=(TAblation, DownloadParams, TrainChoice),
     arguments=_t_ablation_arguments,
     dask=True,
     stages=("t_ablation", "download_view"),

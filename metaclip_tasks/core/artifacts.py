@@ -31,8 +31,8 @@ import numpy as np
 
 from metaclip_tasks import __version__
 from metaclip_tasks.core import files
-from metaclip_tasks.core.files import Stored
 from metaclip_tasks.core.errors import CurationError
+from metaclip_tasks.core.files import Stored
 
 MANIFEST = "manifest.json"
 DATA = "data"  # the folder of an artifact's parquet rows
@@ -91,7 +91,9 @@ class Artifact:
     def files(self, suffix: str = "", under: str = "") -> list[str]:
         """Names of the artifact's files ending in ``suffix`` (below folder ``under``), sorted."""
         prefix = f"{under.rstrip('/')}/" if under else ""
-        return sorted(f["name"] for f in self.manifest["files"] if f["name"].endswith(suffix) and f["name"].startswith(prefix))
+        return sorted(
+            f["name"] for f in self.manifest["files"] if f["name"].endswith(suffix) and f["name"].startswith(prefix)
+        )
 
     def data_files(self) -> list[Stored]:
         """The parquet parts of its rows (``data/``), in name order, each with what it must be
@@ -144,8 +146,11 @@ class Artifact:
         """The artifacts it was made from (of one stage, or one role), in manifest order."""
         if self.store is None:
             raise CurationError(f"{self.stage} {self.version} is not attached to a store")
-        return [self.store.require(i["stage"], i["version"]) for i in self.manifest.get("inputs", [])
-                if (stage is None or i["stage"] == stage) and (role is None or i.get("role") == role)]  # fmt: skip
+        return [
+            self.store.require(i["stage"], i["version"])
+            for i in self.manifest.get("inputs", [])
+            if (stage is None or i["stage"] == stage) and (role is None or i.get("role") == role)
+        ]
 
     def input(self, stage: str) -> Artifact:
         """The one input of ``stage``."""
@@ -312,7 +317,10 @@ class ArtifactStore:
             "stage": stage,
             "version": version,
             "params": artifact.params,
-            "inputs": [self.lineage(i["stage"], i["version"], (*_path, (stage, version))) for i in artifact.manifest.get("inputs", [])],
+            "inputs": [
+                self.lineage(i["stage"], i["version"], (*_path, (stage, version)))
+                for i in artifact.manifest.get("inputs", [])
+            ],
         }
 
     def publish(
@@ -326,9 +334,13 @@ class ArtifactStore:
         if existing is not None:  # a cache hit, once it is verified
             return Artifact(stage, version, existing.uri, existing.manifest, self, cache_hit=True).verify()
         target = self.path(stage, version)
-        work = f"{self.path(stage)}/.{version}{_TMP}{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}" if self.local else target
+        work = (
+            f"{self.path(stage)}/.{version}{_TMP}{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}" if self.local else target
+        )
         output = Output(files.unstrip(self.fs, work))
-        made = [d for d in (self._root_path, self.path(), self.path(stage)) if not self.fs.isdir(d)] if self.local else []
+        made = (
+            [d for d in (self._root_path, self.path(), self.path(stage)) if not self.fs.isdir(d)] if self.local else []
+        )
         if self.local:
             try:
                 self.fs.makedirs(work, exist_ok=True)
@@ -386,4 +398,3 @@ class ArtifactStore:
                 pid = base.split(f"{_TMP}{_HOST}-", 1)[1].split("-", 1)[0]
                 if pid.isdigit() and not _alive(int(pid)):
                     self.fs.rm(name, recursive=True)
-

@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, Self
 
 import fsspec
 from fsspec import AbstractFileSystem
@@ -89,7 +89,11 @@ def fingerprint(uri: str, tail_bytes: int = 65536) -> dict[str, Any]:
     fs, path = filesystem(uri)
     if fs.isdir(path):
         base = path.rstrip("/")
-        return {"files": [{"name": p[len(base) + 1 :], **fingerprint(unstrip(fs, p), tail_bytes)} for p in sorted(fs.find(path))]}
+        return {
+            "files": [
+                {"name": p[len(base) + 1 :], **fingerprint(unstrip(fs, p), tail_bytes)} for p in sorted(fs.find(path))
+            ]
+        }
     if not fs.isfile(path):
         raise CurationError(f"input {uri} does not exist")
     size = int(fs.size(path))
@@ -116,7 +120,9 @@ def expand(sources: Sequence[str], suffix: str | tuple[str, ...] = ".parquet") -
         matches = sorted(p for p in matches if not p.rsplit("/", 1)[-1].startswith((".", "_")))
         if not matches:
             kinds = " or ".join(suffix) if isinstance(suffix, tuple) else suffix
-            raise CurationError(f"input {source} holds no {kinds} file" if fs.isdir(path) else f"input {source} does not exist")
+            raise CurationError(
+                f"input {source} holds no {kinds} file" if fs.isdir(path) else f"input {source} does not exist"
+            )
         found.extend(unstrip(fs, p) for p in matches)
     if len(set(found)) != len(found):
         raise CurationError("an input file is given twice")
@@ -194,7 +200,7 @@ class HashingWriter:
         """What was written: its URI, size and sha256."""
         return Stored(self.uri, self.size, self._digest.hexdigest())
 
-    def __enter__(self) -> HashingWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -231,7 +237,9 @@ def verify(stored: Stored, checksum: bool = True, *, recheck: bool = False) -> N
     except (FileNotFoundError, OSError):
         raise CurationError(f"{where} is missing (the manifest lists it)") from None
     if size != stored.bytes:
-        raise CurationError(f"{where} has {size:,} bytes, its manifest says {stored.bytes:,}: it changed after it was published")
+        raise CurationError(
+            f"{where} has {size:,} bytes, its manifest says {stored.bytes:,}: it changed after it was published"
+        )
     key = (stored.uri, stored.bytes, stored.sha256)
     if not checksum or (key in VERIFIED and not recheck):
         return
@@ -242,8 +250,10 @@ def verify(stored: Stored, checksum: bool = True, *, recheck: bool = False) -> N
     before, started = (os.stat(path), time.time_ns()) if local else (None, 0)
     digest = describe(fs, path)[1]
     if digest != stored.sha256:
-        raise CurationError(f"{where} has sha256 {digest[:16]}..., its manifest says {stored.sha256[:16]}...: "
-                            "it changed after it was published")  # fmt: skip
+        raise CurationError(
+            f"{where} has sha256 {digest[:16]}..., its manifest says {stored.sha256[:16]}...: "
+            "it changed after it was published"
+        )
     VERIFIED.add(key)
     if before is not None:
         checked.record(path, before, digest, started)

@@ -90,8 +90,12 @@ def _check_value(name: str, hint: Any, value: Any, meta: Mapping[str, Any]) -> A
         raise CurationError(f"parameter {name} must be {_JSON_TYPES[base]}, got {value!r}")
     if "enum" in meta and value not in meta["enum"]:
         raise CurationError(f"parameter {name} must be one of {', '.join(map(str, meta['enum']))}, got {value!r}")
-    for bound, ok, words in (("minimum", lambda v, b: v >= b, ">="), ("exclusiveMinimum", lambda v, b: v > b, ">"),
-                             ("maximum", lambda v, b: v <= b, "<="), ("exclusiveMaximum", lambda v, b: v < b, "<")):  # fmt: skip
+    for bound, ok, words in (
+        ("minimum", lambda v, b: v >= b, ">="),
+        ("exclusiveMinimum", lambda v, b: v > b, ">"),
+        ("maximum", lambda v, b: v <= b, "<="),
+        ("exclusiveMaximum", lambda v, b: v < b, "<"),
+    ):
         if bound in meta and not ok(value, meta[bound]):
             raise CurationError(f"parameter {name} must be {words} {meta[bound]}, got {value!r}")
     return value
@@ -105,8 +109,11 @@ def from_mapping(cls: type, values: Mapping[str, Any]) -> Any:
     if unknown:
         raise CurationError(f"unknown parameter(s) {', '.join(unknown)}: expected some of {', '.join(sorted(names))}")
     hints = _hints(cls)
-    checked = {f.name: _check_value(f.name, hints[f.name], values[f.name], f.metadata)
-               for f in dataclasses.fields(cls) if f.name in values}  # fmt: skip
+    checked = {
+        f.name: _check_value(f.name, hints[f.name], values[f.name], f.metadata)
+        for f in dataclasses.fields(cls)
+        if f.name in values
+    }
     return cls(**checked)
 
 

@@ -41,12 +41,16 @@ def scheduler_address() -> str | None:
 
 def checked_dir() -> Path:
     """This host's record of checked files: ``$METACLIP_CHECKED_DIR``, else a per-user temporary folder."""
-    return Path(os.environ.get("METACLIP_CHECKED_DIR") or Path(tempfile.gettempdir()) / f"metaclip-checked-{os.getuid()}")
+    return Path(
+        os.environ.get("METACLIP_CHECKED_DIR") or Path(tempfile.gettempdir()) / f"metaclip-checked-{os.getuid()}"
+    )
 
 
 def dask_slots_dir() -> Path:
     """Lock files of this host's cores shared by local clusters: ``$METACLIP_DASK_SLOTS``, else a temporary folder."""
-    return Path(os.environ.get("METACLIP_DASK_SLOTS") or Path(tempfile.gettempdir()) / f"metaclip-dask-slots-{os.getuid()}")
+    return Path(
+        os.environ.get("METACLIP_DASK_SLOTS") or Path(tempfile.gettempdir()) / f"metaclip-dask-slots-{os.getuid()}"
+    )
 
 
 def shared_data_dir() -> Path:

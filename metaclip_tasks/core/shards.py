@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Self
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -11,8 +12,14 @@ from metaclip_tasks.core import files
 from metaclip_tasks.core.errors import CurationError
 
 PAIRS_SCHEMA = pa.schema(
-    [("uid", pa.string()), ("url", pa.string()), ("text", pa.string()), ("page_url", pa.string()), ("lang", pa.string()),
-     ("title", pa.string())]
+    [
+        ("uid", pa.string()),
+        ("url", pa.string()),
+        ("text", pa.string()),
+        ("page_url", pa.string()),
+        ("lang", pa.string()),
+        ("title", pa.string()),
+    ]
 )
 MATCHED_SCHEMA = pa.schema(
     [("uid", pa.string()), ("url", pa.string()), ("text", pa.string()), ("matched_entry_ids", pa.list_(pa.int32()))]
@@ -65,7 +72,7 @@ class ShardReader:
     def close(self) -> None:
         self._handle.close()
 
-    def __enter__(self) -> ShardReader:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -102,7 +109,7 @@ class ShardWriter:
             if fs.exists(path):
                 fs.rm(path)
 
-    def __enter__(self) -> ShardWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:

@@ -94,8 +94,10 @@ class Stage:
 
     def key(self, params: Any, inputs: Mapping[str, Any]) -> dict[str, Any]:
         """What the version hashes."""
-        versions = {role: ([a.version for a in v] if isinstance(v, list) else v.version if v else None)
-                    for role, v in sorted(inputs.items())}  # fmt: skip
+        versions = {
+            role: ([a.version for a in v] if isinstance(v, list) else v.version if v else None)
+            for role, v in sorted(inputs.items())
+        }
         return {
             "stage": self.name,
             "stage_version": self.version,
@@ -110,7 +112,9 @@ def library_versions(names: Sequence[str]) -> dict[str, str]:
     return {name: importlib.metadata.version(name) for name in names}
 
 
-def find(store: ArtifactStore, stage: Stage, params: Any, inputs: Mapping[str, InputValue] | None = None) -> Artifact | None:
+def find(
+    store: ArtifactStore, stage: Stage, params: Any, inputs: Mapping[str, InputValue] | None = None
+) -> Artifact | None:
     """The published artifact of ``stage`` for these params and inputs, or None: never builds."""
     params = P.check(params)
     checked = stage.check_inputs(inputs or {})
@@ -140,7 +144,11 @@ def run(
     version = version_for(key)
     header = {
         "params": P.to_dict(params),
-        "inputs": [{"role": role, **a.ref} for role, v in checked.items() for a in (v if isinstance(v, list) else [v] if v else [])],
+        "inputs": [
+            {"role": role, **a.ref}
+            for role, v in checked.items()
+            for a in (v if isinstance(v, list) else [v] if v else [])
+        ],
         "code": {k: key[k] for k in ("stage", "stage_version", "libraries")},
         "external": key["external"],
     }

@@ -97,8 +97,10 @@ def tail_ratio_warning(counts: np.ndarray, p: float, t: int | None = None) -> st
         return None
     below = int(np.searchsorted(ratios, p, side="right")) - 1  # ratio <= p: t = 1 (ratio 0) at least
     above = min(below + 1, len(ts) - 1)  # ratio > p: the last one is 1.0 > p
-    return (f"target tail ratio {p:g} is not reachable on this pool: t={ts[below]} gives {ratios[below]:.4f}, "
-            f"t={ts[above]} gives {ratios[above]:.4f}; using t={t}")  # fmt: skip
+    return (
+        f"target tail ratio {p:g} is not reachable on this pool: t={ts[below]} gives {ratios[below]:.4f}, "
+        f"t={ts[above]} gives {ratios[above]:.4f}; using t={t}"
+    )
 
 
 def entry_probabilities(counts: np.ndarray, t: int) -> np.ndarray:
@@ -286,8 +288,15 @@ def balance_summary(counts: np.ndarray, t: int, seed: int, total: ShardBalance) 
     }
 
 
-def balance_shard(source: str | Stored, output_uri: str, probs: np.ndarray, seed: int, *, drop: np.ndarray | None = None,
-                  batch_rows: int = 262144) -> tuple[ShardBalance, Stored]:  # fmt: skip
+def balance_shard(
+    source: str | Stored,
+    output_uri: str,
+    probs: np.ndarray,
+    seed: int,
+    *,
+    drop: np.ndarray | None = None,
+    batch_rows: int = 262144,
+) -> tuple[ShardBalance, Stored]:
     """Keep the balanced subset of one matched shard (uid, url, text, matched_entry_ids) in ``output_uri``;
     the rows ``drop`` (duplicates of earlier pairs of the pool) are neither kept nor counted."""
     pairs_in = kept = position = 0
@@ -305,8 +314,10 @@ def balance_shard(source: str | Stored, output_uri: str, probs: np.ndarray, seed
                 matched = batch.column("matched_entry_ids")
                 ids = list_parts(matched)[1]
                 if len(ids) and (ids.min() < 0 or ids.max() >= len(probs)):
-                    raise CurationError(f"input shard {reader.uri}: entry ids {ids.min()}..{ids.max()} do not fit the "
-                                        f"{len(probs):,} entries of the counts (matched against other metadata?)")  # fmt: skip
+                    raise CurationError(
+                        f"input shard {reader.uri}: entry ids {ids.min()}..{ids.max()} do not fit the "
+                        f"{len(probs):,} entries of the counts (matched against other metadata?)"
+                    )
                 mask = keep_mask(batch.column("uid"), matched, probs, seed)
                 chosen = batch.filter(pa.array(mask))
                 writer.write(chosen)
@@ -315,7 +326,9 @@ def balance_shard(source: str | Stored, output_uri: str, probs: np.ndarray, seed
                 kept += int(mask.sum())
                 expected += float(q.sum())
                 variance += float((q * (1 - q)).sum())
-                kept_counts += np.bincount(list_parts(chosen.column("matched_entry_ids"))[1], minlength=len(probs)).astype(_U64)
+                kept_counts += np.bincount(
+                    list_parts(chosen.column("matched_entry_ids"))[1], minlength=len(probs)
+                ).astype(_U64)
             written = writer.close()
     return ShardBalance(pairs_in, kept, (expected,), (variance,), kept_counts), written
 

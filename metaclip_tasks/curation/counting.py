@@ -42,7 +42,9 @@ def sum_counts(vectors: Iterable[np.ndarray], names: Sequence[str] | None = None
             total += vector
             wrapped = total < vector  # an unsigned sum wrapped around exactly when it is below an addend
             if wrapped.any():
-                raise CurationError(f"the sum of the counts overflows 64 bits at {name} (entry {int(np.argmax(wrapped))})")
+                raise CurationError(
+                    f"the sum of the counts overflows 64 bits at {name} (entry {int(np.argmax(wrapped))})"
+                )
     if total is None:
         raise CurationError("no count vectors to sum")
     return total
@@ -59,7 +61,9 @@ def add_counts(total: np.ndarray, entries: np.ndarray, counts: np.ndarray, name:
     added = total[entries] + counts
     wrapped = added < counts
     if wrapped.any():
-        raise CurationError(f"the sum of the counts overflows 64 bits at {name} (entry {int(entries[np.argmax(wrapped)])})")
+        raise CurationError(
+            f"the sum of the counts overflows 64 bits at {name} (entry {int(entries[np.argmax(wrapped)])})"
+        )
     total[entries] = added
 
 

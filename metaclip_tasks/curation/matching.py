@@ -42,8 +42,14 @@ CHARS_TO_SPACE = tuple(_match.CHARS_TO_SPACE)
 _SEP_CANDIDATES = tuple(chr(c) for c in [*range(0x20), 0x7F] if chr(c) not in CHARS_TO_SPACE)
 # The token engine's arrays, in the order the kernel takes them (see metaclip_tasks/curation/_match.c).
 TABLES = _match.TABLES
-_TABLE_TYPES = {"vocab_table": ("<i8", 2), "vocab_offsets": ("<i8", 1), "vocab_data": ("|u1", 1),
-                "edge_table": ("<i8", 2), "key_ptr": ("<i8", 1), "key_entries": ("<i4", 1)}  # dtype and ndim of each
+_TABLE_TYPES = {
+    "vocab_table": ("<i8", 2),
+    "vocab_offsets": ("<i8", 1),
+    "vocab_data": ("|u1", 1),
+    "edge_table": ("<i8", 2),
+    "key_ptr": ("<i8", 1),
+    "key_entries": ("<i4", 1),
+}  # dtype and ndim of each
 Backend = Literal["tokens", "ahocorasick"]
 
 
@@ -187,16 +193,17 @@ class Matcher:
         bad = np.bincount(np.repeat(np.arange(n_keys), n_tok), weights=_impossible_tokens(vocab)[tok], minlength=n_keys)
         state_of_key = np.zeros(n_keys, dtype=np.int64)
         alive = bad == 0
-        parents, toks, children, n_states = [], [], [], 1
+        levels: tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]] = ([], [], [])
+        n_states = 1
         for depth in range(int(n_tok.max(initial=0))):
             ks = np.flatnonzero(alive & (n_tok > depth))
             edge, new = np.unique(state_of_key[ks] * n_vocab + tok[key_off[ks] + depth], return_inverse=True)
-            parents.append(edge // n_vocab)
-            toks.append(edge % n_vocab)
-            children.append(n_states + np.arange(len(edge)))
+            levels[0].append(edge // n_vocab)
+            levels[1].append(edge % n_vocab)
+            levels[2].append(n_states + np.arange(len(edge)))
             state_of_key[ks] = n_states + new
             n_states += len(edge)
-        parents, toks, children = (np.concatenate(a or [np.zeros(0, np.int64)]) for a in (parents, toks, children))
+        parents, toks, children = (np.concatenate(a or [np.zeros(0, np.int64)]) for a in levels)
         # a state's info: (what it completes + 1) << INFO_SHIFT | INFO_ONE (one entry) | INFO_MORE (it has
         # children), where what it completes is the entry of a key of one entry, else the key (-1: no key)
         state_key = np.full(n_states, -1, dtype=np.int64)
@@ -266,8 +273,15 @@ class Matcher:
             return self.match_batch(texts.to_pylist()).to_arrow()
         validity, offsets, data = texts.buffers()
         width = 8 if pa.types.is_large_string(texts.type) else 4
-        found = _match.match_arrow(self._tables, offsets, width, data if data is not None else b"",
-                                   validity if texts.null_count else None, texts.offset, len(texts))  # fmt: skip
+        found = _match.match_arrow(
+            self._tables,
+            offsets,
+            width,
+            data if data is not None else b"",
+            validity if texts.null_count else None,
+            texts.offset,
+            len(texts),
+        )
         return _kernel_result(found).to_arrow()
 
     def _match_chunk(self, texts: list[Any]) -> MatchResult:
@@ -374,8 +388,10 @@ class Tally:
         """The entries matched (int64, ascending) and how many times each (uint64)."""
         if self._held or self._counts is None:
             self._bin()
-        entries = np.flatnonzero(self._counts)
-        return entries, self._counts[entries].astype(np.uint64)
+        counts = self._counts
+        assert counts is not None  # binned just now
+        entries = np.flatnonzero(counts)
+        return entries, counts[entries].astype(np.uint64)
 
 
 def match_shard(source: str | Stored, output_uri: str, matcher: Matcher, *, batch_rows: int = 65536) -> ShardMatch:
@@ -383,14 +399,20 @@ def match_shard(source: str | Stored, output_uri: str, matcher: Matcher, *, batc
     with their sorted entry ids (``MATCHED_SCHEMA``), in input order, to ``output_uri``."""
     tally = Tally(matcher.num_entries)
     stats = {"pairs_in": 0, "pairs_matched": 0, "matches": 0}
-    with (ShardReader(source, ["uid", "url", "text"], string_columns=["uid", "url", "text"]) as reader,
-          ShardWriter(output_uri, MATCHED_SCHEMA) as writer):  # fmt: skip
+    with (
+        ShardReader(source, ["uid", "url", "text"], string_columns=["uid", "url", "text"]) as reader,
+        ShardWriter(output_uri, MATCHED_SCHEMA) as writer,
+    ):
         for batch in reader.batches(batch_rows):
             found = matcher.match_arrow(batch.column("text"))
             keep = pc.greater(pc.list_value_length(found), 0)
             chosen = batch.filter(keep)
-            writer.write(pa.Table.from_arrays([chosen.column("uid"), chosen.column("url"), chosen.column("text"), found.filter(keep)],
-                                              schema=MATCHED_SCHEMA))  # fmt: skip
+            writer.write(
+                pa.Table.from_arrays(
+                    [chosen.column("uid"), chosen.column("url"), chosen.column("text"), found.filter(keep)],
+                    schema=MATCHED_SCHEMA,
+                )
+            )
             ids = found.values.to_numpy()
             tally.add(ids)
             stats["pairs_in"] += len(batch)

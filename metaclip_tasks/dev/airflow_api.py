@@ -24,10 +24,11 @@ def api_token(port: int, password: str, username: str = ADMIN, timeout: float = 
     """A REST API token of the embedded Airflow's user (``POST /auth/token``), for
     ``Authorization: Bearer TOKEN``; raises ``urllib.error.HTTPError`` (401) on a wrong password."""
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/auth/token", method="POST",
+        f"http://127.0.0.1:{port}/auth/token",
+        method="POST",
         data=json.dumps({"username": username, "password": password}).encode(),
         headers={"Content-Type": "application/json"},
-    )  # fmt: skip
+    )
     with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read())["access_token"]
 
@@ -37,8 +38,9 @@ def api_ready(port: int) -> bool:
     (what task processes talk to) is mounted. Both are public: no token needed."""
     base = f"http://127.0.0.1:{port}"
     health = get_json(f"{base}/api/v2/monitor/health")
-    return bool(health and health.get("metadatabase", {}).get("status") == "healthy"
-                and get_json(f"{base}/execution/health"))  # fmt: skip
+    return bool(
+        health and health.get("metadatabase", {}).get("status") == "healthy" and get_json(f"{base}/execution/health")
+    )
 
 
 def all_healthy(port: int) -> bool:

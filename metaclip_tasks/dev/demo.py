@@ -18,7 +18,7 @@ from metaclip_tasks.core.artifacts import Artifact, ArtifactStore
 from metaclip_tasks.core.snapshots import get_pool
 from metaclip_tasks.core.stage import run
 from metaclip_tasks.dev.shared_data import CAPTIONS, WARC
-from metaclip_tasks.stages import INGEST, PAIRS_IMPORT, RAW_SUFFIXES, Ingest, PairsImport, plan
+from metaclip_tasks.stages import INGEST, PAIRS_IMPORT, RAW_SUFFIXES, IngestParams, PairsImportParams, plan
 
 POOL = "demo"
 SHARDS_PER_SNAPSHOT = 2
@@ -63,11 +63,13 @@ def warc_snapshot(warc: str = str(WARC)) -> str | None:
     return get_pool(POOL).snapshots[-1] if found else None
 
 
-def demo_pairs(store: ArtifactStore, snapshot: str, captions: str = str(CAPTIONS), client=None, warc: str = str(WARC)) -> Artifact:
+def demo_pairs(
+    store: ArtifactStore, snapshot: str, captions: str = str(CAPTIONS), client=None, warc: str = str(WARC)
+) -> Artifact:
     """One demo snapshot's pairs: ingested from the shared WARC files, or its equal share of the
     captions' rows, in two shards."""
     if snapshot == warc_snapshot(warc):
-        return run(store, INGEST, Ingest(snapshot, (f"{warc}/*.warc.gz",), languages=("en",)), client=client)
+        return run(store, INGEST, IngestParams(snapshot, (f"{warc}/*.warc.gz",), languages=("en",)), client=client)
     pool = get_pool(POOL)
     from_captions = [s for s in pool.snapshots if s != warc_snapshot(warc)]
     source, _ = demo_source(store, captions)
@@ -76,8 +78,14 @@ def demo_pairs(store: ArtifactStore, snapshot: str, captions: str = str(CAPTIONS
     bounds = [len(part) for part in np.array_split(np.arange(rows), len(from_captions))]
     i = from_captions.index(snapshot)
     start, stop = sum(bounds[:i]), sum(bounds[: i + 1])
-    params = PairsImport(snapshot, (source,), url_column="URL", text_column="TEXT", rows=(start, stop),
-                         rows_per_shard=-(-(stop - start) // SHARDS_PER_SNAPSHOT))  # fmt: skip
+    params = PairsImportParams(
+        snapshot,
+        (source,),
+        url_column="URL",
+        text_column="TEXT",
+        rows=(start, stop),
+        rows_per_shard=-(-(stop - start) // SHARDS_PER_SNAPSHOT),
+    )
     return run(store, PAIRS_IMPORT, params, client=client)
 
 
@@ -102,22 +110,34 @@ def demo_report(store: ArtifactStore, curated: Artifact, source: str = "", warni
             f"MetaCLIP curation demo on {source or 'the demo pool'}: pool {counts.params['pool']} ({len(matched)} snapshots)",
             *lines,
             f"  metadata:    {counts.input('metadata').stats['entries']:,} entries (WordNet)",
-            f"  matched:     {pairs_matched:,} of {pairs_in:,} pairs ({pairs_matched / max(pairs_in, 1):.1%}), "
-            f"{c['matches']:,} matches over {c['entries']:,} entries",
+            (
+                f"  matched:     {pairs_matched:,} of {pairs_in:,} pairs ({pairs_matched / max(pairs_in, 1):.1%}), "
+                f"{c['matches']:,} matches over {c['entries']:,} entries"
+            ),
             f"  top:         {top}",
-            f"  pool counts: t={c['t']} (tail ratio {c['tail_ratio']:.4f}, target {counts.params['target_tail_ratio']}); "
-            f"{c['head_entries']:,} head entries -> {counts.uri}",
+            (
+                f"  pool counts: t={c['t']} (tail ratio {c['tail_ratio']:.4f}, target {counts.params['target_tail_ratio']}); "
+                f"{c['head_entries']:,} head entries -> {counts.uri}"
+            ),
             *(f"  warning:     {w}" for w in warnings),
             f"  report:      {counts.path('entry_counts.png')}, {counts.path('top_entries.json')}",
-            f"  curated:     {k['kept']:,} of {k['pairs_in']:,} matched pairs with t={k['t']} (expected {k['expected_kept']:,.1f} "
-            f"+- {k['kept_sd']:.1f}, seed {k['seed']}) -> {curated.uri}",
+            (
+                f"  curated:     {k['kept']:,} of {k['pairs_in']:,} matched pairs with t={k['t']} (expected {k['expected_kept']:,.1f} "
+                f"+- {k['kept_sd']:.1f}, seed {k['seed']}) -> {curated.uri}"
+            ),
             f"  artifacts:   {store.uri('artifacts')}",
         ]
     )
 
 
-def run_demo(store: ArtifactStore, client=None, *, seed: int = 0, target_tail_ratio: float | None = None,
-             captions: str = str(CAPTIONS)) -> str:  # fmt: skip
+def run_demo(
+    store: ArtifactStore,
+    client=None,
+    *,
+    seed: int = 0,
+    target_tail_ratio: float | None = None,
+    captions: str = str(CAPTIONS),
+) -> str:
     """The whole chain, step by step as the DAG runs it; returns the report."""
     pool = get_pool(POOL)
     meta = plan.metadata(store)

@@ -145,6 +145,7 @@ def run_demo(state: Path = STATE) -> str:
     curated = [a for a in store.list("curated") if a.stats.get("pool") == POOL and a.params["seed"] == 0][-1]
     return f"{demo_report(store, curated, demo_source(store)[1])}\n  airflow log: {log}"
 
+
 class SerializedWrites:
     """ASGI middleware for the API server on SQLite: one request that may write (any method but GET,
     HEAD, OPTIONS) at a time, the others waiting without blocking the event loop.
@@ -177,8 +178,14 @@ class SerializedWrites:
 
 def standalone(state: Path = STATE, port: int = 8080, stop_timeout: float = 30, ready_timeout: float = 600) -> int:
     """Migrate the DB, then run and supervise the services until a signal; the exit status."""
-    supervisor = Supervisor(service_env(state, port), port, Path(state) / "logs", stop_timeout, ready_timeout,
-                            say=lambda line: print(f"local_airflow | {line}", flush=True))  # fmt: skip
+    supervisor = Supervisor(
+        service_env(state, port),
+        port,
+        Path(state) / "logs",
+        stop_timeout,
+        ready_timeout,
+        say=lambda line: print(f"local_airflow | {line}", flush=True),
+    )
     supervisor.install_signal_handlers()  # before the migration: a Ctrl-C during it is not lost
     admin_password(password_file(state))
     supervisor.say(f"the UI and the REST API need a log-in: {supervisor.login()}")
@@ -193,12 +200,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["demo", "standalone"])
     parser.add_argument("--state-dir", type=Path, default=STATE, help="where Airflow and the artifacts live")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("AIRFLOW__API__PORT", "8080")),
-                        help="the API server's and UI's port (standalone)")  # fmt: skip
-    parser.add_argument("--stop-timeout", type=float, default=30,
-                        help="seconds between SIGTERM and SIGKILL when stopping (standalone)")  # fmt: skip
-    parser.add_argument("--ready-timeout", type=float, default=600,
-                        help="seconds the API server has to answer before giving up (standalone)")  # fmt: skip
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("AIRFLOW__API__PORT", "8080")),
+        help="the API server's and UI's port (standalone)",
+    )
+    parser.add_argument(
+        "--stop-timeout", type=float, default=30, help="seconds between SIGTERM and SIGKILL when stopping (standalone)"
+    )
+    parser.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=600,
+        help="seconds the API server has to answer before giving up (standalone)",
+    )
     args = parser.parse_args()
     if args.command == "demo":
         print(run_demo(args.state_dir))

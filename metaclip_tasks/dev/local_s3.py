@@ -31,10 +31,15 @@ def local_s3(bucket: str, timeout: float = 60) -> Iterator[str]:
     if not server.exists():
         raise FileNotFoundError(f"{server} is missing: install the dev extra (moto[server])")
     port = _free_port()
-    process = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)  # fmt: skip
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+    process = subprocess.Popen(
+        [str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
@@ -64,8 +69,12 @@ def local_s3(bucket: str, timeout: float = 60) -> Iterator[str]:
 if __name__ == "__main__":
     with local_s3(sys.argv[1] if len(sys.argv) > 1 else "metaclip") as url:
         print(f"{url} is served; in another shell:")
-        print("\n".join(f"export {k}={os.environ[k]}" for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                                                                  "AWS_DEFAULT_REGION")))  # fmt: skip
+        print(
+            "\n".join(
+                f"export {k}={os.environ[k]}"
+                for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+            )
+        )
         print(f"export METACLIP_ROOT={url}/root")
         try:
             while True:

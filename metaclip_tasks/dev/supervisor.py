@@ -39,8 +39,15 @@ def _become_subreaper() -> bool:
 class Supervisor:
     """Starts the Airflow services in their own process groups and stops everything they started."""
 
-    def __init__(self, env: dict[str, str], port: int, log_dir: Path, stop_timeout: float = 30,
-                 ready_timeout: float = 600, say: Callable[[str], None] = print) -> None:  # fmt: skip
+    def __init__(
+        self,
+        env: dict[str, str],
+        port: int,
+        log_dir: Path,
+        stop_timeout: float = 30,
+        ready_timeout: float = 600,
+        say: Callable[[str], None] = print,
+    ) -> None:
         self.env, self.port, self.log_dir = env, port, Path(log_dir)
         self.stop_timeout, self.ready_timeout, self.say = stop_timeout, ready_timeout, say
         self.children: dict[str, subprocess.Popen] = {}
@@ -69,9 +76,13 @@ class Supervisor:
             log.write(f"\n==== {name}: started {time.strftime('%Y-%m-%d %H:%M:%S')} ====\n")
             log.flush()
             self.children[name] = subprocess.Popen(
-                command, env=self.env, stdin=subprocess.DEVNULL,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,  # its own session and group
-            )  # fmt: skip
+                command,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own session and group
+            )
         self.say(f"started {name} (pid {self.children[name].pid}), log: {self.log_path(name)}")
 
     def descendants(self) -> list[psutil.Process]:
@@ -199,8 +210,10 @@ class Supervisor:
             time.sleep(0.2)
         else:
             alive = self.descendants()
-            self.say(f"still running after {self.stop_timeout:.0f} s, SIGKILL: "
-                     + ", ".join(f"{p.pid} {_name(p)}" for p in alive))  # fmt: skip
+            self.say(
+                f"still running after {self.stop_timeout:.0f} s, SIGKILL: "
+                + ", ".join(f"{p.pid} {_name(p)}" for p in alive)
+            )
             for child in self.children.values():
                 _killpg(child.pid, signal.SIGKILL)
             for p in alive:

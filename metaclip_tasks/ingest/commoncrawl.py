@@ -11,7 +11,7 @@ import gzip
 import io
 import time
 from collections.abc import Callable
-from typing import IO, Any, TypeVar
+from typing import IO, Any, TypeVar, cast
 
 from fsspec import AbstractFileSystem
 
@@ -35,7 +35,10 @@ def crawl_files(crawl: str, fmt: str, base: str = CC_BASE, max_files: int | None
     """The URIs of a crawl's ``fmt`` files in the listing's order (the first ``max_files`` of them)."""
     uri = listing_uri(crawl, fmt, base)
     try:
-        with with_retries(lambda: open_stream(uri), f"the file list {uri}") as f, gzip.open(f, "rt", encoding="utf-8") as lines:
+        with (
+            with_retries(lambda: open_stream(uri), f"the file list {uri}") as f,
+            gzip.open(f, "rt", encoding="utf-8") as lines,
+        ):
             paths = [line.strip() for line in lines if line.strip()]
     except (OSError, EOFError, UnicodeDecodeError) as e:
         raise CurationError(f"cannot read the file list of {crawl} at {uri}: {e}") from e
@@ -44,14 +47,14 @@ def crawl_files(crawl: str, fmt: str, base: str = CC_BASE, max_files: int | None
     return [files.join(base, path) for path in paths[:max_files]]
 
 
-def open_stream(uri: str) -> IO[bytes] | HTTPBody:
+def open_stream(uri: str) -> IO[bytes]:
     """``uri`` opened for a sequential read: HTTP(S) as a plain stream (no range requests), which a
     seek to its start reads again from the start (:class:`HTTPBody`)."""
     fs, path = files.filesystem(uri)
     if "http" not in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
         return files.open_read(uri, "input")
     try:
-        return HTTPBody(fs, path)
+        return cast(IO[bytes], HTTPBody(fs, path))  # a raw binary stream: read, seek(0), seekable
     except FileNotFoundError:
         raise CurationError(f"input {uri} does not exist (HTTP 404)") from None
 
@@ -106,7 +109,9 @@ def transient(error: BaseException) -> bool:
     if isinstance(error, (ConnectionError, TimeoutError)):
         return True
     names = {cls.__name__ for cls in type(error).__mro__}
-    return bool(names & {"ClientError", "FSTimeoutError", "ServerTimeoutError", "ClientPayloadError", "EndpointConnectionError"})
+    return bool(
+        names & {"ClientError", "FSTimeoutError", "ServerTimeoutError", "ClientPayloadError", "EndpointConnectionError"}
+    )
 
 
 def with_retries(fn: Callable[[], T], what: str, attempts: int = 4, delay: float = 2.0) -> T:

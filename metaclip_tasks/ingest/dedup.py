@@ -19,7 +19,9 @@ from metaclip_tasks.core.shards import ShardReader
 KEY_DTYPE = np.dtype("S16")
 
 
-def pair_keys(urls: pa.Array | pa.ChunkedArray | Sequence[str], texts: pa.Array | pa.ChunkedArray | Sequence[str]) -> np.ndarray:
+def pair_keys(
+    urls: pa.Array | pa.ChunkedArray | Sequence[str], texts: pa.Array | pa.ChunkedArray | Sequence[str]
+) -> np.ndarray:
     """The key of each (url, text) pair."""
     urls = urls.to_pylist() if hasattr(urls, "to_pylist") else urls
     texts = texts.to_pylist() if hasattr(texts, "to_pylist") else texts

@@ -47,14 +47,23 @@ def export_pairs(artifact: Artifact, out: str) -> str:
     """Copy the artifact's parquet parts (verified as they are read) to ``out``; returns ``out``."""
     fs, path = files.filesystem(out)
     local = files.is_local(fs)
-    work = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp-{os.getpid()}") if local else path
+    work = (
+        os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp-{os.getpid()}")
+        if local
+        else path
+    )
     described = []
     for stored in artifact.data_files():
         with files.open_read(stored, "pairs shard") as src, files.HashingWriter(files.join(work, stored.name)) as dst:
             shutil.copyfileobj(src, dst, files.CHUNK)
         described.append({"name": stored.name, "bytes": dst.size, "sha256": dst.stored.sha256})
-    marker = {"stage": artifact.stage, "version": artifact.version, "artifact": artifact.uri, "stats": artifact.stats,
-              "files": described}  # fmt: skip
+    marker = {
+        "stage": artifact.stage,
+        "version": artifact.version,
+        "artifact": artifact.uri,
+        "stats": artifact.stats,
+        "files": described,
+    }
     with files.open_write(files.join(work, MARKER)) as f:
         f.write((json.dumps(marker, indent=2, sort_keys=True) + "\n").encode())
     if local:

@@ -12,6 +12,7 @@ normalised; the alt-text's language is identified offline (:mod:`metaclip_tasks.
 
 from __future__ import annotations
 
+import functools
 import re
 import zlib
 from collections import Counter
@@ -37,8 +38,17 @@ from metaclip_tasks.ingest.links import PageLinks, first_string
 from metaclip_tasks.ingest.uids import url_uids
 
 FORMATS = ("warc", "wat")
-COUNTERS = ("records", "pages", "images", "with_alt", "relative_resolved", "non_http_dropped", "other_language",
-            "bad_records", "pairs")  # fmt: skip
+COUNTERS = (
+    "records",
+    "pages",
+    "images",
+    "with_alt",
+    "relative_resolved",
+    "non_http_dropped",
+    "other_language",
+    "bad_records",
+    "pairs",
+)
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
 _CHARSET = re.compile(rb"<meta[^>]+charset\s*=\s*[\"']?\s*([A-Za-z0-9_.:-]+)", re.IGNORECASE)
 BATCH_LINKS = 32768  # image links resolved (and pairs written) at a time
@@ -53,7 +63,11 @@ def file_format(uri: str) -> str:
         return "wat"
     if name.endswith(".warc"):
         return "warc"
-    kind = "a WET file (extracted text: no images)" if name.endswith(".wet") else "neither a WARC (.warc[.gz]) nor a WAT (.wat[.gz]) file"
+    kind = (
+        "a WET file (extracted text: no images)"
+        if name.endswith(".wet")
+        else "neither a WARC (.warc[.gz]) nor a WAT (.wat[.gz]) file"
+    )
     raise CurationError(f"input {uri} is {kind}")
 
 
@@ -87,8 +101,14 @@ def html_links(body: bytes, page_url: str, charset: str | None, links: PageLinks
     base = _resolve_base(page_url, node.attributes.get("href") if node is not None else None)
     images = [img.attributes for img in tree.css("img")]
     with_alt = [a for a in images if a.get("alt")]
-    links.add(page_url, base, [a.get("src") for a in with_alt], [a.get("alt") for a in with_alt],
-              [a.get("title") for a in with_alt], images=len(images))  # fmt: skip
+    links.add(
+        page_url,
+        base,
+        [a.get("src") for a in with_alt],
+        [a.get("alt") for a in with_alt],
+        [a.get("title") for a in with_alt],
+        images=len(images),
+    )
 
 
 def records(stream: IO[bytes], record_type: Any, counts: Counter, skip: int = 0) -> Iterator[Any]:
@@ -142,7 +162,8 @@ def _read_all(record: Any, counts: Counter) -> bytes | None:
 
 def dechunk(data: bytes) -> bytes:
     """An HTTP body sent with ``Transfer-Encoding: chunked``, decoded; what does not parse as chunks is kept."""
-    out, pos = [], 0
+    out: list[bytes] = []
+    pos = 0
     while True:
         eol = data.find(b"\n", pos)
         try:
@@ -162,8 +183,12 @@ def decode_content(body: bytes, encoding: str | None) -> bytes:
     """A payload stored with its ``Content-Encoding`` (gzip, deflate, br), decoded; Common Crawl stores
     decoded payloads but keeps the header, so what does not decode is taken as it is."""
     encoding = (encoding or "").strip().lower()
-    decoders = {"gzip": (lambda b: zlib.decompress(b, 47),), "x-gzip": (lambda b: zlib.decompress(b, 47),),
-                "deflate": (zlib.decompress, lambda b: zlib.decompress(b, -15)), "br": (brotli.decompress,)}  # fmt: skip
+    decoders = {
+        "gzip": (lambda b: zlib.decompress(b, 47),),
+        "x-gzip": (lambda b: zlib.decompress(b, 47),),
+        "deflate": (zlib.decompress, lambda b: zlib.decompress(b, -15)),
+        "br": (brotli.decompress,),
+    }
     for decode in decoders.get(encoding, ()):
         try:
             return decode(body)
@@ -224,15 +249,16 @@ def wat_links(stream: IO[bytes], counts: Counter) -> Iterator[pa.Table]:
     links = PageLinks()
     read = 0
     if stream.seekable():
-        read = yield from _framed_wat(stream, links, counts)
-        if read is None:
+        framed = yield from _framed_wat(stream, links, counts)
+        if framed is None:
             yield links.resolve(counts)
             return
+        read = framed
         stream.seek(0)
     for record in records(stream, WarcRecordType.metadata, counts, skip=read):
         data = _read_all(record, counts)
         if data is not None:
-            _wat_record(data, lambda record=record: target_uri(record.headers.get("WARC-Target-URI")), links, counts)
+            _wat_record(data, functools.partial(_header_url, record), links, counts)
         if len(links) >= BATCH_LINKS:
             yield links.resolve(counts)
     yield links.resolve(counts)
@@ -254,7 +280,9 @@ def _framed_wat(stream: IO[bytes], links: PageLinks, counts: Counter) -> Generat
         grew, filled = after > filled, after
         with memoryview(out) as view, view[:filled] as data:
             while True:
-                pos, records, pages, images, status, block, block_end = frame(data, pos, BATCH_LINKS, *links.frame_columns())
+                pos, records, pages, images, status, block, block_end = frame(
+                    data, pos, BATCH_LINKS, *links.frame_columns()
+                )
                 counts["records"] += records
                 counts["pages"] += pages
                 links.add_images(images)
@@ -287,6 +315,11 @@ def _framed_wat(stream: IO[bytes], links: PageLinks, counts: Counter) -> Generat
             compressed, start, final = compressed[start:] + more, 0, not more
 
 
+def _header_url(record: Any) -> str:
+    """The page URL in a WARC record's header (for a WAT record whose JSON envelope has none)."""
+    return target_uri(record.headers.get("WARC-Target-URI"))
+
+
 def _wat_record(data: bytes, header_url: Callable[[], str], links: PageLinks, counts: Counter) -> None:
     """One WAT metadata record's JSON: its page's image links into ``links`` when it is a page (counted);
     ``header_url`` gives the page URL from the WARC header where the JSON's envelope has none."""
@@ -306,8 +339,13 @@ def _wat_record(data: bytes, header_url: Callable[[], str], links: PageLinks, co
     head = html.get("Head")
     base = first_string(head.get("Base")) if isinstance(head, dict) else None
     images = [x for x in html.get("Links") or () if isinstance(x, dict) and x.get("path") == "IMG@/src"]
-    links.add(page_url, _resolve_base(page_url, base), [x.get("url") for x in images], [x.get("alt") for x in images],
-              [x.get("title") for x in images])  # fmt: skip
+    links.add(
+        page_url,
+        _resolve_base(page_url, base),
+        [x.get("url") for x in images],
+        [x.get("alt") for x in images],
+        [x.get("title") for x in images],
+    )
 
 
 def _warc_field(header: bytes, name: str) -> str | None:
@@ -344,11 +382,15 @@ def _pairs(links: pa.Table, language: LanguageFilter, counts: Counter) -> pa.Tab
     counts["other_language"] += found - len(links)
     counts["pairs"] += len(links)
     uids = url_uids(links.column("url"))
-    return pa.Table.from_arrays([uids, links.column("url"), links.column("alt"), links.column("page_url"), langs,
-                                 links.column("title")], schema=PAIRS_SCHEMA)  # fmt: skip
+    return pa.Table.from_arrays(
+        [uids, links.column("url"), links.column("alt"), links.column("page_url"), langs, links.column("title")],
+        schema=PAIRS_SCHEMA,
+    )
 
 
-def extract_file(uri: str, output_uri: str, language: LanguageFilter, fmt: str | None = None) -> tuple[dict[str, int], files.Stored]:
+def extract_file(
+    uri: str, output_uri: str, language: LanguageFilter, fmt: str | None = None
+) -> tuple[dict[str, int], files.Stored]:
     """One WARC or WAT file's image–alt-text pairs in the languages kept, as a pairs parquet file at
     ``output_uri`` (in file order, duplicates included); with the file's counters."""
     fmt = fmt or file_format(uri)

@@ -32,12 +32,16 @@ def check_languages(languages: Sequence[str]) -> tuple[str, ...]:
     codes = tuple(dict.fromkeys(code.strip().lower() for code in languages))
     if ANY in codes:
         if len(codes) > 1:
-            raise CurationError(f"languages: 'any' keeps every language and cannot be combined with {', '.join(c for c in codes if c != ANY)}")
+            raise CurationError(
+                f"languages: 'any' keeps every language and cannot be combined with {', '.join(c for c in codes if c != ANY)}"
+            )
         return codes
     known = set(identifier().labels)
     unknown = [c for c in codes if c not in known]
     if unknown:
-        raise CurationError(f"unknown language code(s) {', '.join(unknown)} (py3langid knows {len(known)}, e.g. en, de, fr, zh)")
+        raise CurationError(
+            f"unknown language code(s) {', '.join(unknown)} (py3langid knows {len(known)}, e.g. en, de, fr, zh)"
+        )
     return codes
 
 

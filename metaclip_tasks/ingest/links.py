@@ -73,7 +73,9 @@ _JOINS = (
     _Join("^//[^/?#]", r"^//[^/?#]*(?:[^!-~]|[\[\]\\])|;|" + _EMPTY_PART, scheme),
     _Join("^[^/?#]", r"[:;\\\x00-\x1f]|//|(?:^|/)\.\.?(?:[/?#]|$)|" + _EMPTY_PART, directory),
 )
-LINKS_SCHEMA = pa.schema([("page_url", pa.string()), ("url", pa.string()), ("alt", pa.string()), ("title", pa.string())])
+LINKS_SCHEMA = pa.schema(
+    [("page_url", pa.string()), ("url", pa.string()), ("alt", pa.string()), ("title", pa.string())]
+)
 
 
 def squeeze(text: str) -> str:
@@ -90,9 +92,11 @@ def normalised(srcs: Sequence[Any], alts: Sequence[Any], titles: Sequence[Any]) 
     """A page's image attributes as :class:`PageLinks` keeps them: each value read with
     :func:`first_string`, a source stripped (an empty one is None), alt-texts and titles squeezed."""
     sources = [strip_source(v) if (v := first_string(x)) else None for x in srcs]
-    return sources, [squeeze(v) if (v := first_string(x)) is not None else None for x in alts], [
-        squeeze(v) if (v := first_string(x)) is not None else None for x in titles
-    ]
+    return (
+        sources,
+        [squeeze(v) if (v := first_string(x)) is not None else None for x in alts],
+        [squeeze(v) if (v := first_string(x)) is not None else None for x in titles],
+    )
 
 
 def first_string(value: Any) -> str | None:
@@ -166,8 +170,15 @@ class PageLinks:
     def __len__(self) -> int:
         return len(self.srcs)
 
-    def add(self, page_url: str, base: str, srcs: Sequence[Any], alts: Sequence[Any], titles: Sequence[Any],
-            images: int | None = None) -> None:  # fmt: skip
+    def add(
+        self,
+        page_url: str,
+        base: str,
+        srcs: Sequence[Any],
+        alts: Sequence[Any],
+        titles: Sequence[Any],
+        images: int | None = None,
+    ) -> None:
         """One page's images; ``images`` counts them when those without an alt-text were left out already."""
         if not len(srcs) == len(alts) == len(titles):
             raise ValueError("srcs, alts and titles differ in length")
@@ -246,7 +257,14 @@ class PageLinks:
         counts["with_alt"] += int(candidate.sum())
         rows = pa.array(keep)
         title = pc.if_else(pc.equal(title, ""), pa.nulls(len(title), pa.string()), title)
-        table = pa.Table.from_arrays([pa.array(self.page_urls, pa.string()).take(page.filter(rows)), url.filter(rows),
-                                      alt.filter(rows), title.filter(rows)], schema=LINKS_SCHEMA)  # fmt: skip
+        table = pa.Table.from_arrays(
+            [
+                pa.array(self.page_urls, pa.string()).take(page.filter(rows)),
+                url.filter(rows),
+                alt.filter(rows),
+                title.filter(rows),
+            ],
+            schema=LINKS_SCHEMA,
+        )
         self._clear()
         return table

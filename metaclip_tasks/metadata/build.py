@@ -81,25 +81,41 @@ def source_stats(entries: Sequence[str], sources: dict[str, list[str]] | None) -
 
 
 @dataclass(frozen=True)
-class MetadataParams:
+class MetadataBuildParams:
     """A metadata build: its sources and their files, and the paper's thresholds as defaults."""
 
-    sources: tuple[str, ...] = field(default=SOURCES, metadata={
-        "help": "which sources to unite, in the paper's order", "enum": list(SOURCES), "minItems": 1})
-    min_unigram_count: int = field(default=100, metadata={"help": "keep unigrams counted at least this often (paper: 100)", "minimum": 1})
-    max_unigrams: int = field(default=251_465, metadata={"help": "at most this many unigrams, most frequent first (paper: 251,465)", "minimum": 1})
+    sources: tuple[str, ...] = field(
+        default=SOURCES,
+        metadata={"help": "which sources to unite, in the paper's order", "enum": list(SOURCES), "minItems": 1},
+    )
+    min_unigram_count: int = field(
+        default=100, metadata={"help": "keep unigrams counted at least this often (paper: 100)", "minimum": 1}
+    )
+    max_unigrams: int = field(
+        default=251_465,
+        metadata={"help": "at most this many unigrams, most frequent first (paper: 251,465)", "minimum": 1},
+    )
     min_pmi: float = field(default=30.0, metadata={"help": "keep bigrams with at least this PMI, in bits (paper: 30)"})
     min_bigram_count: int = field(default=1, metadata={"help": "and counted at least this often", "minimum": 1})
-    max_bigrams: int = field(default=100_646, metadata={"help": "at most this many bigrams, highest PMI first (paper: 100,646)", "minimum": 1})
-    min_title_views: int = field(default=70, metadata={"help": "keep titles with at least this many page views (paper: 70)", "minimum": 1})
+    max_bigrams: int = field(
+        default=100_646,
+        metadata={"help": "at most this many bigrams, highest PMI first (paper: 100,646)", "minimum": 1},
+    )
+    min_title_views: int = field(
+        default=70, metadata={"help": "keep titles with at least this many page views (paper: 70)", "minimum": 1}
+    )
     budget: int = field(default=500_000, metadata={"help": "the total number of entries (paper: 500k)", "minimum": 1})
     max_length: int = field(default=256, metadata={"help": "drop longer entries (characters)", "minimum": 1})
-    wordnet_dir: str = field(default=str(DEFAULT_WORDNET_DIR), metadata={
-        "help": "WordNet 3.0 database files", "identity": False})
-    wikipedia_dumps: tuple[str, ...] = field(default=(), metadata={
-        "help": "pages-articles dumps (.xml.bz2), for the unigram and bigram sources", "identity": False})
-    pageview_files: tuple[str, ...] = field(default=(), metadata={
-        "help": "hourly page-view files (.gz), for the title source", "identity": False})
+    wordnet_dir: str = field(
+        default=str(DEFAULT_WORDNET_DIR), metadata={"help": "WordNet 3.0 database files", "identity": False}
+    )
+    wikipedia_dumps: tuple[str, ...] = field(
+        default=(),
+        metadata={"help": "pages-articles dumps (.xml.bz2), for the unigram and bigram sources", "identity": False},
+    )
+    pageview_files: tuple[str, ...] = field(
+        default=(), metadata={"help": "hourly page-view files (.gz), for the title source", "identity": False}
+    )
 
     def input_files(self) -> dict[str, list[str]]:
         """The files each chosen source reads; a source without its files is an error."""
@@ -113,7 +129,9 @@ class MetadataParams:
         wordnet = [f"{self.wordnet_dir}/data.{pos}" for pos in POS_FILES] if "wordnet" in self.sources else []
         missing = next((path for path in wordnet if not Path(path).is_file()), None)
         if missing:
-            raise CurationError(f"WordNet data file {missing} not found: install Debian's wordnet-base or give --wordnet-dir")
+            raise CurationError(
+                f"WordNet data file {missing} not found: install Debian's wordnet-base or give --wordnet-dir"
+            )
         return {
             "wordnet": wordnet,
             "dumps": list(self.wikipedia_dumps) if {"unigram", "bigram"} & set(self.sources) else [],
@@ -121,10 +139,10 @@ class MetadataParams:
         }
 
 
-def build_metadata(params: MetadataParams, client: object | None = None) -> MetadataBuild:
+def build_metadata(params: MetadataBuildParams, client: object | None = None) -> MetadataBuild:
     """Build the entry list from the chosen sources, in the paper's order."""
-    from metaclip_tasks.metadata import titles, wikipedia, wordnet
     from metaclip_tasks.core.params import check
+    from metaclip_tasks.metadata import titles, wikipedia, wordnet
 
     inputs = check(params).input_files()
     build = MetadataBuild(budget=params.budget, max_length=params.max_length)

@@ -113,8 +113,7 @@ def _attempt(session: requests.Session, url: str, part: Path, timeout: float, ch
             start = offset
         length = response.headers.get("Content-Length")
         with open(part, "ab" if start else "wb") as f:  # a 200 answers a Range with the whole file
-            for chunk in response.raw.stream(chunk_size, decode_content=False):
-                f.write(chunk)
+            f.writelines(response.raw.stream(chunk_size, decode_content=False))
     if length is not None and _size(part) != start + int(length):  # urllib3 1.x lets short bodies pass
         raise _Retry(f"received {_size(part) - start} of {length} bytes")
     return True

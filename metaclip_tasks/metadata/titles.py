@@ -48,7 +48,7 @@ def count_pageviews(paths: Iterable[str | os.PathLike], projects: Collection[str
     for uri in (os.fspath(p) for p in paths):
         lines_read = bad = 0
         try:
-            with files.open_read(uri, "page-view file") as raw, (gzip.open(raw) if uri.endswith(".gz") else raw) as lines:
+            with files.open_read(uri, "page-view file") as raw, gzip.open(raw) if uri.endswith(".gz") else raw as lines:
                 for line in lines:
                     lines_read += 1
                     fields = line.rstrip(b"\n").split(b" ")
@@ -68,7 +68,9 @@ def count_pageviews(paths: Iterable[str | os.PathLike], projects: Collection[str
         except (OSError, EOFError, zlib.error) as e:
             raise CurationError(f"page-view file {uri} cannot be read: {e}") from e
         if lines_read and bad == lines_read:
-            raise CurationError(f"page-view file {uri}: none of its {lines_read:,} lines is 'project title views bytes'")
+            raise CurationError(
+                f"page-view file {uri}: none of its {lines_read:,} lines is 'project title views bytes'"
+            )
         views.malformed += bad
     return views
 

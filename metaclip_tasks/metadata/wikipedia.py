@@ -21,14 +21,15 @@ demand more evidence.
 from __future__ import annotations
 
 import bz2
+import itertools
 import math
 import os
-from typing import Any
 import re
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from metaclip_tasks.core import files
 from metaclip_tasks.core.errors import CurationError
@@ -41,7 +42,7 @@ def iter_articles(dump: str | os.PathLike) -> Iterator[tuple[str, str]]:
     """(title, wikitext) of each article of a pages-articles dump (``.bz2`` or plain XML), streamed."""
     uri = os.fspath(dump)
     try:
-        with files.open_read(uri, "Wikipedia dump") as raw, (bz2.open(raw) if uri.endswith(".bz2") else raw) as f:
+        with files.open_read(uri, "Wikipedia dump") as raw, bz2.open(raw) if uri.endswith(".bz2") else raw as f:
             for _, element in ET.iterparse(f, events=("end",)):
                 if element.tag.rsplit("}", 1)[-1] != "page":
                     continue
@@ -82,7 +83,7 @@ class NgramCounts:
         self.text_bytes += len(wikitext.encode("utf-8"))
         for tokens in tokenize(plain_text(wikitext)):
             self.unigrams.update(tokens)
-            self.bigrams.update(f"{a} {b}" for a, b in zip(tokens, tokens[1:]))
+            self.bigrams.update(f"{a} {b}" for a, b in itertools.pairwise(tokens))
             self.tokens += len(tokens)
             self.pairs += len(tokens) - 1
 

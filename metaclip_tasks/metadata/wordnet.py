@@ -25,7 +25,9 @@ def synset_names(wordnet_dir: Path = DEFAULT_WORDNET_DIR) -> Iterator[str]:
     for pos in POS_FILES:
         path = Path(wordnet_dir) / f"data.{pos}"
         if not path.is_file():
-            raise CurationError(f"WordNet data file {path} not found: install Debian's wordnet-base or give the folder of data.noun")
+            raise CurationError(
+                f"WordNet data file {path} not found: install Debian's wordnet-base or give the folder of data.noun"
+            )
         with path.open(encoding="utf-8", errors="strict") as lines:
             try:
                 for number, line in enumerate(lines, 1):
@@ -33,7 +35,9 @@ def synset_names(wordnet_dir: Path = DEFAULT_WORDNET_DIR) -> Iterator[str]:
                         continue
                     fields = line.split(" ", 5)
                     if len(fields) < 6 or not fields[0].isdigit():
-                        raise CurationError(f"WordNet data file {path}, line {number}, is not a WordNet 3.0 synset line")
+                        raise CurationError(
+                            f"WordNet data file {path}, line {number}, is not a WordNet 3.0 synset line"
+                        )
                     lemma = _ADJ_MARKER.sub("", fields[4]).lower()
                     yield lemma.split(".")[0].replace("_", " ")
             except UnicodeDecodeError as e:

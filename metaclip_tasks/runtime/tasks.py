@@ -53,4 +53,3 @@ def map_shards(client: Any, label: str, fn: Callable, *iterables: Sequence, **kw
     """The results of ``fn`` over each shard (see :func:`each_shard`)."""
     results = each_shard(client, label, fn, *iterables, **kwargs)
     return results if client is None else client.gather(results)
-

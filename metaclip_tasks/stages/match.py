@@ -28,17 +28,17 @@ MATCHER = "matcher"  # a matcher artifact's folder: matcher/<table>.npy, one per
 WORKER_MATCHERS: dict[tuple[str, str], Matcher] = {}  # per Dask worker process: (metadata version, backend) -> matcher
 
 
-
 @dataclass(frozen=True)
 class MatchParams:
     """The matching engine: both give the same output (so it is not part of the version)."""
 
-    backend: str = field(default="tokens", metadata={"help": "matching engine", "enum": ["tokens", "ahocorasick"],
-                                                     "identity": False})  # fmt: skip
+    backend: str = field(
+        default="tokens", metadata={"help": "matching engine", "enum": ["tokens", "ahocorasick"], "identity": False}
+    )
 
 
 @dataclass(frozen=True)
-class MatcherBuild:
+class MatcherBuildParams:
     """The token engine of a metadata artifact, built once: it takes no params."""
 
 
@@ -52,7 +52,9 @@ def build_matcher(build: Build) -> dict[str, Any]:
 
 # Derived from the metadata alone, beside it: the match stage makes it on first use and its workers
 # memory-map it, so neither the metadata's version nor any match's depends on it.
-MATCHER_BUILD = Stage("matcher_build", 1, MatcherBuild, build_matcher, {"metadata": Input("metadata")}, produces="matcher")
+MATCHER_BUILD = Stage(
+    "matcher_build", 1, MatcherBuildParams, build_matcher, {"metadata": Input("metadata")}, produces="matcher"
+)
 
 
 def saved_matcher(matcher: Artifact) -> tuple[files.Stored, ...]:
@@ -81,21 +83,30 @@ def local_matcher_file(stored: files.Stored) -> str:
     return path
 
 
-def worker_matcher(entries: files.Stored, saved: Sequence[files.Stored], metadata_version: str, backend: str) -> Matcher:
+def worker_matcher(
+    entries: files.Stored, saved: Sequence[files.Stored], metadata_version: str, backend: str
+) -> Matcher:
     """The matcher for a metadata version, once per worker process: the token engine memory-mapped from its
     matcher artifact (the pages shared by the host's workers), else (another backend) built from the entries."""
     key = (metadata_version, backend)
     if key not in WORKER_MATCHERS:
         WORKER_MATCHERS.clear()  # one metadata at a time keeps workers' memory bounded
         if backend == "tokens" and saved:
-            WORKER_MATCHERS[key] = Matcher.load({name: local_matcher_file(f) for name, f in zip(TABLES, saved, strict=True)})
+            WORKER_MATCHERS[key] = Matcher.load(
+                {name: local_matcher_file(f) for name, f in zip(TABLES, saved, strict=True)}
+            )
         else:
             WORKER_MATCHERS[key] = Matcher(load_metadata(entries), backend=backend)  # type: ignore[arg-type]
     return WORKER_MATCHERS[key]
 
 
 def _match_task(
-    shard: files.Stored, output: str, entries: files.Stored, saved: Sequence[files.Stored], metadata_version: str, backend: str
+    shard: files.Stored,
+    output: str,
+    entries: files.Stored,
+    saved: Sequence[files.Stored],
+    metadata_version: str,
+    backend: str,
 ):
     return match_shard(shard, output, worker_matcher(entries, saved, metadata_version, backend))
 
@@ -105,7 +116,9 @@ def _matcher_of(build: Build, metadata: Artifact) -> Artifact:
     worker verifies the files it maps, so the driver does not fetch them (36 MB from an object store)."""
     assert build.store is not None  # run() always passes its store
     inputs = {"metadata": metadata}
-    return find(build.store, MATCHER_BUILD, MatcherBuild(), inputs) or run(build.store, MATCHER_BUILD, MatcherBuild(), inputs, log=build.log)
+    return find(build.store, MATCHER_BUILD, MatcherBuildParams(), inputs) or run(
+        build.store, MATCHER_BUILD, MatcherBuildParams(), inputs, log=build.log
+    )
 
 
 def build_match(build: Build) -> dict[str, Any]:
@@ -114,13 +127,20 @@ def build_match(build: Build) -> dict[str, Any]:
     outputs = [build.output.uri_of(f"{DATA}/{shard.name}") for shard in shards]
     backend = build.params.backend
     saved = saved_matcher(_matcher_of(build, metadata)) if backend == "tokens" and build.store is not None else ()
-    task = {"entries": metadata.stored(ENTRIES), "saved": saved, "metadata_version": metadata.version, "backend": backend}
+    task = {
+        "entries": metadata.stored(ENTRIES),
+        "saved": saved,
+        "metadata_version": metadata.version,
+        "backend": backend,
+    }
     results = each_shard(build.client, "match", _match_task, shards, outputs, **task)
     counts = np.zeros(metadata.stats["entries"], dtype=COUNTS_DTYPE)
     summaries: list[tuple[dict[str, int], files.Stored]] = [None] * len(shards)  # type: ignore[list-item]
     for i, result in in_completion_order(build.client, results):  # sparse counts added as results arrive
         if result.num_entries != len(counts):
-            raise CurationError(f"match: {shards[i].name} was counted against {result.num_entries} entries, not {len(counts)}")
+            raise CurationError(
+                f"match: {shards[i].name} was counted against {result.num_entries} entries, not {len(counts)}"
+            )
         add_counts(counts, result.entries, result.counts, shards[i].name)
         summaries[i] = (result.stats, result.written)
     build.record([w for _, w in summaries])
@@ -130,5 +150,6 @@ def build_match(build: Build) -> dict[str, Any]:
     return {"snapshot": pairs.stats["snapshot"], **totals, "entries": len(counts), "shards": per_shard}
 
 
-MATCH = Stage("match", 1, MatchParams, build_match, {"pairs": Input("pairs"), "metadata": Input("metadata")}, produces="matched")
-
+MATCH = Stage(
+    "match", 1, MatchParams, build_match, {"pairs": Input("pairs"), "metadata": Input("metadata")}, produces="matched"
+)

@@ -9,30 +9,32 @@ from typing import Any
 from metaclip_tasks.core import files
 from metaclip_tasks.core.errors import CurationError
 from metaclip_tasks.core.stage import Build, Stage
-from metaclip_tasks.metadata.build import ENTRIES, MetadataParams, build_metadata
+from metaclip_tasks.metadata.build import ENTRIES, MetadataBuildParams, build_metadata
 from metaclip_tasks.metadata.store import load_metadata, metadata_report
 
 
-def _metadata_sources(params: MetadataParams) -> dict[str, list[dict[str, Any]]]:
+def _metadata_sources(params: MetadataBuildParams) -> dict[str, list[dict[str, Any]]]:
     return {source: [files.fingerprint(uri) for uri in uris] for source, uris in params.input_files().items()}
 
 
 def build_metadata_stage(build: Build) -> dict[str, Any]:
     result = build_metadata(build.params, build.client)
     if not result.entries:
-        raise CurationError(f"the metadata from {', '.join(build.params.sources)} has no entries: check the source files")
+        raise CurationError(
+            f"the metadata from {', '.join(build.params.sources)} has no entries: check the source files"
+        )
     result.write(build.output)
     return {**result.stats(), **metadata_report(result.entries)}
 
 
 @dataclass(frozen=True)
-class MetadataImport:
+class MetadataImportParams:
     """An existing entry list (e.g. MetaCLIP's metadata.json): a JSON list of strings."""
 
     path: str = field(metadata={"help": "the JSON list (any fsspec URI)", "identity": False})
 
 
-def _import_digest(params: MetadataImport) -> str:
+def _import_digest(params: MetadataImportParams) -> str:
     fs, path = files.filesystem(params.path)
     if not fs.isfile(path):
         raise CurationError(f"metadata file {params.path} does not exist")
@@ -45,7 +47,15 @@ def build_metadata_import(build: Build) -> dict[str, Any]:
     return metadata_report(entries)
 
 
-METADATA_BUILD = Stage("metadata_build", 1, MetadataParams, build_metadata_stage, produces="metadata",
-                       libraries=("mwparserfromhell",), external=_metadata_sources)  # fmt: skip
-METADATA_IMPORT = Stage("metadata_import", 1, MetadataImport, build_metadata_import, produces="metadata", external=_import_digest)
-
+METADATA_BUILD = Stage(
+    "metadata_build",
+    1,
+    MetadataBuildParams,
+    build_metadata_stage,
+    produces="metadata",
+    libraries=("mwparserfromhell",),
+    external=_metadata_sources,
+)
+METADATA_IMPORT = Stage(
+    "metadata_import", 1, MetadataImportParams, build_metadata_import, produces="metadata", external=_import_digest
+)

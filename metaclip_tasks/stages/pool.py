@@ -36,13 +36,17 @@ from metaclip_tasks.runtime.cluster import tree_sum
 from metaclip_tasks.runtime.tasks import each_shard, map_shards
 
 
-
 @dataclass(frozen=True)
 class PoolCountsParams:
     pool: str = field(metadata={"help": "the pool's name (metaclip_tasks/core/pools.toml or $METACLIP_POOLS)"})
-    target_tail_ratio: float = field(default=0.06, metadata={
-        "help": "the share of matches in tail entries (count < t) that picks the pool's t", "exclusiveMinimum": 0,
-        "exclusiveMaximum": 1})  # fmt: skip
+    target_tail_ratio: float = field(
+        default=0.06,
+        metadata={
+            "help": "the share of matches in tail entries (count < t) that picks the pool's t",
+            "exclusiveMinimum": 0,
+            "exclusiveMaximum": 1,
+        },
+    )
 
 
 def metadata_of(matched: Sequence[Artifact]) -> str:
@@ -85,18 +89,32 @@ def build_pool_counts(build: Build) -> dict[str, Any]:
     params: PoolCountsParams = build.params
     matched, metadata = build["matched"], build["metadata"]
     if metadata_of(matched) != metadata.version:
-        raise CurationError(f"the snapshots were matched against metadata {metadata_of(matched)}, not {metadata.version}")
+        raise CurationError(
+            f"the snapshots were matched against metadata {metadata_of(matched)}, not {metadata.version}"
+        )
     snapshots = [a.stats["snapshot"] for a in matched]
     counts = sum_counts([load_counts(a.stored(COUNTS)) for a in matched], names=snapshots)
     entries = load_metadata(metadata.stored(ENTRIES))
     if len(entries) != len(counts):
-        raise CurationError(f"the counts have {len(counts):,} entries, metadata {metadata.version} has {len(entries):,}")
+        raise CurationError(
+            f"the counts have {len(counts):,} entries, metadata {metadata.version} has {len(entries):,}"
+        )
     matches_with_duplicates = int(counts.sum())
     duplicates = pool_duplicates(build, matched)
     shard_of = {f"{a.stats['snapshot']}/{s.name}": s for a in matched for s in a.data_files()}
     names = sorted(duplicates)
-    for name, rows in zip(names, map_shards(build.client, "duplicates", _rows_counts, [shard_of[n] for n in names],
-                                      [duplicates[n] for n in names], num_entries=len(counts)), strict=True):  # fmt: skip
+    for name, rows in zip(
+        names,
+        map_shards(
+            build.client,
+            "duplicates",
+            _rows_counts,
+            [shard_of[n] for n in names],
+            [duplicates[n] for n in names],
+            num_entries=len(counts),
+        ),
+        strict=True,
+    ):
         counts -= rows
         build.output.save_array(f"{DUPLICATES}/{name.removesuffix('.parquet')}.npy", duplicates[name].astype(np.int64))
     t = t_for_tail_ratio(counts, params.target_tail_ratio)
@@ -126,8 +144,13 @@ def build_pool_counts(build: Build) -> dict[str, Any]:
     }
 
 
-POOL_COUNTS = Stage("pool_counts", 2, PoolCountsParams, build_pool_counts,
-                    {"matched": Input("matched", many=True), "metadata": Input("metadata")})  # fmt: skip
+POOL_COUNTS = Stage(
+    "pool_counts",
+    2,
+    PoolCountsParams,
+    build_pool_counts,
+    {"matched": Input("matched", many=True), "metadata": Input("metadata")},
+)
 
 
 # -- balance: the curated subset for one t and seed (sections 3.4-3.5) ----------------------------------
@@ -136,11 +159,19 @@ POOL_COUNTS = Stage("pool_counts", 2, PoolCountsParams, build_pool_counts,
 @dataclass(frozen=True)
 class BalanceParams:
     t: int = field(metadata={"help": "the cap per entry", "minimum": 1})
-    seed: int = field(default=0, metadata={"help": "sampling seed (one seed: a smaller t's subset is inside a larger t's)",
-                                           "minimum": 0, "maximum": 2**64 - 1})  # fmt: skip
+    seed: int = field(
+        default=0,
+        metadata={
+            "help": "sampling seed (one seed: a smaller t's subset is inside a larger t's)",
+            "minimum": 0,
+            "maximum": 2**64 - 1,
+        },
+    )
 
 
-def _balance_task(shard: files.Stored, output: str, drop: np.ndarray | None, probs: np.ndarray, seed: int) -> tuple[ShardBalance, files.Stored]:
+def _balance_task(
+    shard: files.Stored, output: str, drop: np.ndarray | None, probs: np.ndarray, seed: int
+) -> tuple[ShardBalance, files.Stored]:
     return balance_shard(shard, output, probs, seed, drop=drop)
 
 
@@ -152,8 +183,15 @@ def build_balance(build: Build) -> dict[str, Any]:
         raise CurationError(f"the matched snapshots are not the ones pool_counts {counts_artifact.version} counted")
     counts = load_counts(counts_artifact.stored(COUNTS))
     probs = entry_probabilities(counts, params.t)
-    jobs = [(s, build.output.uri_of(f"{DATA}/{a.stats['snapshot']}/{s.name}"), duplicate_rows(counts_artifact, a.stats["snapshot"], s))
-            for a in matched for s in a.data_files()]  # fmt: skip
+    jobs = [
+        (
+            s,
+            build.output.uri_of(f"{DATA}/{a.stats['snapshot']}/{s.name}"),
+            duplicate_rows(counts_artifact, a.stats["snapshot"], s),
+        )
+        for a in matched
+        for s in a.data_files()
+    ]
     shared_probs = probs if build.client is None else build.client.scatter(probs, broadcast=True)
     results = each_shard(build.client, "balance", _balance_task, *zip(*jobs), probs=shared_probs, seed=params.seed)
     if build.client is None:
@@ -168,6 +206,11 @@ def build_balance(build: Build) -> dict[str, Any]:
     return {"pool": counts_artifact.params["pool"], **balance_summary(counts, params.t, params.seed, total)}
 
 
-BALANCE = Stage("balance", 2, BalanceParams, build_balance,
-                {"pool_counts": Input("pool_counts"), "matched": Input("matched", many=True)}, produces="curated")  # fmt: skip
-
+BALANCE = Stage(
+    "balance",
+    2,
+    BalanceParams,
+    build_balance,
+    {"pool_counts": Input("pool_counts"), "matched": Input("matched", many=True)},
+    produces="curated",
+)

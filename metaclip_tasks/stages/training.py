@@ -21,7 +21,7 @@ from metaclip_tasks.core.shards import ShardReader
 from metaclip_tasks.core.stage import Build, Input, Stage
 from metaclip_tasks.curation.counting import COUNTS, load_counts
 from metaclip_tasks.training.download import (
-    DownloadOptions,
+    DownloadParams,
     download_stats,
     downloaded_uids,
     materialize_view,
@@ -31,8 +31,7 @@ from metaclip_tasks.training.download import (
 )
 from metaclip_tasks.training.evaluate import evaluate_checkpoint, load_coco
 from metaclip_tasks.training.online import LoaderRule, expected_kept, kept_per_epoch, loader_rule
-from metaclip_tasks.training.train import TrainConfig, check_device, run_training
-
+from metaclip_tasks.training.train import TrainParams, check_device, run_training
 
 
 def build_download(build: Build) -> dict[str, Any]:
@@ -66,7 +65,7 @@ def _downloaded_entries(curated: Artifact, uids: pa.Array) -> pa.Table:
     return pa.concat_tables(parts).combine_chunks()
 
 
-def _loader_rule(config: TrainConfig, source: Artifact) -> tuple[LoaderRule, Artifact] | None:
+def _loader_rule(config: TrainParams, source: Artifact) -> tuple[LoaderRule, Artifact] | None:
     """The loader's balancing rule for ``config.balance_t`` on the subset ``source`` holds (or None)."""
     if config.balance_t is None:
         return None
@@ -81,12 +80,19 @@ def _online_figures(rule: LoaderRule, t: int, curated: Artifact, index: pa.Table
     pairs = _downloaded_entries(curated, index["uid"].combine_chunks())
     expected, sd = expected_kept(rule, pairs["matched_entry_ids"])
     first = int(rule.keep(pairs["uid"], pairs["matched_entry_ids"], 0).sum())
-    return {"t": t, "seed": rule.seed, "download_t": int(curated.params["t"]), "downloaded_pairs": pairs.num_rows,
-            "epoch0_kept": first, "expected_kept": expected, "kept_sd": sd}  # fmt: skip
+    return {
+        "t": t,
+        "seed": rule.seed,
+        "download_t": int(curated.params["t"]),
+        "downloaded_pairs": pairs.num_rows,
+        "epoch0_kept": first,
+        "expected_kept": expected,
+        "kept_sd": sd,
+    }
 
 
 def build_train(build: Build) -> dict[str, Any]:
-    config: TrainConfig = build.params
+    config: TrainParams = build.params
     check_device(config)
     downloaded, view = build["downloaded"], build["view"]
     source = view or downloaded
@@ -117,8 +123,13 @@ def build_train(build: Build) -> dict[str, Any]:
         build.output.put(checkpoint, "checkpoint.pt")
         shutil.rmtree(logs / "train" / "checkpoints")
         build.output.put(logs, "logs")
-    return {"samples": samples, "model": config.model, "epochs": config.epochs, "device": config.device,
-            **({"online_balancing": stats} if online else {})}  # fmt: skip
+    return {
+        "samples": samples,
+        "model": config.model,
+        "epochs": config.epochs,
+        "device": config.device,
+        **({"online_balancing": stats} if online else {}),
+    }
 
 
 @dataclass(frozen=True)
@@ -141,12 +152,34 @@ def _eval_images(params: EvaluateParams) -> dict[str, Any]:
     return {"eval_set": "coco_val2017", "images": [p.name for p in data.images if isinstance(p, Path)]}
 
 
-DOWNLOAD = Stage("download", 1, DownloadOptions, build_download, {"curated": Input("curated")}, produces="downloaded",
-                 libraries=("img2dataset",))  # fmt: skip
-DOWNLOAD_VIEW = Stage("download_view", 1, NoParams, build_download_view,
-                      {"downloaded": Input("downloaded"), "curated": Input("curated")})  # fmt: skip
-TRAIN = Stage("train", 1, TrainConfig, build_train, {"downloaded": Input("downloaded"), "view": Input("download_view", optional=True)},
-              produces="checkpoint", libraries=("open_clip_torch", "torch"))  # fmt: skip
-EVALUATE = Stage("evaluate", 1, EvaluateParams, build_evaluate, {"checkpoint": Input("checkpoint")}, produces="metrics",
-                 libraries=("open_clip_torch", "torch"), external=_eval_images)  # fmt: skip
-
+DOWNLOAD = Stage(
+    "download",
+    1,
+    DownloadParams,
+    build_download,
+    {"curated": Input("curated")},
+    produces="downloaded",
+    libraries=("img2dataset",),
+)
+DOWNLOAD_VIEW = Stage(
+    "download_view", 1, NoParams, build_download_view, {"downloaded": Input("downloaded"), "curated": Input("curated")}
+)
+TRAIN = Stage(
+    "train",
+    1,
+    TrainParams,
+    build_train,
+    {"downloaded": Input("downloaded"), "view": Input("download_view", optional=True)},
+    produces="checkpoint",
+    libraries=("open_clip_torch", "torch"),
+)
+EVALUATE = Stage(
+    "evaluate",
+    1,
+    EvaluateParams,
+    build_evaluate,
+    {"checkpoint": Input("checkpoint")},
+    produces="metrics",
+    libraries=("open_clip_torch", "torch"),
+    external=_eval_images,
+)

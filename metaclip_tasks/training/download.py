@@ -29,12 +29,14 @@ from metaclip_tasks.core.shards import MATCHED_SCHEMA, ShardReader
 
 
 @dataclass(frozen=True)
-class DownloadOptions:
+class DownloadParams:
     """img2dataset's knobs, with defaults for CLIP training images."""
 
     image_size: int = field(default=256, metadata={"help": "pixels (square)", "minimum": 16})
-    resize_mode: str = field(default="center_crop", metadata={
-        "help": "img2dataset's resize mode", "enum": ["no", "keep_ratio", "center_crop", "border"]})
+    resize_mode: str = field(
+        default="center_crop",
+        metadata={"help": "img2dataset's resize mode", "enum": ["no", "keep_ratio", "center_crop", "border"]},
+    )
     processes: int = field(default=1, metadata={"help": "img2dataset processes", "minimum": 1})
     threads: int = field(default=16, metadata={"help": "download threads per process", "minimum": 1})
     timeout: float = field(default=10.0, metadata={"help": "seconds per image", "exclusiveMinimum": 0})
@@ -62,19 +64,29 @@ def write_url_list(curated: Sequence[str], path: Path) -> int:
 
 
 def run_img2dataset(
-    url_list: Path, output_dir: Path, options: DownloadOptions, log: Callable[[str], object] = print
+    url_list: Path, output_dir: Path, options: DownloadParams, log: Callable[[str], object] = print
 ) -> None:
     """img2dataset over ``url_list`` into webdataset shards in ``output_dir``, as a subprocess."""
     command = [
         str(Path(sys.executable).parent / "img2dataset"),
-        f"--url_list={url_list}", "--input_format=parquet", "--url_col=url", "--caption_col=text",
-        '--save_additional_columns=["uid","matched_entry_ids"]', "--output_format=webdataset",
-        f"--output_folder={output_dir}", f"--processes_count={options.processes}",
-        f"--thread_count={options.threads}", f"--image_size={options.image_size}",
-        f"--resize_mode={options.resize_mode}", f"--timeout={options.timeout}", f"--retries={options.retries}",
-        f"--number_sample_per_shard={options.samples_per_shard}", f"--encode_quality={options.encode_quality}",
-        "--enable_wandb=False", "--distributor=multiprocessing",
-    ]  # fmt: skip
+        f"--url_list={url_list}",
+        "--input_format=parquet",
+        "--url_col=url",
+        "--caption_col=text",
+        '--save_additional_columns=["uid","matched_entry_ids"]',
+        "--output_format=webdataset",
+        f"--output_folder={output_dir}",
+        f"--processes_count={options.processes}",
+        f"--thread_count={options.threads}",
+        f"--image_size={options.image_size}",
+        f"--resize_mode={options.resize_mode}",
+        f"--timeout={options.timeout}",
+        f"--retries={options.retries}",
+        f"--number_sample_per_shard={options.samples_per_shard}",
+        f"--encode_quality={options.encode_quality}",
+        "--enable_wandb=False",
+        "--distributor=multiprocessing",
+    ]
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "WANDB_MODE": "disabled"}  # no network at start-up
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) as process:
         for line in process.stdout or ():
@@ -104,7 +116,9 @@ def downloaded_uids(output_dir: Path) -> pa.Table:
         table = table.filter(pc.equal(table["status"], "success")).drop(["status"])
         parts.append(table.append_column("shard", pa.array([path.stem + ".tar"] * table.num_rows)))
     if not parts:
-        return pa.table({"uid": pa.array([], pa.string()), "key": pa.array([], pa.string()), "shard": pa.array([], pa.string())})
+        return pa.table(
+            {"uid": pa.array([], pa.string()), "key": pa.array([], pa.string()), "shard": pa.array([], pa.string())}
+        )
     return pa.concat_tables(parts).sort_by("uid")
 
 

@@ -22,10 +22,19 @@ from pathlib import Path
 import numpy as np
 
 CLIP_TEMPLATES = (  # a subset of CLIP's ImageNet prompt ensemble
-    "a photo of a {}.", "a bad photo of a {}.", "a photo of many {}.", "a photo of the large {}.",
-    "a photo of the small {}.", "a good photo of a {}.", "a close-up photo of a {}.", "a bright photo of a {}.",
-    "a cropped photo of a {}.", "a photo of a nice {}.", "a blurry photo of a {}.", "art of the {}.",
-)  # fmt: skip
+    "a photo of a {}.",
+    "a bad photo of a {}.",
+    "a photo of many {}.",
+    "a photo of the large {}.",
+    "a photo of the small {}.",
+    "a good photo of a {}.",
+    "a close-up photo of a {}.",
+    "a bright photo of a {}.",
+    "a cropped photo of a {}.",
+    "a photo of a nice {}.",
+    "a blurry photo of a {}.",
+    "art of the {}.",
+)
 
 
 @dataclass(frozen=True)
@@ -69,9 +78,15 @@ def load_image_folder(root: str | os.PathLike) -> CocoEval:
 
         raise CurationError(f"{root} has no class sub-directories (an ImageFolder: <root>/<class>/<image>)")
     suffixes = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
-    items = [(p, i) for i, c in enumerate(classes) for p in sorted((root / c).iterdir()) if p.suffix.lower() in suffixes]
-    return CocoEval(images=[p for p, _ in items], captions=[[] for _ in items], labels=[i for _, i in items],
-                    classnames=[c.replace("_", " ") for c in classes])  # fmt: skip
+    items = [
+        (p, i) for i, c in enumerate(classes) for p in sorted((root / c).iterdir()) if p.suffix.lower() in suffixes
+    ]
+    return CocoEval(
+        images=[p for p, _ in items],
+        captions=[[] for _ in items],
+        labels=[i for _, i in items],
+        classnames=[c.replace("_", " ") for c in classes],
+    )
 
 
 def load_webdataset(shards: Sequence[str | os.PathLike], classnames: Sequence[str], label_key: str = "cls") -> CocoEval:
@@ -104,14 +119,20 @@ def load_webdataset(shards: Sequence[str | os.PathLike], classnames: Sequence[st
     return CocoEval(images=images, captions=[[] for _ in images], labels=labels, classnames=list(classnames))
 
 
-def recall_at(similarity: np.ndarray, positives: Sequence[set[int]], ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+def recall_at(
+    similarity: np.ndarray, positives: Sequence[set[int]], ks: Sequence[int] = (1, 5, 10)
+) -> dict[str, float]:
     """For each query row, whether one of its positives ranks in the top k."""
     order = np.argsort(-similarity, axis=1, kind="stable")
-    return {f"R@{k}": float(np.mean([bool(positives[q] & set(order[q, :k].tolist())) for q in range(len(order))]))
-            for k in ks}  # fmt: skip
+    return {
+        f"R@{k}": float(np.mean([bool(positives[q] & set(order[q, :k].tolist())) for q in range(len(order))]))
+        for k in ks
+    }
 
 
-def zero_shot_accuracy(image_features: np.ndarray, class_weights: np.ndarray, labels: Sequence[int]) -> dict[str, float]:
+def zero_shot_accuracy(
+    image_features: np.ndarray, class_weights: np.ndarray, labels: Sequence[int]
+) -> dict[str, float]:
     """Top-1 and top-5 accuracy of the nearest class, over images with a label."""
     label = np.asarray(labels)
     keep = label >= 0

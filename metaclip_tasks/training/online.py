@@ -47,8 +47,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from metaclip_tasks.curation.balancing import entry_probabilities, epoch_seed, keep_mask, keep_probabilities
 from metaclip_tasks.core.errors import CurationError
+from metaclip_tasks.curation.balancing import entry_probabilities, epoch_seed, keep_mask, keep_probabilities
 
 CHUNK = 256  # samples decided together: one vectorised keep_mask per chunk
 RULE_FLAG = "--metaclip-balance-rule"
@@ -88,8 +88,10 @@ def loader_rule(counts: np.ndarray, t: int, download_t: int, seed: int) -> Loade
     """The rule for training at ``t`` on a download of the subset for ``download_t`` (same seed);
     a download smaller than the subset to train on is refused."""
     if t > download_t and int(counts.max()) > download_t:
-        raise CurationError(f"online balancing at t={t} needs a download of a subset with t >= {t} "
-                            f"(or every matched pair); this download holds the subset for t={download_t}")  # fmt: skip
+        raise CurationError(
+            f"online balancing at t={t} needs a download of a subset with t >= {t} "
+            f"(or every matched pair); this download holds the subset for t={download_t}"
+        )
     capped = np.minimum(counts, np.asarray(download_t, dtype=counts.dtype))
     return LoaderRule(entry_probabilities(counts, t), entry_probabilities(capped, t), seed)
 
@@ -112,8 +114,9 @@ class EpochFilter:
     ``epoch`` is open_clip's ``SharedEpoch`` (or anything with ``get_value()``); with ``log_dir``, it
     reports each shard it reads to the end; with ``batch_size``, a pass keeping fewer samples fails."""
 
-    def __init__(self, rule: LoaderRule, epoch: Any, log_dir: str | Path | None = None,
-                 batch_size: int | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, rule: LoaderRule, epoch: Any, log_dir: str | Path | None = None, batch_size: int | None = None
+    ) -> None:
         self.rule, self.shared_epoch, self.log_dir, self.batch_size = rule, epoch, log_dir, batch_size
         self._reported: tuple[int, set[str]] = (-1, set())  # this process's shards reported in an epoch
 
@@ -212,8 +215,9 @@ def install(rule_path: str, log_dir: str | None) -> None:
     rule = LoaderRule.load(rule_path)
     original = data.get_wds_dataset
 
-    def get_wds_dataset(args: Any, preprocess_img: Any, is_train: bool, epoch: int = 0, floor: bool = False,
-                        tokenizer: Any = None) -> Any:  # fmt: skip
+    def get_wds_dataset(
+        args: Any, preprocess_img: Any, is_train: bool, epoch: int = 0, floor: bool = False, tokenizer: Any = None
+    ) -> Any:
         info = original(args, preprocess_img, is_train, epoch=epoch, floor=floor, tokenizer=tokenizer)
         if is_train:
             pipeline = info.dataloader.pipeline[0].dataset.pipeline  # WebLoader(DataLoader(DataPipeline))

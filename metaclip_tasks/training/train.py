@@ -29,46 +29,68 @@ DEVICES = ["cuda", "cpu"]
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainParams:
     """What open_clip trains with; the defaults are the paper's ViT-B/32 recipe (GPU)."""
 
     model: str = field(default="ViT-B-32-quickgelu", metadata={"help": "an open_clip model name"})
-    global_batch_size: int = field(default=32_768, metadata={
-        "help": "samples per step over every GPU and accumulation step", "minimum": 1})
+    global_batch_size: int = field(
+        default=32_768, metadata={"help": "samples per step over every GPU and accumulation step", "minimum": 1}
+    )
     epochs: int = field(default=32, metadata={"help": "passes over the data", "minimum": 1})
-    lr: float = field(default=5e-4, metadata={"help": "peak learning rate (AdamW, cosine)", "title": "Learning rate",
-                                               "exclusiveMinimum": 0})
+    lr: float = field(
+        default=5e-4,
+        metadata={"help": "peak learning rate (AdamW, cosine)", "title": "Learning rate", "exclusiveMinimum": 0},
+    )
     warmup: int = field(default=2_000, metadata={"help": "warm-up steps", "title": "Warm-up steps", "minimum": 0})
     weight_decay: float = field(default=0.2, metadata={"help": "AdamW weight decay", "minimum": 0})
     beta2: float = field(default=0.98, metadata={"help": "AdamW beta2", "exclusiveMinimum": 0, "exclusiveMaximum": 1})
     eps: float = field(default=1e-6, metadata={"help": "AdamW epsilon", "exclusiveMinimum": 0})
     precision: str = field(default="amp", metadata={"help": "open_clip's --precision", "enum": PRECISIONS})
-    accum_freq: int = field(default=1, metadata={
-        "help": "micro-batches per step: global batch = per-GPU batch x GPUs x this; the contrastive loss still "
-                "sees the whole global batch (fewer GPUs than the paper's 64)", "title": "Accumulation steps",
-        "minimum": 1})
-    resampled: bool = field(default=False, metadata={
-        "help": "sample shards with replacement (an epoch is then num_samples draws)"})
-    workers: int = field(default=8, metadata={
-        "help": "data-loader processes per GPU (the loader, not the GPU, bounds a ViT-B/32 step: BENCHMARKS.md)",
-        "title": "Data-loader processes per GPU", "minimum": 0})
-    device: str = field(default="cuda", metadata={"help": "cpu trains on the CPU (only when asked for)", "enum": DEVICES})
+    accum_freq: int = field(
+        default=1,
+        metadata={
+            "help": "micro-batches per step: global batch = per-GPU batch x GPUs x this; the contrastive loss still "
+            "sees the whole global batch (fewer GPUs than the paper's 64)",
+            "title": "Accumulation steps",
+            "minimum": 1,
+        },
+    )
+    resampled: bool = field(
+        default=False, metadata={"help": "sample shards with replacement (an epoch is then num_samples draws)"}
+    )
+    workers: int = field(
+        default=8,
+        metadata={
+            "help": "data-loader processes per GPU (the loader, not the GPU, bounds a ViT-B/32 step: BENCHMARKS.md)",
+            "title": "Data-loader processes per GPU",
+            "minimum": 0,
+        },
+    )
+    device: str = field(
+        default="cuda", metadata={"help": "cpu trains on the CPU (only when asked for)", "enum": DEVICES}
+    )
     gpus: int = field(default=0, metadata={"help": "GPUs to train on; 0: every visible GPU", "minimum": 0})
     seed: int = field(default=0, metadata={"help": "the trainer's seed", "minimum": 0})
-    balance_t: int | None = field(default=None, metadata={
-        "help": "balancing in the loader (paper A.2): re-draw the head for this t each epoch; empty: the download as it is",
-        "minimum": 1, "identity": "when-set"})
+    balance_t: int | None = field(
+        default=None,
+        metadata={
+            "help": "balancing in the loader (paper A.2): re-draw the head for this t each epoch; empty: the download as it is",
+            "minimum": 1,
+            "identity": "when-set",
+        },
+    )
 
 
-PAPER_VIT_B32 = TrainConfig()
-TINY_CPU = TrainConfig(model="metaclip-tiny", global_batch_size=16, epochs=1, lr=1e-3, warmup=1, precision="fp32",
-                       workers=0, device="cpu")
+PAPER_VIT_B32 = TrainParams()
+TINY_CPU = TrainParams(
+    model="metaclip-tiny", global_batch_size=16, epochs=1, lr=1e-3, warmup=1, precision="fp32", workers=0, device="cpu"
+)
 RECIPES = {"vit-b-32": PAPER_VIT_B32, "tiny-cpu": TINY_CPU}
 
 
 def _override(name: str) -> Any:
-    """An optional field that overrides the recipe's ``name``, described as TrainConfig describes it."""
-    meta = next(f.metadata for f in fields(TrainConfig) if f.name == name)
+    """An optional field that overrides the recipe's ``name``, described as TrainParams describes it."""
+    meta = next(f.metadata for f in fields(TrainParams) if f.name == name)
     return field(default=None, metadata={**meta, "help": f"{meta['help']}; empty: the recipe's"})
 
 
@@ -76,9 +98,14 @@ def _override(name: str) -> Any:
 class TrainChoice:
     """A training run as a user asks for it (the command line, a DAG's form): a recipe and what to change in it."""
 
-    recipe: str = field(default="vit-b-32", metadata={
-        "help": "vit-b-32: the paper's (QuickGELU, batch 32768, lr 5e-4, 2k warm-up, GPU); tiny-cpu: a 2-layer model "
-                "for a CPU", "enum": sorted(RECIPES)})
+    recipe: str = field(
+        default="vit-b-32",
+        metadata={
+            "help": "vit-b-32: the paper's (QuickGELU, batch 32768, lr 5e-4, 2k warm-up, GPU); tiny-cpu: a 2-layer model "
+            "for a CPU",
+            "enum": sorted(RECIPES),
+        },
+    )
     device: str | None = _override("device")
     model: str | None = _override("model")
     epochs: int | None = _override("epochs")
@@ -89,7 +116,7 @@ class TrainChoice:
     lr: float | None = _override("lr")
     loader_workers: int | None = _override("workers")  # not ``workers``: the command line's Dask workers
 
-    def config(self) -> TrainConfig:
+    def config(self) -> TrainParams:
         """The recipe's config with every given field in place of the recipe's."""
         given = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("recipe", "loader_workers")}
         given["workers"] = self.loader_workers
@@ -102,7 +129,7 @@ def visible_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def check_device(config: TrainConfig) -> TrainConfig:
+def check_device(config: TrainParams) -> TrainParams:
     """The config with its GPU count resolved; a GPU recipe without a GPU is refused, clearly."""
     if config.device == "cpu":
         return replace(config, gpus=0)
@@ -115,8 +142,14 @@ def check_device(config: TrainConfig) -> TrainConfig:
     return replace(config, gpus=min(config.gpus or gpus, gpus))
 
 
-def train_command(config: TrainConfig, shards: Sequence[str], num_samples: int, logs: Path, name: str,
-                  balance: tuple[Path, Path] | None = None) -> list[str]:  # fmt: skip
+def train_command(
+    config: TrainParams,
+    shards: Sequence[str],
+    num_samples: int,
+    logs: Path,
+    name: str,
+    balance: tuple[Path, Path] | None = None,
+) -> list[str]:
     """The command line: open_clip's trainer, through torchrun when more than one GPU trains; with
     ``balance`` (a loader rule file, a folder for its reports) the loader balances each epoch.
 
@@ -135,19 +168,33 @@ def train_command(config: TrainConfig, shards: Sequence[str], num_samples: int, 
         launcher = [torchrun, f"--nproc_per_node={processes}", "-m", "metaclip_tasks.training.train_entry"]
     return [
         *launcher,
-        f"--train-data={'::'.join(shards)}", "--dataset-type=webdataset", f"--train-num-samples={num_samples}",
-        f"--model={config.model}", f"--batch-size={config.global_batch_size // (processes * config.accum_freq)}",
-        f"--accum-freq={config.accum_freq}", *(["--dataset-resampled"] if config.resampled else []),
-        f"--epochs={config.epochs}", f"--lr={config.lr}", f"--warmup={config.warmup}", f"--wd={config.weight_decay}",
-        f"--beta2={config.beta2}", f"--eps={config.eps}", f"--precision={config.precision}",
-        f"--workers={config.workers}", f"--seed={config.seed}", f"--logs={logs}", f"--name={name}",
-        "--save-frequency=1", "--report-to=", "--log-every-n-steps=1",
+        f"--train-data={'::'.join(shards)}",
+        "--dataset-type=webdataset",
+        f"--train-num-samples={num_samples}",
+        f"--model={config.model}",
+        f"--batch-size={config.global_batch_size // (processes * config.accum_freq)}",
+        f"--accum-freq={config.accum_freq}",
+        *(["--dataset-resampled"] if config.resampled else []),
+        f"--epochs={config.epochs}",
+        f"--lr={config.lr}",
+        f"--warmup={config.warmup}",
+        f"--wd={config.weight_decay}",
+        f"--beta2={config.beta2}",
+        f"--eps={config.eps}",
+        f"--precision={config.precision}",
+        f"--workers={config.workers}",
+        f"--seed={config.seed}",
+        f"--logs={logs}",
+        f"--name={name}",
+        "--save-frequency=1",
+        "--report-to=",
+        "--log-every-n-steps=1",
         *([f"{RULE_FLAG}={balance[0]}", f"{LOG_FLAG}={balance[1]}"] if balance else []),
-    ]  # fmt: skip
+    ]
 
 
 def run_training(
-    config: TrainConfig,
+    config: TrainParams,
     shards: Sequence[str],
     num_samples: int,
     logs: Path,

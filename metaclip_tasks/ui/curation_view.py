@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from metaclip_tasks.core.artifacts import Artifact, ArtifactStore
 from metaclip_tasks import stages
-from metaclip_tasks.curation.counting import COUNTS, COUNTS_DTYPE, load_counts
+from metaclip_tasks.core.artifacts import Artifact, ArtifactStore
 from metaclip_tasks.core.errors import CurationError
+from metaclip_tasks.curation.counting import COUNTS, COUNTS_DTYPE, load_counts
 
 PREFIX = "/metaclip"  # where the plugin mounts the view
 POOL_COUNTS, CURATED, ABLATION = (s.artifact for s in (stages.POOL_COUNTS, stages.BALANCE, stages.ABLATION))
@@ -165,8 +165,14 @@ def at_t(pool: PoolCounts, t: int) -> dict[str, Any]:
     """What a cap t means for the pool, exactly: tail ratio, head entries, expected matches kept."""
     mass, tail = (int(v[0]) for v in pool.mass_below(np.array([t])))
     head = len(pool.ascending) - tail
-    return {"t": t, "tail_ratio": mass / pool.total, "head_entries": head, "tail_entries": tail,
-            "expected_matches": mass + t * head, "matches": pool.total}  # fmt: skip
+    return {
+        "t": t,
+        "tail_ratio": mass / pool.total,
+        "head_entries": head,
+        "tail_entries": tail,
+        "expected_matches": mass + t * head,
+        "matches": pool.total,
+    }
 
 
 def distribution(pool: PoolCounts) -> dict[str, Any]:
@@ -175,8 +181,15 @@ def distribution(pool: PoolCounts) -> dict[str, Any]:
     head = int(np.count_nonzero(pool.counts >= pool.t))
     ranks = sample_positions(matched, [head - 1, head])
     ids = pool.by_count[ranks]
-    return {"rank": (ranks + 1).tolist(), "count": pool.counts[ids].tolist(), "entry": pool.names(ids),
-            "entries": len(pool.counts), "matched_entries": matched, "t": pool.t, "head_entries": head}  # fmt: skip
+    return {
+        "rank": (ranks + 1).tolist(),
+        "count": pool.counts[ids].tolist(),
+        "entry": pool.names(ids),
+        "entries": len(pool.counts),
+        "matched_entries": matched,
+        "t": pool.t,
+        "head_entries": head,
+    }
 
 
 def cumulative(pool: PoolCounts, t: int | None = None) -> dict[str, Any]:
@@ -189,9 +202,17 @@ def cumulative(pool: PoolCounts, t: int | None = None) -> dict[str, Any]:
     raw = pool.cumulative[positions].astype(np.int64)
     below = int(pool.cumulative[tail - 1]) if tail else 0
     balanced = np.where(positions < tail, raw, below + (positions - tail + 1) * t)
-    return {"position": (positions + 1).tolist(), "raw": raw.tolist(), "balanced": balanced.tolist(), "t": t,
-            "entries": n, "tail_entries": tail, "head_entries": n - tail, "matches": pool.total,
-            "expected_matches": below + (n - tail) * t}  # fmt: skip
+    return {
+        "position": (positions + 1).tolist(),
+        "raw": raw.tolist(),
+        "balanced": balanced.tolist(),
+        "t": t,
+        "entries": n,
+        "tail_entries": tail,
+        "head_entries": n - tail,
+        "matches": pool.total,
+        "expected_matches": below + (n - tail) * t,
+    }
 
 
 def t_curve(pool: PoolCounts, curated: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
@@ -207,9 +228,17 @@ def t_curve(pool: PoolCounts, curated: Sequence[dict[str, Any]] = ()) -> dict[st
     ts = np.union1d(breaks, [pool.t]).astype(np.int64)
     mass, tail = pool.mass_below(ts)
     head = len(pool.ascending) - tail
-    return {"t": ts.tolist(), "tail_ratio": (mass / pool.total).tolist(), "expected_matches": (mass + ts * head).tolist(),
-            "tail_mass": mass.tolist(), "head_entries": head.tolist(), "pool_t": pool.t, "matches": pool.total,
-            "max_count": int(pool.ascending[-1]), "curated": list(curated)}  # fmt: skip
+    return {
+        "t": ts.tolist(),
+        "tail_ratio": (mass / pool.total).tolist(),
+        "expected_matches": (mass + ts * head).tolist(),
+        "tail_mass": mass.tolist(),
+        "head_entries": head.tolist(),
+        "pool_t": pool.t,
+        "matches": pool.total,
+        "max_count": int(pool.ascending[-1]),
+        "curated": list(curated),
+    }
 
 
 def top_entries(pool: PoolCounts, t: int | None = None, k: int = TOP_K) -> dict[str, Any]:
@@ -217,9 +246,17 @@ def top_entries(pool: PoolCounts, t: int | None = None, k: int = TOP_K) -> dict[
     t = pool_t(pool, t)
     ids = pool.by_count[: max(0, min(k, len(pool.counts)))]
     counts = pool.counts[ids]
-    rows = [{"rank": i + 1, "entry_id": int(e), "entry": name, "count": int(c), "balanced": min(int(c), t),
-             "keep_probability": min(1.0, t / int(c)) if c else 1.0}
-            for i, (e, name, c) in enumerate(zip(ids, pool.names(ids), counts, strict=True))]  # fmt: skip
+    rows = [
+        {
+            "rank": i + 1,
+            "entry_id": int(e),
+            "entry": name,
+            "count": int(c),
+            "balanced": min(int(c), t),
+            "keep_probability": min(1.0, t / int(c)) if c else 1.0,
+        }
+        for i, (e, name, c) in enumerate(zip(ids, pool.names(ids), counts, strict=True))
+    ]
     return {"t": t, "rows": rows}
 
 
@@ -228,9 +265,16 @@ def top_entries(pool: PoolCounts, t: int | None = None, k: int = TOP_K) -> dict[
 
 def node(artifact: Artifact, base: str = "") -> dict[str, Any]:
     """One artifact as the lineage lists it."""
-    return {"stage": artifact.stage, "version": artifact.version, "created": artifact.manifest.get("created"),
-            "url": view_url(artifact.stage, artifact.version, base),
-            "inputs": [{"stage": i["stage"], "version": i["version"], "role": i.get("role")} for i in artifact.manifest.get("inputs", [])]}  # fmt: skip
+    return {
+        "stage": artifact.stage,
+        "version": artifact.version,
+        "created": artifact.manifest.get("created"),
+        "url": view_url(artifact.stage, artifact.version, base),
+        "inputs": [
+            {"stage": i["stage"], "version": i["version"], "role": i.get("role")}
+            for i in artifact.manifest.get("inputs", [])
+        ],
+    }
 
 
 def lineage(store: ArtifactStore, artifact: Artifact, base: str = "") -> list[dict[str, Any]]:
@@ -265,9 +309,18 @@ def made_from(store: ArtifactStore, stage: str, version: str, kind: str) -> list
 
 def curated_points(store: ArtifactStore, version: str, base: str = "") -> list[dict[str, Any]]:
     """The curated subsets made from pool_counts ``version``: t, pairs kept and expected, tail ratio."""
-    return [{"t": a.stats.get("t"), "seed": a.stats.get("seed"), "kept": a.stats.get("kept"), "expected_kept": a.stats.get("expected_kept"),
-             "tail_ratio": a.stats.get("tail_ratio"), "version": a.version, "url": view_url(a.stage, a.version, base)}
-            for a in made_from(store, POOL_COUNTS, version, CURATED)]  # fmt: skip
+    return [
+        {
+            "t": a.stats.get("t"),
+            "seed": a.stats.get("seed"),
+            "kept": a.stats.get("kept"),
+            "expected_kept": a.stats.get("expected_kept"),
+            "tail_ratio": a.stats.get("tail_ratio"),
+            "version": a.version,
+            "url": view_url(a.stage, a.version, base),
+        }
+        for a in made_from(store, POOL_COUNTS, version, CURATED)
+    ]
 
 
 def ablation(store: ArtifactStore, version: str, base: str = "") -> dict[str, Any] | None:
@@ -288,9 +341,16 @@ def ablation(store: ArtifactStore, version: str, base: str = "") -> dict[str, An
 def summary(artifact: Artifact, base: str = "") -> dict[str, Any]:
     """An artifact's manifest in brief: where, when, from what, with which params and stats."""
     files = artifact.manifest.get("files", [])
-    return {**node(artifact, base), "uri": artifact.uri, "package": artifact.manifest.get("package"),
-            "params": artifact.params, "stats": artifact.stats, "files": len(files), "bytes": sum(f.get("bytes", 0) for f in files),
-            "pool_url": pool_url(artifact.version, base) if artifact.stage == POOL_COUNTS else None}  # fmt: skip
+    return {
+        **node(artifact, base),
+        "uri": artifact.uri,
+        "package": artifact.manifest.get("package"),
+        "params": artifact.params,
+        "stats": artifact.stats,
+        "files": len(files),
+        "bytes": sum(f.get("bytes", 0) for f in files),
+        "pool_url": pool_url(artifact.version, base) if artifact.stage == POOL_COUNTS else None,
+    }
 
 
 def pools(store: ArtifactStore, base: str = "") -> list[dict[str, Any]]:
@@ -298,10 +358,20 @@ def pools(store: ArtifactStore, base: str = "") -> list[dict[str, Any]]:
     grouped: dict[str, list[dict[str, Any]]] = {}
     for a in reversed(store.list(POOL_COUNTS)):
         s = a.stats
-        grouped.setdefault(str(a.params.get("pool")), []).append({
-            "version": a.version, "created": a.manifest.get("created"), "t": s.get("t"), "tail_ratio": s.get("tail_ratio"),
-            "target_tail_ratio": a.params.get("target_tail_ratio"), "entries": s.get("entries"), "matches": s.get("matches"),
-            "snapshots": s.get("snapshots", []), "url": pool_url(a.version, base), "artifact_url": view_url(a.stage, a.version, base)})  # fmt: skip
+        grouped.setdefault(str(a.params.get("pool")), []).append(
+            {
+                "version": a.version,
+                "created": a.manifest.get("created"),
+                "t": s.get("t"),
+                "tail_ratio": s.get("tail_ratio"),
+                "target_tail_ratio": a.params.get("target_tail_ratio"),
+                "entries": s.get("entries"),
+                "matches": s.get("matches"),
+                "snapshots": s.get("snapshots", []),
+                "url": pool_url(a.version, base),
+                "artifact_url": view_url(a.stage, a.version, base),
+            }
+        )
     return [{"pool": name, "artifacts": rows} for name, rows in grouped.items()]
 
 
@@ -309,6 +379,12 @@ def pool_payload(root: str, version: str, base: str = "") -> dict[str, Any]:
     """Everything the pool page shows, in one JSON object."""
     pool = load_pool(root, version)
     store = pool.artifact.store or ArtifactStore(root)
-    return {"artifact": summary(pool.artifact, base), "distribution": distribution(pool), "cumulative": cumulative(pool),
-            "t_curve": t_curve(pool, curated_points(store, version, base)), "top": top_entries(pool),
-            "lineage": lineage(store, pool.artifact, base), "ablation": ablation(store, version, base)}  # fmt: skip
+    return {
+        "artifact": summary(pool.artifact, base),
+        "distribution": distribution(pool),
+        "cumulative": cumulative(pool),
+        "t_curve": t_curve(pool, curated_points(store, version, base)),
+        "top": top_entries(pool),
+        "lineage": lineage(store, pool.artifact, base),
+        "ablation": ablation(store, version, base),
+    }

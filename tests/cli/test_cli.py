@@ -61,14 +61,35 @@ def _version(stdout_line: str, stage: str) -> str:
 
 # -- help -------------------------------------------------------------------------------------------
 
-HELP = [("pairs-import", "--rows-per-shard"), ("pairs", "--rows-per-shard"), ("ingest", "--languages"),
-        ("match", "--metadata-version"), ("pool-counts", "--pool"), ("count", "--pool"),
-        ("choose-t", "--target-tail-ratio"), ("balance", "--seed"), ("download", "--image-size"), ("train", "--epochs"),
-        ("evaluate", "--eval-set"), ("t-ablation", "--tail-ratios"), ("metadata-build", "--min-pmi"),
-        ("metadata-import", "path"), ("metadata-stats", "version"), ("metadata", "import"), ("metadata build", "--min-pmi"),
-        ("metadata import", "path"), ("metadata stats", "version"), ("artifacts", "lineage"), ("artifacts list", "--stage"),
-        ("artifacts verify", "version"), ("artifacts show", "version"), ("artifacts lineage", "version"),
-        ("stages", "--root"), ("results", "--root"), ("demo", "--target-tail-ratio")]  # fmt: skip
+HELP = [
+    ("pairs-import", "--rows-per-shard"),
+    ("pairs", "--rows-per-shard"),
+    ("ingest", "--languages"),
+    ("match", "--metadata-version"),
+    ("pool-counts", "--pool"),
+    ("count", "--pool"),
+    ("choose-t", "--target-tail-ratio"),
+    ("balance", "--seed"),
+    ("download", "--image-size"),
+    ("train", "--epochs"),
+    ("evaluate", "--eval-set"),
+    ("t-ablation", "--tail-ratios"),
+    ("metadata-build", "--min-pmi"),
+    ("metadata-import", "path"),
+    ("metadata-stats", "version"),
+    ("metadata", "import"),
+    ("metadata build", "--min-pmi"),
+    ("metadata import", "path"),
+    ("metadata stats", "version"),
+    ("artifacts", "lineage"),
+    ("artifacts list", "--stage"),
+    ("artifacts verify", "version"),
+    ("artifacts show", "version"),
+    ("artifacts lineage", "version"),
+    ("stages", "--root"),
+    ("results", "--root"),
+    ("demo", "--target-tail-ratio"),
+]
 
 
 @pytest.mark.parametrize(("command", "flag"), HELP, ids=[c for c, _ in HELP])
@@ -79,9 +100,28 @@ def test_every_command_explains_itself(cli, command: str, flag: str) -> None:
 
 def test_the_top_level_help_lists_every_command() -> None:
     out = ok(metaclip("--help"))  # the installed script
-    for command in ("pairs-import", "ingest", "metadata-build", "metadata-import", "metadata-stats", "match",
-                    "pool-counts", "choose-t", "balance", "download", "train", "evaluate", "t-ablation", "artifacts",
-                    "stages", "results", "demo", "pairs", "count", "metadata"):  # fmt: skip
+    for command in (
+        "pairs-import",
+        "ingest",
+        "metadata-build",
+        "metadata-import",
+        "metadata-stats",
+        "match",
+        "pool-counts",
+        "choose-t",
+        "balance",
+        "download",
+        "train",
+        "evaluate",
+        "t-ablation",
+        "artifacts",
+        "stages",
+        "results",
+        "demo",
+        "pairs",
+        "count",
+        "metadata",
+    ):
         assert any(line.split()[:1] == [command] for line in out.splitlines()), command
 
 
@@ -104,15 +144,31 @@ def chain(tmp_path_factory, captions_table: pa.Table) -> dict:
         args = ["--snapshot", snapshot, "--sources", CAPTIONS, "--url-column", "URL", "--text-column", "TEXT"]
         args += ["--rows", BOUNDS[i], BOUNDS[i + 1], *(["--rows-per-shard", "2000"] if i == 1 else [])]
         out[snapshot] = ok(metaclip("pairs", "--root", root, *args, "--workers", "0")).splitlines()
-    out[SNAPSHOTS[2]] = ok(metaclip("pairs", "--root", root, "--snapshot", SNAPSHOTS[2], "--sources", third,
-                                    "--workers", "0")).splitlines()  # fmt: skip
+    out[SNAPSHOTS[2]] = ok(
+        metaclip("pairs", "--root", root, "--snapshot", SNAPSHOTS[2], "--sources", third, "--workers", "0")
+    ).splitlines()
     out["match"] = ok(metaclip("match", "--root", root, *SNAPSHOTS, "--workers", "2")).splitlines()  # on Dask
     out["count"] = ok(metaclip("count", "--root", root, "--pool", "three", "--top", "5", pools=pools)).splitlines()
-    chosen = json.loads(ok(metaclip("choose-t", "--root", root, "--pool", "three", "--target-tail-ratio", "0.3", "--json",
-                                    pools=pools)))  # fmt: skip
+    chosen = json.loads(
+        ok(metaclip("choose-t", "--root", root, "--pool", "three", "--target-tail-ratio", "0.3", "--json", pools=pools))
+    )
     given = ok(metaclip("choose-t", "--root", root, "--pool", "three", "--t", chosen["t"], pools=pools))
-    out["balance"] = ok(metaclip("balance", "--root", root, "--pool", "three", "--target-tail-ratio", "0.3", "--seed", "4",
-                                 "--workers", "0", pools=pools)).splitlines()  # fmt: skip
+    out["balance"] = ok(
+        metaclip(
+            "balance",
+            "--root",
+            root,
+            "--pool",
+            "three",
+            "--target-tail-ratio",
+            "0.3",
+            "--seed",
+            "4",
+            "--workers",
+            "0",
+            pools=pools,
+        )
+    ).splitlines()
     return {"root": root, "pools": pools, "out": out, "chosen": chosen, "given": given, "third": third}
 
 
@@ -168,8 +224,17 @@ def test_choose_t_warns_of_a_target_the_pool_cannot_reach(chain: dict) -> None:
     """A 6% tail on 9,000 captions: t=1 (nothing in the tail), said on stderr with the two nearest
     achievable ratios and in the JSON; the reachable 30% has no warning."""
     assert chain["chosen"]["warnings"] == []
-    result = metaclip("choose-t", "--root", chain["root"], "--pool", "three", "--target-tail-ratio", "0.06", "--json",
-                      pools=chain["pools"])  # fmt: skip
+    result = metaclip(
+        "choose-t",
+        "--root",
+        chain["root"],
+        "--pool",
+        "three",
+        "--target-tail-ratio",
+        "0.06",
+        "--json",
+        pools=chain["pools"],
+    )
     chosen = json.loads(ok(result))
     counts = ArtifactStore(chain["root"]).list("pool_counts")[-1].read_array("counts.npy")
     expected = tail_ratio_warning(counts, 0.06)
@@ -215,14 +280,42 @@ def test_rerunning_a_command_is_a_cache_hit_with_identical_files(chain: dict) ->
     root, pools = chain["root"], chain["pools"]
     before = _all_files(root)
     again = [
-        metaclip("pairs", "--root", root, "--snapshot", SNAPSHOTS[0], "--sources", CAPTIONS, "--url-column", "URL",
-                 "--text-column", "TEXT", "--rows", BOUNDS[0], BOUNDS[1], "--workers", "0"),
+        metaclip(
+            "pairs",
+            "--root",
+            root,
+            "--snapshot",
+            SNAPSHOTS[0],
+            "--sources",
+            CAPTIONS,
+            "--url-column",
+            "URL",
+            "--text-column",
+            "TEXT",
+            "--rows",
+            BOUNDS[0],
+            BOUNDS[1],
+            "--workers",
+            "0",
+        ),
         metaclip("pairs", "--root", root, "--snapshot", SNAPSHOTS[2], "--sources", chain["third"], "--workers", "0"),
         metaclip("match", "--root", root, *SNAPSHOTS, "--workers", "0"),  # the engine does not change the output
         metaclip("count", "--root", root, "--pool", "three", pools=pools),
-        metaclip("balance", "--root", root, "--pool", "three", "--t", chain["chosen"]["t"], "--seed", "4", "--workers", "0",
-                 pools=pools),
-    ]  # fmt: skip
+        metaclip(
+            "balance",
+            "--root",
+            root,
+            "--pool",
+            "three",
+            "--t",
+            chain["chosen"]["t"],
+            "--seed",
+            "4",
+            "--workers",
+            "0",
+            pools=pools,
+        ),
+    ]
     lines = [line for result in again for line in ok(result).splitlines() if "->" in line]
     assert len(lines) == 7 and all(" (cache hit): " in line for line in lines), lines
     assert lines[-1].split()[:2] == chain["out"]["balance"][0].split()[:2]  # the same curated version
@@ -276,8 +369,20 @@ def test_metadata_import_stats_and_matching_against_it(tmp_path: Path, captions_
     shard = tmp_path / "pairs.parquet"
     pq.write_table(captions_table.slice(0, 1000), shard)
     ok(metaclip("pairs", "--root", root, "--snapshot", SNAPSHOTS[0], "--sources", shard, "--workers", "0"))
-    line = ok(metaclip("match", "--root", root, SNAPSHOTS[0], "--metadata-version", version, "--workers", "0",
-                       "--backend", "ahocorasick")).strip()  # fmt: skip
+    line = ok(
+        metaclip(
+            "match",
+            "--root",
+            root,
+            SNAPSHOTS[0],
+            "--metadata-version",
+            version,
+            "--workers",
+            "0",
+            "--backend",
+            "ahocorasick",
+        )
+    ).strip()
     matched = ArtifactStore(root).require("matched", _version(line, "matched"))
     assert matched.input("metadata").version == version
     direct = Matcher(["cat", "dog", "cat", "black cat", "in"]).match_batch(captions_table["text"].to_pylist()[:1000])
@@ -293,8 +398,11 @@ def _written(root: Path) -> set[str]:
     ``artifacts/<stage>/`` folders a failed build may leave are not artifacts and are not listed."""
     if not root.exists():
         return set()
-    return {str(p.relative_to(root)) for p in root.rglob("*")
-            if p.is_file() or len(p.relative_to(root).parts) >= 3 or p.name.startswith(".")}  # fmt: skip
+    return {
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if p.is_file() or len(p.relative_to(root).parts) >= 3 or p.name.startswith(".")
+    }
 
 
 def _fails(result: tuple[int, str, str], message: str) -> None:
@@ -317,20 +425,40 @@ def test_bad_input_is_one_line_status_1_and_writes_nothing(tmp_path: Path, chain
         (tmp_path / name).write_text(content)
     snapshot = ["--snapshot", SNAPSHOTS[0]]
     captions = ["--sources", CAPTIONS, "--url-column", "URL", "--text-column", "TEXT"]
-    # fmt: off
+
     cases = [  # each run on the chain's root and on an empty root
         # pairs: the sources, their columns and types, the snapshot id, the rows
         (["pairs", *snapshot, "--sources", CAPTIONS], "has no column 'url', 'text' (its columns: URL, TEXT"),
-        (["pairs", *snapshot, "--sources", tmp_path / "ints.parquet", "--url-column", "URL", "--text-column", "TEXT"],
-         "ints.parquet: column 'TEXT' is int64, not string"),
-        (["pairs", *snapshot, "--sources", tmp_path / "corrupt.parquet"], "corrupt.parquet is not a readable parquet file"),
+        (
+            [
+                "pairs",
+                *snapshot,
+                "--sources",
+                tmp_path / "ints.parquet",
+                "--url-column",
+                "URL",
+                "--text-column",
+                "TEXT",
+            ],
+            "ints.parquet: column 'TEXT' is int64, not string",
+        ),
+        (
+            ["pairs", *snapshot, "--sources", tmp_path / "corrupt.parquet"],
+            "corrupt.parquet is not a readable parquet file",
+        ),
         ([*["pairs", *snapshot, *captions], "--rows", "5", "2"], "rows must be [start, stop) with 0 <= start <= stop"),
         # match: snapshots without pairs, unknown ids
         (["match", "CC-MAIN-2023-40"], "no pairs of CC-MAIN-2023-40"),
         (["match", "CC-MAIN-2023-52"], "unknown Common Crawl snapshot 'CC-MAIN-2023-52'"),
         # t: both or neither
-        (["choose-t", "--pool", "three", "--t", "3", "--target-tail-ratio", "0.1"], "give t (3) or target_tail_ratio (0.1), not both"),
-        (["balance", "--pool", "three", "--t", "3", "--target-tail-ratio", "0.1"], "give t (3) or target_tail_ratio (0.1), not both"),
+        (
+            ["choose-t", "--pool", "three", "--t", "3", "--target-tail-ratio", "0.1"],
+            "give t (3) or target_tail_ratio (0.1), not both",
+        ),
+        (
+            ["balance", "--pool", "three", "--t", "3", "--target-tail-ratio", "0.1"],
+            "give t (3) or target_tail_ratio (0.1), not both",
+        ),
         (["choose-t", "--pool", "three"], "give --t or --target-tail-ratio"),
         # metadata lists
         (["metadata", "import", tmp_path / "dict.json"], "dict.json holds a JSON dict, not a list of strings"),
@@ -340,20 +468,32 @@ def test_bad_input_is_one_line_status_1_and_writes_nothing(tmp_path: Path, chain
     populated_only = [  # failing where the cases above fail already, or needing the chain's pairs and metadata
         (["pairs", *snapshot, "--sources", tmp_path / "nope.parquet"], "nope.parquet does not exist"),
         (["pairs", "--snapshot", "CC-MAIN-2023-52", *captions], "unknown Common Crawl snapshot 'CC-MAIN-2023-52'"),
-        ([*["pairs", *snapshot, *captions], "--rows", "20000", "20010"], "no pairs to import: the sources hold 10000 rows"),
+        (
+            [*["pairs", *snapshot, *captions], "--rows", "20000", "20010"],
+            "no pairs to import: the sources hold 10000 rows",
+        ),
         (["pairs", "--snapshot", "CC-MAIN-2023-99", *captions], "'CC-MAIN-2023-99' is not a Common Crawl id"),
         (["pairs", *snapshot, *captions, "--rows-per-shard", "0"], "parameter rows_per_shard must be >= 1, got 0"),
-        (["choose-t", "--pool", "three", "--target-tail-ratio", "1.5"], "parameter target_tail_ratio must be < 1, got 1.5"),
+        (
+            ["choose-t", "--pool", "three", "--target-tail-ratio", "1.5"],
+            "parameter target_tail_ratio must be < 1, got 1.5",
+        ),
         (["balance", "--pool", "three", "--t", "0"], "parameter t must be >= 1, got 0"),
         (["artifacts", "show", "curated", "0123456789abcdef"], "no complete curated artifact 0123456789abcdef"),
         (["metadata", "import", tmp_path / "empty.json"], "empty.json holds no entries"),
         (["metadata", "import", tmp_path / "blank.json"], "blank.json: entry 1 is blank ('  ')"),
         (["match", SNAPSHOTS[0], "CC-MAIN-2023-52"], "unknown Common Crawl snapshot 'CC-MAIN-2023-52'"),
-        (["match", SNAPSHOTS[0], "--metadata-version", "0123456789abcdef"], "no complete metadata artifact 0123456789abcdef"),
+        (
+            ["match", SNAPSHOTS[0], "--metadata-version", "0123456789abcdef"],
+            "no complete metadata artifact 0123456789abcdef",
+        ),
         (["count", "--pool", "unmatched"], "pool unmatched: 1 snapshots are not matched yet: CC-MAIN-2023-40"),
-        (["balance", "--pool", "unmatched", "--t", "3"], "pool unmatched: 1 snapshots are not matched yet: CC-MAIN-2023-40"),
+        (
+            ["balance", "--pool", "unmatched", "--t", "3"],
+            "pool unmatched: 1 snapshots are not matched yet: CC-MAIN-2023-40",
+        ),
     ]
-    # fmt: on
+
     for root, todo in ((populated, cases + populated_only), (empty, cases)):
         for args, message in todo:
             before = _written(root)

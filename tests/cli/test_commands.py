@@ -17,8 +17,13 @@ from metaclip_tasks.core.errors import CurationError
 from metaclip_tasks.stages import STAGES, plan
 
 MADE_WITHIN = {"matcher_build": "match", "download_view": "t-ablation"}  # stages made on the way by another command
-ALIASES = [("pairs", "pairs-import"), ("count", "pool-counts"), ("metadata build", "metadata-build"),
-           ("metadata import", "metadata-import"), ("metadata stats", "metadata-stats")]  # fmt: skip
+ALIASES = [
+    ("pairs", "pairs-import"),
+    ("count", "pool-counts"),
+    ("metadata build", "metadata-build"),
+    ("metadata import", "metadata-import"),
+    ("metadata stats", "metadata-stats"),
+]
 POOLS = '[small]\nsnapshots = ["CC-MAIN-2023-06"]\ntarget_tail_ratio = 0.3\n'  # the pool of the small_chain fixture
 
 
@@ -76,8 +81,11 @@ def test_each_old_name_is_an_alias_of_its_command(cli, alias: str, command: str)
 def test_old_names_run_the_same_stages(small_chain, cli, pools: Path, tmp_path: Path) -> None:
     root, meta = small_chain.root, small_chain.meta.version
     for old, new in ((["pairs"], ["pairs-import"]), (["count"], ["pool-counts"])):
-        args = (["--snapshot", "CC-MAIN-2023-06", "--sources", small_chain.raw, "--workers", "0"] if old == ["pairs"]
-                else ["--pool", "small", "--metadata-version", meta, "--top", "2"])  # fmt: skip
+        args = (
+            ["--snapshot", "CC-MAIN-2023-06", "--sources", small_chain.raw, "--workers", "0"]
+            if old == ["pairs"]
+            else ["--pool", "small", "--metadata-version", meta, "--top", "2"]
+        )
         first, second = cli(*old, "--root", root, *args, pools=pools), cli(*new, "--root", root, *args, pools=pools)
         assert first[0] == second[0] == 0, (first, second)
         assert first[1].split()[:2] == second[1].split()[:2] and " (cache hit): " in second[1]
@@ -128,12 +136,15 @@ def test_bad_train_values_are_one_line_and_write_nothing(small_chain, cli, pools
         (["--epochs", "0"], "parameter epochs must be >= 1, got 0"),
         (["--lr", "0"], "parameter lr must be > 0, got 0.0"),
         (["--global-batch-size", "0", "--recipe", "tiny-cpu"], "parameter global_batch_size must be >= 1, got 0"),
-        (["--downloaded", version, "--pool", "small"], "give --downloaded or the subset to train on (--pool), not both"),
+        (
+            ["--downloaded", version, "--pool", "small"],
+            "give --downloaded or the subset to train on (--pool), not both",
+        ),
         (["--downloaded", version], f"no complete downloaded artifact {version}"),
         (["--pool", "nope"], "unknown pool 'nope'"),
         ([*subset, "--recipe", "tiny-cpu"], "no download of pool small's subset (t=20, seed 0) under "),
         ([*subset, "--download-budget", "1"], "download budget 1 is below the subset for t=20"),
-    ]  # fmt: skip
+    ]
     for root in (small_chain.root, tmp_path / "empty"):
         for args, message in cases if root == small_chain.root else cases[:5]:
             before = _written(root)
@@ -155,11 +166,25 @@ def test_bad_t_ablation_values_are_one_line_and_write_nothing(small_chain, cli, 
         ([*pool, "--t-values", "0", "5"], "parameter t_values[0] must be >= 1, got 0"),
         ([*pool, "--tail-ratios", "1.5"], "parameter tail_ratios[0] must be < 1, got 1.5"),
         (["--pool", "nope", "--t-values", "5"], "unknown pool 'nope'"),
-        ([*pool, "--t-values", "5", "--download", "--train", "--recipe", "tiny-cpu", "--eval-set", tmp_path / "nope"],
-         f"eval set {tmp_path / 'nope'} is not a COCO-style folder"),
-        ([*pool, "--t-values", "5", "--download", "--train", "--recipe", "tiny-cpu", "--epochs", "0"],
-         "parameter epochs must be >= 1, got 0"),
-    ]  # fmt: skip
+        (
+            [
+                *pool,
+                "--t-values",
+                "5",
+                "--download",
+                "--train",
+                "--recipe",
+                "tiny-cpu",
+                "--eval-set",
+                tmp_path / "nope",
+            ],
+            f"eval set {tmp_path / 'nope'} is not a COCO-style folder",
+        ),
+        (
+            [*pool, "--t-values", "5", "--download", "--train", "--recipe", "tiny-cpu", "--epochs", "0"],
+            "parameter epochs must be >= 1, got 0",
+        ),
+    ]
     for root in (small_chain.root, tmp_path / "empty"):
         for args, message in cases if root == small_chain.root else cases[:4]:
             before = _written(root)
@@ -186,8 +211,10 @@ def test_t_ablation_compares_the_subsets_of_each_t(small_chain, cli, pools: Path
 def test_evaluate_needs_a_checkpoint_and_an_eval_set(cli, tmp_path: Path) -> None:
     root = tmp_path / "root"
     _one_line_error(cli("evaluate", "--root", root), f"no checkpoint under {root}: train one first")
-    _one_line_error(cli("evaluate", "--root", root, "--checkpoint", "0123456789abcdef"),
-                    "no complete checkpoint artifact 0123456789abcdef")  # fmt: skip
+    _one_line_error(
+        cli("evaluate", "--root", root, "--checkpoint", "0123456789abcdef"),
+        "no complete checkpoint artifact 0123456789abcdef",
+    )
     assert not root.exists()
     (tmp_path / "coco" / "annotations").mkdir(parents=True)
     for eval_set, message in (

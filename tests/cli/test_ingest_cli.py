@@ -29,8 +29,20 @@ def _digests(folder: Path) -> dict[str, str]:
 
 def test_ingest_writes_an_artifact_and_a_dataset_and_reruns_identically(tmp_path, cli, samples):
     out = tmp_path / "out"
-    status, stdout, err = cli("ingest", "--root", tmp_path / "root", "--workers", 0, "--snapshot", "CC-MAIN-2023-06",
-                              "--languages", "en", "-o", out, *samples)  # fmt: skip
+    status, stdout, err = cli(
+        "ingest",
+        "--root",
+        tmp_path / "root",
+        "--workers",
+        0,
+        "--snapshot",
+        "CC-MAIN-2023-06",
+        "--languages",
+        "en",
+        "-o",
+        out,
+        *samples,
+    )
     assert status == 0, err
     assert "pairs of CC-MAIN-2023-06 from 2 files" in stdout
     (artifact,) = ArtifactStore(tmp_path / "root").list("pairs")
@@ -38,13 +50,35 @@ def test_ingest_writes_an_artifact_and_a_dataset_and_reruns_identically(tmp_path
     assert len(table) == artifact.stats["pairs"] > 0 and set(table["lang"]) == {"en"}
     assert list(table.columns) == ["uid", "url", "text", "page_url", "lang", "title"]
     first = _digests(out)
-    status, _, err = cli("ingest", "--root", tmp_path / "root", "--workers", 0, "--snapshot", "CC-MAIN-2023-06",
-                         "--languages", "en", "-o", out, *samples)  # fmt: skip
+    status, _, err = cli(
+        "ingest",
+        "--root",
+        tmp_path / "root",
+        "--workers",
+        0,
+        "--snapshot",
+        "CC-MAIN-2023-06",
+        "--languages",
+        "en",
+        "-o",
+        out,
+        *samples,
+    )
     assert status == 0, err
     assert _digests(out) == first and MARKER in first
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left beside OUT
-    status, _, err = cli("ingest", "--root", tmp_path / "root", "--workers", 0, "--snapshot", "CC-MAIN-2023-06",
-                         "--languages", "any", *samples)  # fmt: skip
+    status, _, err = cli(
+        "ingest",
+        "--root",
+        tmp_path / "root",
+        "--workers",
+        0,
+        "--snapshot",
+        "CC-MAIN-2023-06",
+        "--languages",
+        "any",
+        *samples,
+    )
     assert status == 0, err
     assert len(ArtifactStore(tmp_path / "root").list("pairs")) == 2
 
@@ -58,7 +92,10 @@ def test_bad_ingest_commands_write_nothing(tmp_path, cli, samples):
     (inputs / "a.warc.gz").write_bytes(samples[0].read_bytes())
     cases = [
         ((*samples,), "give --snapshot: the crawl the files belong to"),
-        (("--snapshot", "CC-MAIN-2023-06", "-o", foreign, *samples), f"output {foreign} exists and was not written by metaclip"),
+        (
+            ("--snapshot", "CC-MAIN-2023-06", "-o", foreign, *samples),
+            f"output {foreign} exists and was not written by metaclip",
+        ),
         (("--snapshot", "CC-MAIN-2023-06", "-o", inputs, inputs / "a.warc.gz"), f"output {inputs} overlaps input"),
         (("--snapshot", "CC-MAIN-2023-06", "-o", tmp_path / "root" / "x", *samples), "overlaps the artifact root"),
         (("--snapshot", "CC-MAIN-2023-06", "--languages", "en,klingon", *samples), "unknown language code(s) klingon"),

@@ -38,7 +38,12 @@ def pairs_file(tmp_path: Path) -> Path:
 def test_a_root_that_is_a_file_or_below_one(tmp_path: Path, cli, pairs_file: Path) -> None:
     (tmp_path / "file").write_text("not a folder")
     for root in (tmp_path / "file", tmp_path / "file" / "below"):
-        _refused(cli, root, ["pairs", *SNAPSHOT, "--sources", pairs_file, "--workers", "0"], "cannot write under the artifact root")
+        _refused(
+            cli,
+            root,
+            ["pairs", *SNAPSHOT, "--sources", pairs_file, "--workers", "0"],
+            "cannot write under the artifact root",
+        )
     assert (tmp_path / "file").read_text() == "not a folder"
 
 
@@ -50,31 +55,58 @@ def test_a_read_only_root(tmp_path: Path, cli, pairs_file: Path) -> None:
     root = tmp_path / "ro"
     root.mkdir()
     root.chmod(0o555)
-    _refused(cli, root, ["pairs", *SNAPSHOT, "--sources", pairs_file, "--workers", "0"], "cannot write under the artifact root")
+    _refused(
+        cli,
+        root,
+        ["pairs", *SNAPSHOT, "--sources", pairs_file, "--workers", "0"],
+        "cannot write under the artifact root",
+    )
 
 
 def test_a_bad_root_url(tmp_path: Path, cli, pairs_file: Path) -> None:
-    _refused(cli, "nosuchprotocol://bucket/root", ["pairs", *SNAPSHOT, "--sources", pairs_file], "cannot open nosuchprotocol://bucket/root")
+    _refused(
+        cli,
+        "nosuchprotocol://bucket/root",
+        ["pairs", *SNAPSHOT, "--sources", pairs_file],
+        "cannot open nosuchprotocol://bucket/root",
+    )
 
 
 def test_invalid_utf8_in_a_text_column(tmp_path: Path, cli) -> None:
     texts = pa.array([b"a red car", b"bad \xff byte"], pa.binary()).view(pa.string())  # a string column that lies
     pq.write_table(pa.table({"url": ["https://x/1.jpg", "https://x/2.jpg"], "text": texts}), tmp_path / "bad.parquet")
-    _refused(cli, tmp_path / "root", ["pairs", *SNAPSHOT, "--sources", tmp_path / "bad.parquet", "--workers", "0"],
-             "bad.parquet: column 'text' is not valid UTF-8 text")  # fmt: skip
+    _refused(
+        cli,
+        tmp_path / "root",
+        ["pairs", *SNAPSHOT, "--sources", tmp_path / "bad.parquet", "--workers", "0"],
+        "bad.parquet: column 'text' is not valid UTF-8 text",
+    )
 
 
 def test_a_missing_or_garbage_wordnet(tmp_path: Path, cli) -> None:
-    _refused(cli, tmp_path / "root", ["metadata", "build", "--sources", "wordnet", "--wordnet-dir", tmp_path / "none"],
-             f"WordNet data file {tmp_path / 'none' / 'data.noun'} not found")  # fmt: skip
+    _refused(
+        cli,
+        tmp_path / "root",
+        ["metadata", "build", "--sources", "wordnet", "--wordnet-dir", tmp_path / "none"],
+        f"WordNet data file {tmp_path / 'none' / 'data.noun'} not found",
+    )
     garbage = tmp_path / "garbage"
     garbage.mkdir()
     for pos in ("noun", "verb", "adj", "adv"):
         (garbage / f"data.{pos}").write_text("this is not\nwordnet at all\n")
-    _refused(cli, tmp_path / "root", ["metadata", "build", "--sources", "wordnet", "--wordnet-dir", garbage],
-             f"WordNet data file {garbage / 'data.noun'}, line 1, is not a WordNet 3.0 synset line")  # fmt: skip
+    _refused(
+        cli,
+        tmp_path / "root",
+        ["metadata", "build", "--sources", "wordnet", "--wordnet-dir", garbage],
+        f"WordNet data file {garbage / 'data.noun'}, line 1, is not a WordNet 3.0 synset line",
+    )
     (garbage / "data.noun").write_bytes(b"00001740 03 n 01 entity 0 \xff\xfe\n")
-    _refused(cli, tmp_path / "root", ["metadata", "build", "--sources", "wordnet", "--wordnet-dir", garbage], "is not UTF-8 text")
+    _refused(
+        cli,
+        tmp_path / "root",
+        ["metadata", "build", "--sources", "wordnet", "--wordnet-dir", garbage],
+        "is not UTF-8 text",
+    )
 
 
 def test_a_corrupt_sources_file_of_a_metadata_artifact(tmp_path: Path, cli) -> None:
@@ -83,7 +115,9 @@ def test_a_corrupt_sources_file_of_a_metadata_artifact(tmp_path: Path, cli) -> N
     views = tmp_path / "pageviews-20240101-000000.gz"
     with gzip.open(views, "wt") as f:
         f.write("en Albedo 90 0\n")
-    status, out, err = cli("metadata", "build", "--root", tmp_path / "root", "--sources", "title", "--pageview-files", views)
+    status, out, err = cli(
+        "metadata", "build", "--root", tmp_path / "root", "--sources", "title", "--pageview-files", views
+    )
     assert status == 0, err
     version = out.split()[1]
     sources = tmp_path / "root" / "artifacts" / "metadata" / version / "entries.sources.json"
@@ -93,7 +127,12 @@ def test_a_corrupt_sources_file_of_a_metadata_artifact(tmp_path: Path, cli) -> N
 
 def test_a_lone_surrogate_in_an_imported_list(tmp_path: Path, cli) -> None:
     (tmp_path / "m.json").write_text(json.dumps(["dog", "\ud800cat"]))  # JSON escapes: valid JSON, not valid text
-    _refused(cli, tmp_path / "root", ["metadata", "import", tmp_path / "m.json"], "entry 1 ('\\ud800cat') holds a lone surrogate")
+    _refused(
+        cli,
+        tmp_path / "root",
+        ["metadata", "import", tmp_path / "m.json"],
+        "entry 1 ('\\ud800cat') holds a lone surrogate",
+    )
 
 
 def test_an_unusable_demo_root(tmp_path: Path, cli) -> None:

@@ -41,21 +41,31 @@ def _refused(cli, root: Path, args: list, message: str) -> None:
         (pa.array([1, 2]), "column 'text' is int64, not string"),
         (pa.nulls(2), "column 'text' is null, not string"),
     ],
-)  # fmt: skip
+)
 def test_text_columns_must_be_strings(tmp_path: Path, cli, column: pa.Array, message: str) -> None:
     """Binary texts are refused too: MetaCLIP's alt-texts are text, and a binary column is not
     known to be UTF-8 (convert it, checked, before importing)."""
     pq.write_table(pa.table({"url": ["https://x/1.jpg", "https://x/2.jpg"], "text": column}), tmp_path / "p.parquet")
-    _refused(cli, tmp_path / "root", ["pairs", *SNAPSHOT, "--sources", tmp_path / "p.parquet", "--workers", "0"], message)
+    _refused(
+        cli, tmp_path / "root", ["pairs", *SNAPSHOT, "--sources", tmp_path / "p.parquet", "--workers", "0"], message
+    )
 
 
 def test_urls_and_uids_must_be_strings(tmp_path: Path, cli) -> None:
     pq.write_table(pa.table({"url": [1, 2], "text": ["a", "b"]}), tmp_path / "urls.parquet")
-    _refused(cli, tmp_path / "root", ["pairs", *SNAPSHOT, "--sources", tmp_path / "urls.parquet", "--workers", "0"],
-             "column 'url' is int64, not string")  # fmt: skip
+    _refused(
+        cli,
+        tmp_path / "root",
+        ["pairs", *SNAPSHOT, "--sources", tmp_path / "urls.parquet", "--workers", "0"],
+        "column 'url' is int64, not string",
+    )
     pq.write_table(pa.table({"url": ["https://x/1.jpg"], "text": ["a"], "id": [7]}), tmp_path / "ids.parquet")
-    _refused(cli, tmp_path / "root", ["pairs", *SNAPSHOT, "--sources", tmp_path / "ids.parquet", "--uid-column", "id",
-                                      "--workers", "0"], "column 'id' is int64, not string")  # fmt: skip
+    _refused(
+        cli,
+        tmp_path / "root",
+        ["pairs", *SNAPSHOT, "--sources", tmp_path / "ids.parquet", "--uid-column", "id", "--workers", "0"],
+        "column 'id' is int64, not string",
+    )
 
 
 @pytest.mark.parametrize(
@@ -65,7 +75,7 @@ def test_urls_and_uids_must_be_strings(tmp_path: Path, cli) -> None:
         ('["dog", ""]', "entry 1 is blank ('')"),
         ('["dog", "cat", " \\t "]', "entry 2 is blank (' \\t ')"),
     ],
-)  # fmt: skip
+)
 def test_metadata_must_have_entries_none_blank(tmp_path: Path, cli, content: str, message: str) -> None:
     """An empty list matched nothing with exit 0; a blank entry matched 142 of 500 captions."""
     (tmp_path / "m.json").write_text(content)
@@ -75,20 +85,30 @@ def test_metadata_must_have_entries_none_blank(tmp_path: Path, cli, content: str
 def test_a_metadata_build_with_no_entries_is_an_error(tmp_path: Path, cli) -> None:
     with gzip.open(tmp_path / "pageviews-20240101-000000.gz", "wt") as f:
         f.write("en Special:Search 900 0\nen Talk:Cat 80 0\n")  # well formed, but no title survives
-    _refused(cli, tmp_path / "root", ["metadata", "build", "--sources", "title", "--pageview-files",
-                                      tmp_path / "pageviews-20240101-000000.gz"], "the metadata from title has no entries")  # fmt: skip
+    _refused(
+        cli,
+        tmp_path / "root",
+        ["metadata", "build", "--sources", "title", "--pageview-files", tmp_path / "pageviews-20240101-000000.gz"],
+        "the metadata from title has no entries",
+    )
 
 
 def test_garbage_page_views_are_an_error_and_malformed_lines_are_counted(tmp_path: Path, cli) -> None:
     garbage = tmp_path / "pageviews-20240101-010000.gz"
     with gzip.open(garbage, "wb") as f:
         f.write(b"\x00\x01 binary junk\nnot a page view line\n")
-    _refused(cli, tmp_path / "root", ["metadata", "build", "--sources", "title", "--pageview-files", garbage],
-             "none of its 2 lines is 'project title views bytes'")  # fmt: skip
+    _refused(
+        cli,
+        tmp_path / "root",
+        ["metadata", "build", "--sources", "title", "--pageview-files", garbage],
+        "none of its 2 lines is 'project title views bytes'",
+    )
     mixed = tmp_path / "pageviews-20240101-020000.gz"
     with gzip.open(mixed, "wt") as f:
         f.write("en Albedo 90 0\nen Ant 80 0\nthis line is broken\n")
-    status, _, err = cli("metadata", "build", "--root", tmp_path / "root", "--sources", "title", "--pageview-files", mixed)
+    status, _, err = cli(
+        "metadata", "build", "--root", tmp_path / "root", "--sources", "title", "--pageview-files", mixed
+    )
     assert status == 0, err
     from metaclip_tasks.core.artifacts import ArtifactStore
 
@@ -106,16 +126,31 @@ def test_summed_counts_never_wrap_around() -> None:
 def test_top_must_not_be_negative(small_chain, cli, tmp_path: Path) -> None:
     pools = tmp_path / "pools.toml"
     pools.write_text('[small]\nsnapshots = ["CC-MAIN-2023-06"]\ntarget_tail_ratio = 0.3\n')
-    status, _, err = cli("count", "--root", small_chain.root, "--pool", "small", "--metadata-version", small_chain.meta.version,
-                         "--top", "-1", pools=pools)  # fmt: skip
+    status, _, err = cli(
+        "count",
+        "--root",
+        small_chain.root,
+        "--pool",
+        "small",
+        "--metadata-version",
+        small_chain.meta.version,
+        "--top",
+        "-1",
+        pools=pools,
+    )
     assert status == 1 and err == "metaclip: error: --top must be >= 0, got -1\n"
 
 
 def test_entry_ids_must_fit_the_counts(tmp_path: Path) -> None:
     """Matched ids of 86,654-entry metadata balanced against 4-entry counts: exit 0 before."""
     shard = tmp_path / "m.parquet"
-    pq.write_table(pa.table({"uid": ["a", "b"], "url": ["u1", "u2"], "text": ["t", "t"],
-                             "matched_entry_ids": [[3], [86_000]]}, schema=MATCHED_SCHEMA), shard)  # fmt: skip
+    pq.write_table(
+        pa.table(
+            {"uid": ["a", "b"], "url": ["u1", "u2"], "text": ["t", "t"], "matched_entry_ids": [[3], [86_000]]},
+            schema=MATCHED_SCHEMA,
+        ),
+        shard,
+    )
     with pytest.raises(CurationError, match="entry ids 3..86000 do not fit the 4 entries of the counts"):
         balance_shard(str(shard), str(tmp_path / "out.parquet"), np.ones(4), 0)
 
@@ -123,7 +158,9 @@ def test_entry_ids_must_fit_the_counts(tmp_path: Path) -> None:
 @pytest.mark.parametrize("ids", [pa.array([["3"], ["1"]]), pa.array([None, None], pa.list_(pa.null()))])
 def test_entry_ids_must_be_integers(tmp_path: Path, ids: pa.Array) -> None:
     shard = tmp_path / "m.parquet"
-    pq.write_table(pa.table({"uid": ["a", "b"], "url": ["u1", "u2"], "text": ["t", "t"], "matched_entry_ids": ids}), shard)
+    pq.write_table(
+        pa.table({"uid": ["a", "b"], "url": ["u1", "u2"], "text": ["t", "t"], "matched_entry_ids": ids}), shard
+    )
     with pytest.raises(CurationError, match="column 'matched_entry_ids' is list<.*>, not a list of integer entry ids"):
         balance_shard(str(shard), str(tmp_path / "out.parquet"), np.ones(4), 0)
 
@@ -131,11 +168,13 @@ def test_entry_ids_must_be_integers(tmp_path: Path, ids: pa.Array) -> None:
 def test_counts_must_fit_the_metadata(small_chain, tmp_path: Path) -> None:
     """Counts of one metadata against another metadata's entries: refused before any work."""
     from metaclip_tasks.core.stage import run
-    from metaclip_tasks.stages import METADATA_IMPORT, MetadataImport, plan
+    from metaclip_tasks.stages import METADATA_IMPORT, MetadataImportParams, plan
 
     (tmp_path / "other.json").write_text(json.dumps(["a", "b", "c", "d"]))
-    other = run(small_chain.store, METADATA_IMPORT, MetadataImport(str(tmp_path / "other.json")))
+    other = run(small_chain.store, METADATA_IMPORT, MetadataImportParams(str(tmp_path / "other.json")))
     before = _written(small_chain.root)
-    with pytest.raises(CurationError, match=f"matched against metadata {small_chain.meta.version}, not {other.version}"):
+    with pytest.raises(
+        CurationError, match=f"matched against metadata {small_chain.meta.version}, not {other.version}"
+    ):
         plan.count_pool(small_chain.store, small_chain.pool, other, [small_chain.matched])
     assert _written(small_chain.root) == before

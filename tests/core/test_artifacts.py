@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from metaclip_tasks.core.artifacts import MANIFEST, ArtifactStore, Output, version_for
 from metaclip_tasks.cli import main
+from metaclip_tasks.core.artifacts import MANIFEST, ArtifactStore, Output, version_for
 from metaclip_tasks.core.errors import CurationError
 
 
@@ -26,7 +26,9 @@ def _writer(calls: list, text: str = "x"):
 
 def _publish(store: ArtifactStore, stage: str, key: dict, build, inputs=()) -> object:
     header = {"params": key, "inputs": [a.ref for a in inputs]}
-    return store.publish(stage, version_for({"stage": stage, "params": key, "inputs": [a.version for a in inputs]}), header, build)
+    return store.publish(
+        stage, version_for({"stage": stage, "params": key, "inputs": [a.version for a in inputs]}), header, build
+    )
 
 
 def test_publish_then_cache_hit_then_new_version(tmp_path: Path) -> None:
@@ -42,7 +44,9 @@ def test_publish_then_cache_hit_then_new_version(tmp_path: Path) -> None:
     assert [f["name"] for f in manifest["files"]] == ["data.txt", "sub/more.txt"]
     described = manifest["files"][1]
     assert described["bytes"] == 2 and described["sha256"] == hashlib.sha256(b"xx").hexdigest()
-    assert sorted(p.name for p in (tmp_path / "artifacts" / "stage").iterdir()) == sorted([first.version, other.version])
+    assert sorted(p.name for p in (tmp_path / "artifacts" / "stage").iterdir()) == sorted(
+        [first.version, other.version]
+    )
     assert first.files(".txt", under="sub") == ["sub/more.txt"]
     with first.open("sub/more.txt") as f:
         assert f.read() == b"xx"
@@ -57,7 +61,12 @@ def test_inputs_change_the_version_and_make_the_lineage(tmp_path: Path) -> None:
     c1 = _publish(store, "c", {}, _writer([]), [a])
     c2 = _publish(store, "c", {}, _writer([]), [b])
     assert c1.version != c2.version
-    assert store.lineage("c", c1.version)["inputs"][0] == {"stage": "a", "version": a.version, "params": {"n": 1}, "inputs": []}
+    assert store.lineage("c", c1.version)["inputs"][0] == {
+        "stage": "a",
+        "version": a.version,
+        "params": {"n": 1},
+        "inputs": [],
+    }
     assert [x.version for x in store.list("c")] == [c1.version, c2.version]
     assert store.latest("a", n=2).version == b.version
     assert c1.inputs("a") == [a] and c1.input("a").params == {"n": 1}
@@ -96,8 +105,11 @@ def test_a_manifest_is_read_whole_so_a_concurrent_twin_cannot_break_the_read(s3_
     store = ArtifactStore(f"{s3_bucket}/twins")
     artifact = _publish(store, "stage", {"k": "v"}, _writer([], "hello"))
     opened = store.fs.open
-    monkeypatch.setattr(store.fs, "open", lambda path, *a, **k: pytest.fail(f"opened {path}") if path.endswith(MANIFEST)
-                        else opened(path, *a, **k))  # fmt: skip
+    monkeypatch.setattr(
+        store.fs,
+        "open",
+        lambda path, *a, **k: pytest.fail(f"opened {path}") if path.endswith(MANIFEST) else opened(path, *a, **k),
+    )
     path = store.path("stage", artifact.version, MANIFEST)
     twin = json.loads(store.fs.cat_file(path)) | {"created": "2026-12-03T14:06:04.000000+00:00"}
     store.fs.pipe_file(path, json.dumps(twin).encode())
@@ -114,7 +126,9 @@ def test_files_written_elsewhere_are_described_by_reading_them_back(tmp_path: Pa
         return {}
 
     artifact = _publish(store, "stage", {}, build)
-    assert artifact.manifest["files"] == [{"name": "data/x.bin", "bytes": 3, "sha256": hashlib.sha256(b"abc").hexdigest()}]
+    assert artifact.manifest["files"] == [
+        {"name": "data/x.bin", "bytes": 3, "sha256": hashlib.sha256(b"abc").hexdigest()}
+    ]
 
 
 def test_artifacts_command_line(tmp_path: Path, capsys) -> None:

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from metaclip_tasks.core import checked
-from metaclip_tasks.core import files
 from metaclip_tasks.cli import main
+from metaclip_tasks.core import checked, files
 from metaclip_tasks.core.errors import CurationError
 
 
@@ -61,7 +60,9 @@ def test_a_same_size_edit_with_its_times_put_back_is_hashed_and_refused(tmp_path
     path.write_bytes(b"y" + b"x" * 4999)
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # mtime back as it was: the ctime moves on
     files.VERIFIED.clear()
-    with pytest.raises(CurationError, match=r"pairs 0123: file .*shard.parquet has sha256 .*changed after it was published"):
+    with pytest.raises(
+        CurationError, match=r"pairs 0123: file .*shard.parquet has sha256 .*changed after it was published"
+    ):
         files.verify(stored)
     assert hashed == [str(path), str(path)]
 

@@ -10,10 +10,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from metaclip_tasks.stages import plan
-from metaclip_tasks.core import files
 from metaclip_tasks.cli import main
+from metaclip_tasks.core import files
 from metaclip_tasks.core.errors import CurationError
+from metaclip_tasks.stages import plan
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -45,8 +45,11 @@ def test_same_size_edits_are_caught_by_the_checksum(small_chain) -> None:
     vector[0] += 50_000  # an edited counts.npy gave a pool of 67,279 matches instead of 17,279
     np.save(counts.uri, vector)
     _fresh_process_cache()
-    with pytest.raises(CurationError, match=rf"pool_counts {small_chain.counts.version}: file .*counts.npy has sha256 .*"
-                                            "its manifest says .*changed after it was published"):  # fmt: skip
+    with pytest.raises(
+        CurationError,
+        match=rf"pool_counts {small_chain.counts.version}: file .*counts.npy has sha256 .*"
+        "its manifest says .*changed after it was published",
+    ):
         plan.balance(small_chain.store, small_chain.counts, 7, 0)
     with pytest.raises(CurationError, match="counts.npy has sha256"):
         plan.pool_t(small_chain.counts, None, 0.5)
@@ -117,14 +120,14 @@ def test_checksums_are_checked_once_per_process(small_chain, monkeypatch, tmp_pa
 
 def test_reads_on_s3_are_verified_too(tmp_path: Path, s3_bucket: str) -> None:
     from metaclip_tasks.core.artifacts import ArtifactStore
-    from metaclip_tasks.stages import METADATA_IMPORT, MetadataImport
     from metaclip_tasks.core.stage import run
+    from metaclip_tasks.stages import METADATA_IMPORT, MetadataImportParams
 
     (tmp_path / "m.json").write_text('["red", "dog"]')
     store = ArtifactStore(f"{s3_bucket}/integrity")
-    meta = run(store, METADATA_IMPORT, MetadataImport(str(tmp_path / "m.json")))
+    meta = run(store, METADATA_IMPORT, MetadataImportParams(str(tmp_path / "m.json")))
     fs, path = files.filesystem(meta.path("entries.json"))
     fs.pipe(path, b'["red", "cat"]')  # same size, other content
     _fresh_process_cache()
     with pytest.raises(CurationError, match=f"metadata {meta.version}: file s3://.*entries.json has sha256"):
-        run(store, METADATA_IMPORT, MetadataImport(str(tmp_path / "m.json")))  # the cache hit
+        run(store, METADATA_IMPORT, MetadataImportParams(str(tmp_path / "m.json")))  # the cache hit

@@ -14,8 +14,8 @@ import pytest
 
 from metaclip_tasks.core import files
 from metaclip_tasks.core.artifacts import ArtifactStore
-from metaclip_tasks.runtime.cluster import dask_client
 from metaclip_tasks.dev.demo import run_demo
+from metaclip_tasks.runtime.cluster import dask_client
 
 METACLIP = Path(sys.executable).parent / "metaclip"
 
@@ -26,7 +26,9 @@ def _contents(store: ArtifactStore) -> dict:
 
 
 @pytest.mark.cluster
-def test_the_demo_on_s3_is_byte_identical_to_a_local_root(tmp_path: Path, s3_bucket: str, captions_table, wordnet) -> None:
+def test_the_demo_on_s3_is_byte_identical_to_a_local_root(
+    tmp_path: Path, s3_bucket: str, captions_table, wordnet
+) -> None:
     local = ArtifactStore(tmp_path / "root")
     remote = ArtifactStore(f"{s3_bucket}/library")
     local_report = run_demo(local, None)  # in this process
@@ -34,7 +36,9 @@ def test_the_demo_on_s3_is_byte_identical_to_a_local_root(tmp_path: Path, s3_buc
         remote_report = run_demo(remote, client)
     assert "s3://metaclip-test/library/artifacts/curated/" in remote_report
     assert local_report.replace(str(tmp_path / "root"), "ROOT") == remote_report.replace(f"{s3_bucket}/library", "ROOT")
-    assert _contents(local) == _contents(remote) and len(_contents(remote)) == 10  # with the matcher beside the metadata
+    assert (
+        _contents(local) == _contents(remote) and len(_contents(remote)) == 10
+    )  # with the matcher beside the metadata
     fs, _ = files.filesystem(s3_bucket)
     for artifact in remote.list():  # what is on S3 is what the manifest says
         for f in artifact.manifest["files"]:
@@ -51,10 +55,14 @@ def test_the_demo_on_s3_is_byte_identical_to_a_local_root(tmp_path: Path, s3_buc
 @pytest.mark.timeout(900)  # above its own 600 s for `metaclip demo`
 def test_the_command_line_on_s3(tmp_path: Path, s3_bucket: str, captions_table, wordnet) -> None:
     env = {**os.environ, "METACLIP_ROOT": f"{s3_bucket}/cli"}
-    result = subprocess.run([str(METACLIP), "demo", "--workers", "0"], env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [str(METACLIP), "demo", "--workers", "0"], env=env, capture_output=True, text=True, timeout=600, check=False
+    )
     assert result.returncode == 0, result.stderr
     assert f"-> {s3_bucket}/cli/artifacts/curated/" in result.stdout
-    listing = subprocess.run([str(METACLIP), "artifacts", "list"], env=env, capture_output=True, text=True, timeout=120)
+    listing = subprocess.run(
+        [str(METACLIP), "artifacts", "list"], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
     assert listing.returncode == 0 and len(listing.stdout.splitlines()) == 10
     local = ArtifactStore(tmp_path / "root")
     run_demo(local, None)
@@ -67,8 +75,14 @@ def test_the_demo_dag_on_s3(tmp_path: Path, s3_bucket: str, captions_table, word
     """``make demo``'s path: the demo DAG under Airflow (``airflow dags test``) with the root on S3."""
     env = {**os.environ, "METACLIP_ROOT": f"{s3_bucket}/airflow"}
     code = "from metaclip_tasks.dev.local_airflow import run_demo; import sys; print(run_demo(__import__('pathlib').Path(sys.argv[1])))"
-    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "state")], env=env, capture_output=True, text=True,
-                            timeout=900)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "state")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert f"{s3_bucket}/airflow/artifacts/curated/" in result.stdout
     local = ArtifactStore(tmp_path / "root")

@@ -18,7 +18,7 @@ from metaclip_tasks.core.snapshots import (
     snapshot_date,
     snapshot_for_date,
     snapshots_between,
-)  # fmt: skip
+)
 
 
 def test_the_paper_range_is_91_crawls_in_order() -> None:

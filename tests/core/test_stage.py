@@ -13,11 +13,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from metaclip_tasks.cli.main import build_parser
 from metaclip_tasks.core import params as P
 from metaclip_tasks.core.artifacts import ArtifactStore
-from metaclip_tasks.cli.main import build_parser
-from metaclip_tasks.stages.plan import Subset
 from metaclip_tasks.core.errors import CurationError
+from metaclip_tasks.core.stage import run
 from metaclip_tasks.stages import (
     BALANCE,
     MATCH,
@@ -27,12 +27,12 @@ from metaclip_tasks.stages import (
     STAGES,
     BalanceParams,
     MatchParams,
-    MetadataImport,
-    PairsImport,
+    MetadataImportParams,
+    PairsImportParams,
     PoolCountsParams,
 )
-from metaclip_tasks.core.stage import run
-from metaclip_tasks.training.train import TrainConfig
+from metaclip_tasks.stages.plan import Subset
+from metaclip_tasks.training.train import TrainParams
 
 REPO = Path(__file__).resolve().parents[2]
 TEXTS = ["a red car", "black dog, photo", "nothing here", "red car and black dog", "dog"]
@@ -44,11 +44,11 @@ from dataclasses import replace
 from metaclip_tasks.core.artifacts import ArtifactStore
 from metaclip_tasks.stages import *
 from metaclip_tasks.core.stage import run
-from metaclip_tasks.training.train import TrainConfig
+from metaclip_tasks.training.train import TrainParams
 
 def chain(store, src, meta, match=MATCH):
-    pairs = run(store, PAIRS_IMPORT, PairsImport("CC-MAIN-2023-06", (src,)))
-    metadata = run(store, METADATA_IMPORT, MetadataImport(meta))
+    pairs = run(store, PAIRS_IMPORT, PairsImportParams("CC-MAIN-2023-06", (src,)))
+    metadata = run(store, METADATA_IMPORT, MetadataImportParams(meta))
     matched = run(store, match, MatchParams(), {"pairs": pairs, "metadata": metadata})
     counts = run(store, POOL_COUNTS, PoolCountsParams("p", 0.3), {"matched": [matched], "metadata": metadata})
     curated = run(store, BALANCE, BalanceParams(1, 0), {"pool_counts": counts, "matched": [matched]})
@@ -69,8 +69,15 @@ def inputs(tmp_path: Path) -> tuple[str, str]:
 
 
 def _chain_in(package_parent: Path, root: Path, inputs: tuple[str, str], script: Path) -> dict[str, str]:
-    result = subprocess.run([sys.executable, str(script), str(root), *inputs], capture_output=True, text=True,
-                            env={"PYTHONPATH": str(package_parent), "PATH": ""}, timeout=120, cwd=package_parent)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, str(script), str(root), *inputs],
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(package_parent), "PATH": ""},
+        timeout=120,
+        cwd=package_parent,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -93,7 +100,7 @@ def test_editing_docs_changes_no_version(tmp_path: Path, inputs) -> None:
 
 def test_bumping_a_stage_version_changes_it_and_everything_downstream(tmp_path: Path, inputs) -> None:
     namespace: dict = {}
-    exec(CHAIN, namespace)
+    exec(CHAIN, namespace)  # noqa: S102 - the chain script the other tests run in a subprocess
     store = ArtifactStore(tmp_path / "root")
     before = namespace["chain"](store, *inputs)
     after = namespace["chain"](store, *inputs, match=dataclasses.replace(MATCH, version=2))
@@ -105,13 +112,13 @@ def test_identity_params_make_the_version_and_the_location_does_not(tmp_path: Pa
     store = ArtifactStore(tmp_path / "root")
     moved = tmp_path / "elsewhere.parquet"
     shutil.copy(inputs[0], moved)
-    a = run(store, PAIRS_IMPORT, PairsImport("CC-MAIN-2023-06", (inputs[0],)))
-    b = run(store, PAIRS_IMPORT, PairsImport("CC-MAIN-2023-06", (str(moved),)))
+    a = run(store, PAIRS_IMPORT, PairsImportParams("CC-MAIN-2023-06", (inputs[0],)))
+    b = run(store, PAIRS_IMPORT, PairsImportParams("CC-MAIN-2023-06", (str(moved),)))
     assert b.cache_hit and a.version == b.version  # same content elsewhere: the same pairs
-    c = run(store, PAIRS_IMPORT, PairsImport("CC-MAIN-2023-06", (inputs[0],), rows_per_shard=2))
+    c = run(store, PAIRS_IMPORT, PairsImportParams("CC-MAIN-2023-06", (inputs[0],), rows_per_shard=2))
     assert c.version != a.version and c.stats["shards"] == 3
     pq.write_table(pa.table({"url": ["https://x/9.jpg"], "text": ["a cat"]}), moved)
-    d = run(store, PAIRS_IMPORT, PairsImport("CC-MAIN-2023-06", (str(moved),)))
+    d = run(store, PAIRS_IMPORT, PairsImportParams("CC-MAIN-2023-06", (str(moved),)))
     assert d.version != a.version  # other content: another version
 
 
@@ -133,27 +140,45 @@ def test_a_param_added_when_set_keeps_earlier_versions_until_it_is_set() -> None
     assert P.identity(_After()) == P.identity(_Before()) == {"t": 5}
     assert P.identity(_After(added=3)) == {"t": 5, "added": 3}
     assert P.identity(_After(where="there")) == {"t": 5}
-    assert "balance_t" not in P.identity(TrainConfig()) and P.identity(TrainConfig(balance_t=2))["balance_t"] == 2
+    assert "balance_t" not in P.identity(TrainParams()) and P.identity(TrainParams(balance_t=2))["balance_t"] == 2
 
 
 def test_inputs_and_params_are_checked_before_anything_is_written(tmp_path: Path, inputs) -> None:
     store = ArtifactStore(tmp_path / "root")
-    pairs = run(store, PAIRS_IMPORT, PairsImport("CC-MAIN-2023-06", (inputs[0],)))
+    pairs = run(store, PAIRS_IMPORT, PairsImportParams("CC-MAIN-2023-06", (inputs[0],)))
     before = sorted(p.relative_to(tmp_path) for p in (tmp_path / "root").rglob("*"))
     cases = [
         (lambda: run(store, MATCH, MatchParams(), {"pairs": pairs}), "stage match needs its metadata input"),
-        (lambda: run(store, MATCH, MatchParams(), {"pairs": pairs, "metadata": pairs}), "input metadata must be a metadata artifact, got a pairs artifact"),
+        (
+            lambda: run(store, MATCH, MatchParams(), {"pairs": pairs, "metadata": pairs}),
+            "input metadata must be a metadata artifact, got a pairs artifact",
+        ),
         (lambda: run(store, MATCH, BalanceParams(1), {}), "stage match takes MatchParams params, got BalanceParams"),
         (lambda: run(store, MATCH, MatchParams("regex"), {}), "parameter backend must be one of tokens, ahocorasick"),
         (lambda: run(store, BALANCE, BalanceParams(0), {}), "parameter t must be >= 1, got 0"),
         (lambda: run(store, BALANCE, BalanceParams("5"), {}), "parameter t must be integer, got '5'"),
         (lambda: run(store, POOL_COUNTS, PoolCountsParams("p", 1.0), {}), "parameter target_tail_ratio must be < 1"),
-        (lambda: run(store, POOL_COUNTS, PoolCountsParams("p"), {"matched": [], "metadata": pairs}), "needs its matched input"),
-        (lambda: run(store, PAIRS_IMPORT, PairsImport("CC-MAIN-2023-07", (inputs[0],))), "unknown Common Crawl snapshot"),
-        (lambda: run(store, PAIRS_IMPORT, PairsImport("CC-MAIN-2023-06", (inputs[0],), text_column="TEXT")), "has no column 'TEXT'"),
-        (lambda: run(store, PAIRS_IMPORT, PairsImport("CC-MAIN-2023-06", ())), "parameter sources needs at least 1 item"),
-        (lambda: run(store, METADATA_IMPORT, MetadataImport(str(tmp_path / "none.json"))), "metadata file .* does not exist"),
-    ]  # fmt: skip
+        (
+            lambda: run(store, POOL_COUNTS, PoolCountsParams("p"), {"matched": [], "metadata": pairs}),
+            "needs its matched input",
+        ),
+        (
+            lambda: run(store, PAIRS_IMPORT, PairsImportParams("CC-MAIN-2023-07", (inputs[0],))),
+            "unknown Common Crawl snapshot",
+        ),
+        (
+            lambda: run(store, PAIRS_IMPORT, PairsImportParams("CC-MAIN-2023-06", (inputs[0],), text_column="TEXT")),
+            "has no column 'TEXT'",
+        ),
+        (
+            lambda: run(store, PAIRS_IMPORT, PairsImportParams("CC-MAIN-2023-06", ())),
+            "parameter sources needs at least 1 item",
+        ),
+        (
+            lambda: run(store, METADATA_IMPORT, MetadataImportParams(str(tmp_path / "none.json"))),
+            "metadata file .* does not exist",
+        ),
+    ]
     for call, message in cases:
         with pytest.raises(CurationError, match=message):
             call()
@@ -180,13 +205,19 @@ def test_cli_flags_come_from_the_params_dataclasses() -> None:
     parser = build_parser()
     args = parser.parse_args(["balance", "--pool", "demo"])
     assert P.from_arguments(Subset, args) == Subset("demo")
-    args = parser.parse_args(["pairs", "--snapshot", "CC-MAIN-2023-06", "--sources", "a.parquet", "b.parquet", "--rows", "0", "5"])
-    assert P.from_arguments(PairsImport, args) == PairsImport("CC-MAIN-2023-06", ("a.parquet", "b.parquet"), rows=(0, 5))
+    args = parser.parse_args(
+        ["pairs", "--snapshot", "CC-MAIN-2023-06", "--sources", "a.parquet", "b.parquet", "--rows", "0", "5"]
+    )
+    assert P.from_arguments(PairsImportParams, args) == PairsImportParams(
+        "CC-MAIN-2023-06", ("a.parquet", "b.parquet"), rows=(0, 5)
+    )
     match = parser.parse_args(["match", "CC-MAIN-2023-06"])
     assert P.from_arguments(MatchParams, match) == MatchParams()
-    help_text = parser._subparsers._group_actions[0].choices["balance"].format_help()  # noqa: SLF001
+    help_text = parser._subparsers._group_actions[0].choices["balance"].format_help()
     for f in dataclasses.fields(Subset):
-        assert "--" + f.name.replace("_", "-") in help_text and f.metadata["help"][:20] in help_text.replace("\n", " ").replace("  ", " ")
+        assert "--" + f.name.replace("_", "-") in help_text and f.metadata["help"][:20] in help_text.replace(
+            "\n", " "
+        ).replace("  ", " ")
 
 
 def test_the_stage_table_is_complete_and_consistent() -> None:

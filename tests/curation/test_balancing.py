@@ -12,6 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from metaclip_tasks.core.errors import CurationError
+from metaclip_tasks.core.shards import MATCHED_SCHEMA
 from metaclip_tasks.curation.balancing import (
     FAR,
     OnlineBalancer,
@@ -28,9 +30,7 @@ from metaclip_tasks.curation.balancing import (
     uid_keys,
     uniform_draws,
 )
-from metaclip_tasks.core.errors import CurationError
 from metaclip_tasks.ingest.uids import url_uid
-from metaclip_tasks.core.shards import MATCHED_SCHEMA
 
 COUNTS = st.lists(st.integers(0, 50), min_size=1, max_size=30).filter(any)
 RATIOS = st.floats(0.001, 0.999)
@@ -237,12 +237,19 @@ def test_online_balancer_redraws_the_head_each_epoch() -> None:
 def test_balance_shard_is_the_keep_mask(tmp_path: Path) -> None:
     uids, lists, counts = _zipf_pool(5_000, 300)
     table = pa.table(
-        {"uid": uids, "url": [f"u{i}" for i in range(len(uids))], "text": ["x"] * len(uids), "matched_entry_ids": lists},
+        {
+            "uid": uids,
+            "url": [f"u{i}" for i in range(len(uids))],
+            "text": ["x"] * len(uids),
+            "matched_entry_ids": lists,
+        },
         schema=MATCHED_SCHEMA,
     )
     pq.write_table(table, tmp_path / "m.parquet")
     probs = entry_probabilities(counts, 10)
-    result, written = balance_shard(str(tmp_path / "m.parquet"), str(tmp_path / "out.parquet"), probs, 5, batch_rows=700)
+    result, written = balance_shard(
+        str(tmp_path / "m.parquet"), str(tmp_path / "out.parquet"), probs, 5, batch_rows=700
+    )
     mask = keep_mask(uids, lists, probs, 5)
     out = pq.read_table(tmp_path / "out.parquet")
     assert out.schema == MATCHED_SCHEMA

@@ -8,8 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from metaclip_tasks.curation.counting import add_counts, count_entries, load_counts, sum_counts, top_entries
 from metaclip_tasks.core.errors import CurationError
+from metaclip_tasks.curation.counting import add_counts, count_entries, load_counts, sum_counts, top_entries
 
 
 def test_count_entries_from_lists_and_arrow() -> None:
@@ -36,9 +36,12 @@ def test_add_sparse_counts_as_the_dense_sum() -> None:
     assert total.tolist() == [3, 0, 5, 7]
     add_counts(total, np.zeros(0, np.int64), np.zeros(0, np.uint64), "an empty shard")
     assert total.tolist() == [3, 0, 5, 7]
-    for entries, counts, message in [([4], [1], r"shard 1: entry ids must lie in \[0, 4\)"), ([-1], [1], "must lie in"),
-                                     ([0, 1], [1], "shard 1: 2 entry ids but 1 counts"),
-                                     ([1, 2], [2**64 - 1, 2**64 - 1], "overflows 64 bits at shard 1 \\(entry 2\\)")]:  # fmt: skip
+    for entries, counts, message in [
+        ([4], [1], r"shard 1: entry ids must lie in \[0, 4\)"),
+        ([-1], [1], "must lie in"),
+        ([0, 1], [1], "shard 1: 2 entry ids but 1 counts"),
+        ([1, 2], [2**64 - 1, 2**64 - 1], "overflows 64 bits at shard 1 \\(entry 2\\)"),
+    ]:
         with pytest.raises(CurationError, match=message):
             add_counts(total, np.array(entries), np.array(counts, np.uint64), "shard 1")
         assert total.tolist() == [3, 0, 5, 7]  # refused before anything is added

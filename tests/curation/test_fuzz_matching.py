@@ -66,8 +66,13 @@ PIECE = st.one_of(
 )
 SHORT_TEXT = st.lists(PIECE, max_size=16).map("".join)
 # thousands of characters: a drawn text repeated, with a drawn head and tail
-LONG_TEXT = st.builds(lambda head, body, n, tail: head + body * n + tail, SHORT_TEXT,
-                      st.lists(PIECE, min_size=1, max_size=8).map("".join), st.integers(300, 3000), SHORT_TEXT)  # fmt: skip
+LONG_TEXT = st.builds(
+    lambda head, body, n, tail: head + body * n + tail,
+    SHORT_TEXT,
+    st.lists(PIECE, min_size=1, max_size=8).map("".join),
+    st.integers(300, 3000),
+    SHORT_TEXT,
+)
 TEXT = st.one_of(SHORT_TEXT, SHORT_TEXT, LONG_TEXT)
 # the last one leaves a Matcher no separator: every chunk of more than one text falls back
 FIXED_ENTRY = st.sampled_from(["", "dog", "a , b", "hot dog", EVERY_SEPARATOR])

@@ -51,9 +51,35 @@ def naive_spacing(text: str) -> str:
 # Characters that stress the definition: spaces, wrapped punctuation, whitespace turned into
 # spaces, other punctuation, non-ASCII, control characters (the batch separators) and surrogates.
 PIECES = st.sampled_from(
-    [" ", "  ", ",", ".", ";", ":", "?", "!", "`", "\t", "\n", "\r", "-", "'", "a", "b", "ab", "é", "日本",
-     "\x00", "\x01", "\x1f", "\x7f", "\ud800", "0", "A"]
-)  # fmt: skip
+    [
+        " ",
+        "  ",
+        ",",
+        ".",
+        ";",
+        ":",
+        "?",
+        "!",
+        "`",
+        "\t",
+        "\n",
+        "\r",
+        "-",
+        "'",
+        "a",
+        "b",
+        "ab",
+        "é",
+        "日本",
+        "\x00",
+        "\x01",
+        "\x1f",
+        "\x7f",
+        "\ud800",
+        "0",
+        "A",
+    ]
+)
 SMALL_TEXT = st.lists(PIECES, max_size=12).map("".join)
 ANY_TEXT = st.one_of(SMALL_TEXT, st.text(max_size=30))
 
@@ -140,8 +166,10 @@ def _pairs(**columns) -> pa.Table:
 
 
 def test_match_shard_output_counts_and_stats(tmp_path: Path) -> None:
-    table = _pairs(url=["http://a/1.jpg", "http://a/2.jpg", "http://a/3.jpg", "http://a/4.jpg", "http://a/5.jpg"],
-                   text=["a red car", "nothing here", "red", None, "Red car, red."])  # fmt: skip
+    table = _pairs(
+        url=["http://a/1.jpg", "http://a/2.jpg", "http://a/3.jpg", "http://a/4.jpg", "http://a/5.jpg"],
+        text=["a red car", "nothing here", "red", None, "Red car, red."],
+    )
     entries = ["red", "car", "red car", "Red", "blue"]
     result = match_shard(str(_write(tmp_path / "in.parquet", table)), str(tmp_path / "out.parquet"), Matcher(entries))
     out = pq.read_table(tmp_path / "out.parquet")
@@ -173,8 +201,12 @@ def test_match_shard_counts_equal_its_rows_whatever_the_batches(entries, texts, 
     binned across batches (as many ids as entries bin them)."""
     with tempfile.TemporaryDirectory() as tmp:
         table = _pairs(url=[f"http://a/{i}.jpg" for i in range(len(texts))], text=pa.array(texts, pa.string()))
-        result = match_shard(str(_write(Path(tmp, "in.parquet"), table)), str(Path(tmp, "out.parquet")), Matcher(entries),
-                             batch_rows=batch_rows)  # fmt: skip
+        result = match_shard(
+            str(_write(Path(tmp, "in.parquet"), table)),
+            str(Path(tmp, "out.parquet")),
+            Matcher(entries),
+            batch_rows=batch_rows,
+        )
         rows = pq.read_table(Path(tmp, "out.parquet")).column("matched_entry_ids").to_pylist()
     expected = np.bincount([i for ids in naive_match(entries, texts) for i in ids], minlength=len(entries))
     assert rows == [ids for ids in naive_match(entries, texts) if ids]

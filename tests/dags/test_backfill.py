@@ -28,7 +28,7 @@ from metaclip_tasks.core.stage import run
 from metaclip_tasks.curation.counting import load_counts, sum_counts
 from metaclip_tasks.curation.matching import Matcher
 from metaclip_tasks.dev.local_airflow import airflow_env, migrate, run_airflow
-from metaclip_tasks.stages import PAIRS_IMPORT, PairsImport
+from metaclip_tasks.stages import PAIRS_IMPORT, PairsImportParams
 from tests.dev.embedded_airflow import REPO, free_port
 
 pytestmark = [
@@ -101,30 +101,52 @@ def test_backfill_of_the_91_crawls_under_the_real_scheduler(tmp_path: Path, word
         pq.write_table(
             pa.table({"url": [f"https://img.example/{snapshot}/{k}.jpg" for k in range(4)], "text": texts}), shard
         )
-        run(store, PAIRS_IMPORT, PairsImport(snapshot, (str(shard),)), log=lambda _: None)
+        run(store, PAIRS_IMPORT, PairsImportParams(snapshot, (str(shard),)), log=lambda _: None)
     port = free_port()
     env = airflow_env(
-        tmp_path, root=str(root),
+        tmp_path,
+        root=str(root),
         AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL="5",
         AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(free_port()),
         AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(free_port()),
-    )  # fmt: skip
+    )
     env.pop("METACLIP_POOLS", None)
     migrate(env)
     # The backfill is created before the services start: SQLite refuses a second writer, and the
     # scheduler writes constantly. The runs are then all scheduled by the running scheduler.
     run_airflow(env, "dags", "reserialize")
     run_airflow(env, "dags", "unpause", "metaclip_match_snapshot")
-    run_airflow(env, "backfill", "create", "--dag-id", "metaclip_match_snapshot",
-                "--from-date", "2013-01-01", "--to-date", "2023-04-30")  # fmt: skip
+    run_airflow(
+        env,
+        "backfill",
+        "create",
+        "--dag-id",
+        "metaclip_match_snapshot",
+        "--from-date",
+        "2013-01-01",
+        "--to-date",
+        "2023-04-30",
+    )
     # The supervisor migrates (a no-op here), starts the API server and waits until it answers, and
     # only then starts the scheduler: no task can start before the API it reports to is up.
     with open(tmp_path / "supervisor.out", "w") as out:
         server = subprocess.Popen(
-            [sys.executable, "-m", "metaclip_tasks.dev.local_airflow", "standalone", "--state-dir", str(tmp_path),
-             "--port", str(port)],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "metaclip_tasks.dev.local_airflow",
+                "standalone",
+                "--state-dir",
+                str(tmp_path),
+                "--port",
+                str(port),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
 
         def runs() -> list[dict]:

@@ -21,27 +21,45 @@ from metaclip_tasks.core.snapshots import PAPER_POOL2_RANGE, snapshot_date, snap
 from metaclip_tasks.core.stage import run
 from metaclip_tasks.curation.counting import load_counts
 from metaclip_tasks.curation.matching import Matcher
-from metaclip_tasks.metadata.build import MetadataParams
-from metaclip_tasks.stages import PAIRS_IMPORT, Ingest, MatchParams, PairsImport
+from metaclip_tasks.metadata.build import MetadataBuildParams
+from metaclip_tasks.stages import PAIRS_IMPORT, IngestParams, MatchParams, PairsImportParams
 from metaclip_tasks.stages.plan import OnlineDownload, Subset
-from metaclip_tasks.training.download import DownloadOptions
+from metaclip_tasks.training.download import DownloadParams
 
 pytestmark = pytest.mark.airflow
 DAG_IDS = {
-    "metaclip_match_snapshot", "metaclip_pool_counts", "metaclip_balance", "metaclip_t_ablation",
-    "metaclip_curation_demo", "metaclip_metadata", "metaclip_download", "metaclip_train",
-}  # fmt: skip
+    "metaclip_match_snapshot",
+    "metaclip_pool_counts",
+    "metaclip_balance",
+    "metaclip_t_ablation",
+    "metaclip_curation_demo",
+    "metaclip_metadata",
+    "metaclip_download",
+    "metaclip_train",
+}
 THREE = ["CC-MAIN-2023-06", "CC-MAIN-2023-14", "CC-MAIN-2023-23"]
 TASKS = {
     "metaclip_match_snapshot": {"pairs", "match"},
     "metaclip_curation_demo": {"snapshots", "match", "count_and_balance", "report"},
-}  # fmt: skip
+}
 DASK_TASKS = {
-    "metaclip_match_snapshot": ["pairs", "match"], "metaclip_balance": ["balance"], "metaclip_t_ablation": ["balance"],
-    "metaclip_curation_demo": ["match", "count_and_balance"], "metaclip_metadata": ["fetch_sources", "build"],
-    "metaclip_download": ["download"], "metaclip_train": ["download", "train"],
-}  # fmt: skip
-PARAM_CLASSES = (Subset, DownloadOptions, OnlineDownload, MetadataParams, MatchParams, PairsImport, Ingest)
+    "metaclip_match_snapshot": ["pairs", "match"],
+    "metaclip_balance": ["balance"],
+    "metaclip_t_ablation": ["balance"],
+    "metaclip_curation_demo": ["match", "count_and_balance"],
+    "metaclip_metadata": ["fetch_sources", "build"],
+    "metaclip_download": ["download"],
+    "metaclip_train": ["download", "train"],
+}
+PARAM_CLASSES = (
+    Subset,
+    DownloadParams,
+    OnlineDownload,
+    MetadataBuildParams,
+    MatchParams,
+    PairsImportParams,
+    IngestParams,
+)
 
 
 def test_every_dag_imports_with_its_id_and_no_cycle(dagbag) -> None:
@@ -113,8 +131,22 @@ def test_params_shared_with_the_library_take_its_defaults(dagbag) -> None:
                 assert params.get_param(name).value == defaults[name], (dag_id, name, params.get_param(name).value)
                 compared.add(name)
     # every class is represented, so a renamed field or param does not silently skip the check
-    assert {"pool", "t", "target_tail_ratio", "seed", "metadata_version", "image_size", "threads", "backend",
-            "url_column", "rows_per_shard", "sources", "min_pmi", "wikipedia_dumps", "download_budget"} <= compared  # fmt: skip
+    assert {
+        "pool",
+        "t",
+        "target_tail_ratio",
+        "seed",
+        "metadata_version",
+        "image_size",
+        "threads",
+        "backend",
+        "url_column",
+        "rows_per_shard",
+        "sources",
+        "min_pmi",
+        "wikipedia_dumps",
+        "download_budget",
+    } <= compared
 
 
 def test_timetable_runs_once_per_crawl_and_round_trips(dagbag) -> None:
@@ -258,12 +290,16 @@ def test_match_count_balance_ablate_end_to_end(dagbag, three_snapshots, wordnet:
     ("dag_id", "conf", "message"),
     [
         ("metaclip_balance", {"pool": "three", "t": 0}, "t: 0 is less than the minimum of 1"),
-        ("metaclip_balance", {"pool": "three", "target_tail_ratio": 1.5}, "target_tail_ratio: 1.5 is greater than or equal to the maximum of 1"),
+        (
+            "metaclip_balance",
+            {"pool": "three", "target_tail_ratio": 1.5},
+            "target_tail_ratio: 1.5 is greater than or equal to the maximum of 1",
+        ),
         ("metaclip_balance", {"pool": "nope"}, "pool: 'nope' is not one of"),
         ("metaclip_match_snapshot", {"snapshot": "CC-MAIN-2031-01"}, "snapshot: 'CC-MAIN-2031-01' is not one of"),
         ("metaclip_t_ablation", {"pool": "three", "t_values": [0]}, "t_values: 0 is less than the minimum of 1"),
     ],
-)  # fmt: skip
+)
 def test_bad_params_are_refused_before_any_work(dagbag, airflow_db, dag_id: str, conf: dict, message: str) -> None:
     from airflow.sdk.exceptions import ParamValidationError
 
@@ -274,13 +310,28 @@ def test_bad_params_are_refused_before_any_work(dagbag, airflow_db, dag_id: str,
 @pytest.mark.parametrize(
     ("dag_id", "conf", "message"),
     [
-        ("metaclip_balance", {"pool": "three", "t": 5, "target_tail_ratio": 0.2}, "give t (5) or target_tail_ratio (0.2), not both"),
-        ("metaclip_t_ablation", {"pool": "three", "t_values": [5], "tail_ratios": [0.2]}, "give t_values or tail_ratios"),
-        ("metaclip_match_snapshot", {"snapshot": "CC-MAIN-2013-20", "pairs_source": ""}, "no pairs of CC-MAIN-2013-20 under"),
-        ("metaclip_match_snapshot", {"snapshot": "CC-MAIN-2013-20", "pairs_source": "/nonexistent/{snapshot}/*.parquet"},
-         "input /nonexistent/CC-MAIN-2013-20/*.parquet does not exist"),
+        (
+            "metaclip_balance",
+            {"pool": "three", "t": 5, "target_tail_ratio": 0.2},
+            "give t (5) or target_tail_ratio (0.2), not both",
+        ),
+        (
+            "metaclip_t_ablation",
+            {"pool": "three", "t_values": [5], "tail_ratios": [0.2]},
+            "give t_values or tail_ratios",
+        ),
+        (
+            "metaclip_match_snapshot",
+            {"snapshot": "CC-MAIN-2013-20", "pairs_source": ""},
+            "no pairs of CC-MAIN-2013-20 under",
+        ),
+        (
+            "metaclip_match_snapshot",
+            {"snapshot": "CC-MAIN-2013-20", "pairs_source": "/nonexistent/{snapshot}/*.parquet"},
+            "input /nonexistent/CC-MAIN-2013-20/*.parquet does not exist",
+        ),
     ],
-)  # fmt: skip
+)
 def test_inconsistent_params_fail_the_first_task_with_the_reason(
     dagbag, airflow_db, capfd, dag_id: str, conf: dict, message: str
 ) -> None:
@@ -316,8 +367,18 @@ def test_the_match_dag_ingests_a_crawl_from_common_crawl_first(dagbag, airflow_d
     from tests.conftest import CRAWL
 
     base, mirror, paths, _ = commoncrawl_mirror
-    run_ = _run(dagbag, "metaclip_match_snapshot", snapshot=CRAWL, raw_source="commoncrawl", format="warc", cc_base=base,
-                languages=["en"], max_files=None, pairs_source="", metadata_version="")  # fmt: skip
+    run_ = _run(
+        dagbag,
+        "metaclip_match_snapshot",
+        snapshot=CRAWL,
+        raw_source="commoncrawl",
+        format="warc",
+        cc_base=base,
+        languages=["en"],
+        max_files=None,
+        pairs_source="",
+        metadata_version="",
+    )
     assert run_.state == "success"
     matched = [a for a in _store().list("matched") if a.stats["snapshot"] == CRAWL][-1]
     pairs = matched.input("pairs")
@@ -326,8 +387,18 @@ def test_the_match_dag_ingests_a_crawl_from_common_crawl_first(dagbag, airflow_d
     assert matched.stats["pairs_in"] == pairs.stats["pairs"] > 0
     # the same files given as a path template are the same pairs (a crawl's files identify the artifact by content)
     local = str(mirror / "crawl-data" / "{snapshot}" / "segments")
-    run_ = _run(dagbag, "metaclip_match_snapshot", snapshot=CRAWL, raw_source=local, format="warc", cc_base=base,
-                languages=["en"], max_files=None, pairs_source="", metadata_version="")  # fmt: skip
+    run_ = _run(
+        dagbag,
+        "metaclip_match_snapshot",
+        snapshot=CRAWL,
+        raw_source=local,
+        format="warc",
+        cc_base=base,
+        languages=["en"],
+        max_files=None,
+        pairs_source="",
+        metadata_version="",
+    )
     assert run_.state == "success"
     again = [a for a in _store().list("matched") if a.stats["snapshot"] == CRAWL][-1]
     assert again.input("pairs").dataset().to_table().equals(pairs.dataset().to_table())
@@ -343,8 +414,13 @@ def test_metadata_dag_builds_an_artifact_the_match_dag_takes(dagbag, three_snaps
     views = tmp_path / "pageviews-20220101-000000.gz"
     with gzip.open(views, "wt") as f:
         f.write("en Albedo 90 0\nen Ant 80 0\nen Special:Search 900 0\n")
-    conf = {"wikipedia_dumps": [str(WIKIPEDIA_SAMPLE)], "pageview_files": [str(views)], "min_unigram_count": 20,
-            "min_pmi": 12.0, "min_bigram_count": 2}  # fmt: skip
+    conf = {
+        "wikipedia_dumps": [str(WIKIPEDIA_SAMPLE)],
+        "pageview_files": [str(views)],
+        "min_unigram_count": 20,
+        "min_pmi": 12.0,
+        "min_bigram_count": 2,
+    }
     assert _run(dagbag, "metaclip_metadata", **conf).state == "success"
     built = [
         a for a in _store().list("metadata") if a.params.get("sources") == ["wordnet", "unigram", "bigram", "title"]
@@ -354,8 +430,13 @@ def test_metadata_dag_builds_an_artifact_the_match_dag_takes(dagbag, three_snaps
     assert {f["name"] for f in built[0].manifest["files"]} == {"entries.json", "entries.sources.json"}
     assert _asset_events("metadata")[-1]["version"] == built[0].version
 
-    run_ = _run(dagbag, "metaclip_match_snapshot", snapshot=THREE[0], metadata_version=built[0].version,
-                pairs_source=THREE_SOURCE)  # fmt: skip
+    run_ = _run(
+        dagbag,
+        "metaclip_match_snapshot",
+        snapshot=THREE[0],
+        metadata_version=built[0].version,
+        pairs_source=THREE_SOURCE,
+    )
     assert run_.state == "success"
     made = [a for a in _store().list("matched") if {"role": "metadata", **built[0].ref} in a.manifest["inputs"]]
     assert len(made) == 1 and made[0].stats["entries"] == built[0].stats["entries"]
@@ -376,7 +457,7 @@ def _coco_matched(dagbag, coco_pairs: tuple[list[str], list[str]]) -> None:
     if not source.is_file():
         source.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.table({"url": urls, "text": texts}), source)
-    run(_store(), PAIRS_IMPORT, PairsImport("CC-MAIN-2023-50", (str(source),)))  # a cache hit once imported
+    run(_store(), PAIRS_IMPORT, PairsImportParams("CC-MAIN-2023-50", (str(source),)))  # a cache hit once imported
     run_ = _run(dagbag, "metaclip_match_snapshot", snapshot="CC-MAIN-2023-50", metadata_version="", pairs_source="")
     assert run_.state == "success"
 
@@ -394,8 +475,16 @@ def test_download_dag_and_an_ablation_that_downloads_once(dagbag, airflow_db, co
     assert {f["name"] for f in downloaded.manifest["files"]} >= {"index.parquet", "shards/00000.tar"}
     assert _asset_events("downloaded")[-1]["version"] == downloaded.version
 
-    run_ = _run(dagbag, "metaclip_t_ablation", pool="coco", t_values=[1, 100_000], tail_ratios=[], seed=0,
-                download=True, online_balancing=False)  # fmt: skip
+    run_ = _run(
+        dagbag,
+        "metaclip_t_ablation",
+        pool="coco",
+        t_values=[1, 100_000],
+        tail_ratios=[],
+        seed=0,
+        download=True,
+        online_balancing=False,
+    )
     assert run_.state == "success"
     table = [a for a in _store().list("t_ablation") if a.stats["pool"] == "coco"][-1]
     rows = {r["t"]: r for r in table.stats["rows"]}
@@ -417,8 +506,19 @@ def test_train_dag_refuses_the_gpu_recipe_without_a_gpu(dagbag, airflow_db, capf
 
 def test_ablation_downloads_once_trains_and_evaluates_per_t(dagbag, airflow_db, coco_pairs) -> None:
     _coco_matched(dagbag, coco_pairs)
-    run_ = _run(dagbag, "metaclip_train", pool="coco", t=100_000, seed=0, recipe="tiny-cpu", device="cpu",
-                epochs=None, global_batch_size=None, lr=None, image_size=64)  # fmt: skip
+    run_ = _run(
+        dagbag,
+        "metaclip_train",
+        pool="coco",
+        t=100_000,
+        seed=0,
+        recipe="tiny-cpu",
+        device="cpu",
+        epochs=None,
+        global_batch_size=None,
+        lr=None,
+        image_size=64,
+    )
     assert run_.state == "success"
     (metrics,) = _store().list("metrics")
     assert metrics.stats["images"] == 79 and set(metrics.stats["zero_shot"]) == {"top1", "top5"}
@@ -429,8 +529,19 @@ def test_ablation_downloads_once_trains_and_evaluates_per_t(dagbag, airflow_db, 
     assert checkpoint.params["model"] == "metaclip-tiny"
     assert {f["name"] for f in checkpoint.manifest["files"]} >= {"checkpoint.pt", "logs/train/out.log"}
 
-    run_ = _run(dagbag, "metaclip_t_ablation", pool="coco", t_values=[2, 100_000], tail_ratios=[], seed=0,
-                download=True, train=True, recipe="tiny-cpu", device="cpu", online_balancing=False)  # fmt: skip
+    run_ = _run(
+        dagbag,
+        "metaclip_t_ablation",
+        pool="coco",
+        t_values=[2, 100_000],
+        tail_ratios=[],
+        seed=0,
+        download=True,
+        train=True,
+        recipe="tiny-cpu",
+        device="cpu",
+        online_balancing=False,
+    )
     assert run_.state == "success"
     table = [a for a in _store().list("t_ablation") if a.inputs(role="metrics")][-1]
     assert len(table.inputs(role="metrics")) == 2
@@ -444,8 +555,19 @@ def test_an_online_ablation_trains_every_t_on_the_one_download_balanced_for_it(d
     loader balanced for t: each checkpoint records ``balance_t`` = t and the loader's figures, epoch 0
     keeping exactly the offline subset's downloaded pairs; the table has each t's metrics."""
     _coco_matched(dagbag, coco_pairs)
-    run_ = _run(dagbag, "metaclip_t_ablation", pool="coco", t_values=[2, 100_000], tail_ratios=[], seed=0,
-                download=True, train=True, recipe="tiny-cpu", device="cpu", online_balancing=True)  # fmt: skip
+    run_ = _run(
+        dagbag,
+        "metaclip_t_ablation",
+        pool="coco",
+        t_values=[2, 100_000],
+        tail_ratios=[],
+        seed=0,
+        download=True,
+        train=True,
+        recipe="tiny-cpu",
+        device="cpu",
+        online_balancing=True,
+    )
     assert run_.state == "success"
     events = _run_events(run_)
     by_t = {e["t"]: _store().require("checkpoint", e["version"]) for e in events["x-metaclip://artifacts/checkpoint"]}
@@ -471,8 +593,9 @@ def test_an_online_ablation_trains_every_t_on_the_one_download_balanced_for_it(d
     assert all(r["zero_shot_top1"] is not None for r in table.stats["rows"])  # each t's metrics, by its balance_t
 
 
-def test_demo_dag_curates_what_the_demo_command_curates(dagbag, airflow_db, captions_table, wordnet, capfd,
-                                                        tmp_path: Path, monkeypatch) -> None:  # fmt: skip
+def test_demo_dag_curates_what_the_demo_command_curates(
+    dagbag, airflow_db, captions_table, wordnet, capfd, tmp_path: Path, monkeypatch
+) -> None:
     """One stage implementation, two drivers: the demo DAG's curated artifact is the one
     ``run_demo`` (``metaclip demo``, no Dask) makes on a fresh root: same version, same files."""
     from metaclip_tasks.core.snapshots import get_pool
@@ -500,7 +623,9 @@ def test_demo_dag_curates_what_the_demo_command_curates(dagbag, airflow_db, capt
     # the run's asset events (the Assets page): one per artifact it published, each with its version and URI
     events = _run_events(run_)
     published = {(e["stage"], e["version"], e["uri"]) for extras in events.values() for e in extras}
-    made = {(a.stage, a.version, a.uri) for a in by_dag.list() if a.stage != "matcher"}  # the matcher: match's own cache
+    made = {
+        (a.stage, a.version, a.uri) for a in by_dag.list() if a.stage != "matcher"
+    }  # the matcher: match's own cache
     assert published == made
     assert all(name == f"x-metaclip://artifacts/{e['stage']}" for name, extras in events.items() for e in extras)
     assert len(events["x-metaclip://artifacts/matched"]) == len(events["x-metaclip://artifacts/pairs"]) == 3

@@ -30,6 +30,7 @@ import pytest
 import yaml
 
 from metaclip_tasks.dev.local_airflow import airflow_env
+
 REPO = Path(__file__).resolve().parents[2]  # the source checkout
 
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -40,12 +41,27 @@ ENTRYPOINT = REPO / "docker" / "entrypoint.sh"
 ENV_EXAMPLE = (REPO / ".env.example").read_text()
 SERVICES = COMPOSE["services"]
 
-SECRETS = ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET", "AIRFLOW_API_SECRET_KEY",
-           "AIRFLOW_ADMIN_PASSWORD", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "AWS_ACCESS_KEY_ID",
-           "AWS_SECRET_ACCESS_KEY")  # fmt: skip
+SECRETS = (
+    "POSTGRES_PASSWORD",
+    "REDIS_PASSWORD",
+    "AIRFLOW_FERNET_KEY",
+    "AIRFLOW_JWT_SECRET",
+    "AIRFLOW_API_SECRET_KEY",
+    "AIRFLOW_ADMIN_PASSWORD",
+    "MINIO_ROOT_USER",
+    "MINIO_ROOT_PASSWORD",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+)
 ONE_SHOT = {"airflow-init", "minio-init"}
-AIRFLOW = {"airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-worker",
-           "airflow-worker-gpu"}  # fmt: skip
+AIRFLOW = {
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+    "airflow-worker",
+    "airflow-worker-gpu",
+}
 DASK = {"dask-scheduler", "dask-worker"}
 # Published ports, and why.
 PUBLISHED = {
@@ -140,8 +156,11 @@ def test_every_long_running_service_has_a_health_check() -> None:
         assert service["restart"] == "unless-stopped", name
     # The Airflow ones as in Airflow's own compose file.
     assert "/api/v2/monitor/health" in healthcheck("airflow-apiserver")
-    for name, job in (("airflow-scheduler", "SchedulerJob"), ("airflow-dag-processor", "DagProcessorJob"),
-                      ("airflow-triggerer", "TriggererJob")):  # fmt: skip
+    for name, job in (
+        ("airflow-scheduler", "SchedulerJob"),
+        ("airflow-dag-processor", "DagProcessorJob"),
+        ("airflow-triggerer", "TriggererJob"),
+    ):
         assert f"airflow jobs check --job-type {job} --hostname" in healthcheck(name), name
     for name in ("airflow-worker", "airflow-worker-gpu"):
         assert "celery --app airflow.providers.celery.executors.celery_executor.app inspect ping" in healthcheck(name)
@@ -235,8 +254,12 @@ def test_the_ui_requires_a_log_in_with_the_password_from_the_environment() -> No
 
 def test_the_entrypoint_writes_the_passwords_file_for_the_log_in(tmp_path: Path) -> None:
     passwords = tmp_path / "passwords.json"
-    env = {"PATH": os.environ["PATH"], "AIRFLOW_ADMIN_USER": "alice", "AIRFLOW_ADMIN_PASSWORD": 'p"w\\1',
-           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords)}  # fmt: skip
+    env = {
+        "PATH": os.environ["PATH"],
+        "AIRFLOW_ADMIN_USER": "alice",
+        "AIRFLOW_ADMIN_PASSWORD": 'p"w\\1',
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+    }
     for password in ('p"w\\1', "second"):  # rewritten at each start: a new password in .env takes effect
         env["AIRFLOW_ADMIN_PASSWORD"] = password
         subprocess.run([str(ENTRYPOINT), "true"], env=env, check=True, timeout=60)
@@ -273,8 +296,9 @@ def test_every_setting_is_one_that_airflow_its_celery_provider_or_the_library_re
     if spec is None:
         pytest.skip("Airflow is not installed (the 'airflow' extra)")
     template = Path(spec.submodule_search_locations[0]) / "config_templates" / "config.yml"
-    options = {(section, key) for section, body in yaml.safe_load(template.read_text()).items()
-               for key in body["options"]}  # fmt: skip
+    options = {
+        (section, key) for section, body in yaml.safe_load(template.read_text()).items() for key in body["options"]
+    }
     try:
         from airflow.providers.celery.get_provider_info import get_provider_info
     except ImportError:
@@ -321,9 +345,15 @@ def compose(tmp_path: Path, env_file: Path, *args: str) -> subprocess.CompletedP
         pytest.skip("no compose implementation: Debian's docker-compose is not installed (make system-packages)")
     # A clean environment: a variable set in the shell would win over the env file.
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
-    return subprocess.run([binary, "--project-directory", str(REPO), "-f", str(COMPOSE_FILE), "--env-file",
-                           str(env_file), *args], check=False, env=env, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=60)  # fmt: skip
+    return subprocess.run(
+        [binary, "--project-directory", str(REPO), "-f", str(COMPOSE_FILE), "--env-file", str(env_file), *args],
+        check=False,
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @pytest.mark.parametrize("profile", [(), ("--profile", "gpu")], ids=["default", "gpu"])

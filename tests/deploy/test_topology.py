@@ -34,12 +34,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from metaclip_tasks.stages import plan
 from metaclip_tasks.core.artifacts import ArtifactStore
-from metaclip_tasks.stages.plan import Subset
 from metaclip_tasks.dev.airflow_api import ADMIN
 from metaclip_tasks.dev.local_airflow import SIMPLE_AUTH_MANAGER, admin_password, airflow_env, password_file
-from metaclip_tasks.stages import PAIRS_IMPORT, PairsImport
+from metaclip_tasks.stages import PAIRS_IMPORT, PairsImportParams, plan
+from metaclip_tasks.stages.plan import Subset
+
 REPO = Path(__file__).resolve().parents[2]  # the source checkout
 from metaclip_tasks.core.snapshots import get_pool
 from metaclip_tasks.core.stage import run
@@ -115,7 +115,7 @@ def _embedded(root: Path, raw: Path) -> float:
     meta = plan.metadata(store, None)
     began = time.monotonic()
     for snapshot in get_pool(POOL).snapshots:
-        pairs = run(store, PAIRS_IMPORT, PairsImport(snapshot, (str(raw / snapshot),)), log=lambda _: None)
+        pairs = run(store, PAIRS_IMPORT, PairsImportParams(snapshot, (str(raw / snapshot),)), log=lambda _: None)
         plan.match(store, pairs, meta)
     plan.count_pool(store, get_pool(POOL), meta)
     plan.curated_subset(store, Subset(pool=POOL, seed=0))
@@ -210,19 +210,57 @@ def _start_postgres(db: Host, password: str) -> Path:
     (folder / "password").write_text(password)
     os.chown(folder / "password", user.pw_uid, user.pw_gid)
     as_postgres = ["runuser", "-u", "postgres", "--"]
-    db.run([*as_postgres, str(PG_BIN / "initdb"), "-D", str(folder / "data"), "-U", "airflow", "-E", "UTF8",
-            "--pwfile", str(folder / "password"), "--auth-local=trust", "--auth-host=scram-sha-256", "--no-sync"])  # fmt: skip
+    db.run(
+        [
+            *as_postgres,
+            str(PG_BIN / "initdb"),
+            "-D",
+            str(folder / "data"),
+            "-U",
+            "airflow",
+            "-E",
+            "UTF8",
+            "--pwfile",
+            str(folder / "password"),
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "--no-sync",
+        ]
+    )
     with open(folder / "data" / "pg_hba.conf", "a") as hba:
         hba.write(f"host all all {db.ip.rsplit('.', 1)[0]}.0/24 scram-sha-256\n")
-    db.popen([*as_postgres, str(PG_BIN / "postgres"), "-D", str(folder / "data"), "-c", f"listen_addresses={db.ip}",
-              "-c", f"unix_socket_directories={folder}", "-c", "fsync=off", "-c", "synchronous_commit=off",
-              "-c", "full_page_writes=off", "-c", "max_connections=300"], dict(os.environ), "postgres")  # fmt: skip
+    db.popen(
+        [
+            *as_postgres,
+            str(PG_BIN / "postgres"),
+            "-D",
+            str(folder / "data"),
+            "-c",
+            f"listen_addresses={db.ip}",
+            "-c",
+            f"unix_socket_directories={folder}",
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "max_connections=300",
+        ],
+        dict(os.environ),
+        "postgres",
+    )
     return folder
 
 
 def _pg_ready(db: Host) -> bool:
-    return subprocess.run(["ip", "netns", "exec", db.ns, str(PG_BIN / "pg_isready"), "-q", "-h", db.ip],
-                          check=False).returncode == 0  # fmt: skip
+    return (
+        subprocess.run(
+            ["ip", "netns", "exec", db.ns, str(PG_BIN / "pg_isready"), "-q", "-h", db.ip], check=False
+        ).returncode
+        == 0
+    )
 
 
 class Losses:
@@ -231,10 +269,28 @@ class Losses:
 
     def __init__(self, h: dict[str, Host], dask_address: str, env: dict[str, str], api: Api) -> None:
         dask_hosts = {h[n].ip: h[n].ns for n in ("dask-1", "dask-2")}
-        self.dask = subprocess.Popen(["ip", "netns", "exec", h["client"].ns, sys.executable, "-m", "tests.topology",
-                                      "kill-on-task", dask_address, "_match_task", json.dumps(dask_hosts),
-                                      "--timeout", "480"], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        self.dask = subprocess.Popen(
+            [
+                "ip",
+                "netns",
+                "exec",
+                h["client"].ns,
+                sys.executable,
+                "-m",
+                "tests.topology",
+                "kill-on-task",
+                dask_address,
+                "_match_task",
+                json.dumps(dask_hosts),
+                "--timeout",
+                "480",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.celery_hosts = [h["celery-1"], h["celery-2"]]
         self.celery: dict = {}
         self.api = api
@@ -299,36 +355,101 @@ def test_the_cluster_topology_survives_lost_workers_with_identical_artifacts(
     raw = _raw_pairs(tmp_path, captions_table)
     embedded_seconds = _embedded(tmp_path / "embedded", raw)
 
-    names = ["db", "redis", "s3", "api", "scheduler", "dag-processor", "triggerer", "celery-1", "celery-2",
-             "dask-scheduler", "dask-1", "dask-2", "client"]  # fmt: skip
+    names = [
+        "db",
+        "redis",
+        "s3",
+        "api",
+        "scheduler",
+        "dag-processor",
+        "triggerer",
+        "celery-1",
+        "celery-2",
+        "dask-scheduler",
+        "dask-1",
+        "dask-2",
+        "client",
+    ]
     h = {name: network.add(name) for name in names}
     logs = network.logs
     pg_password, redis_password = secrets.token_hex(16), secrets.token_hex(16)
     pg_folder = _start_postgres(h["db"], pg_password)
     try:
-        s3 = {"AWS_ENDPOINT_URL": f"http://{h['s3'].ip}:5000", "AWS_ACCESS_KEY_ID": "testing",
-              "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+        s3 = {
+            "AWS_ENDPOINT_URL": f"http://{h['s3'].ip}:5000",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
         base = {**os.environ, **s3}
         base.pop("METACLIP_POOLS", None)
-        h["redis"].popen(["redis-server", "--bind", h["redis"].ip, "--port", "6379", "--requirepass", redis_password,
-                          "--save", "", "--appendonly", "no"], base, "redis")  # fmt: skip
+        h["redis"].popen(
+            [
+                "redis-server",
+                "--bind",
+                h["redis"].ip,
+                "--port",
+                "6379",
+                "--requirepass",
+                redis_password,
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            base,
+            "redis",
+        )
         h["s3"].popen([str(BIN / "moto_server"), "-H", h["s3"].ip, "-p", "5000"], base, "s3")
         dask_address = f"tcp://{h['dask-scheduler'].ip}:8786"
-        h["dask-scheduler"].popen([str(BIN / "dask"), "scheduler", "--host", h["dask-scheduler"].ip, "--port", "8786",
-                                   "--no-dashboard"], base, "dask-scheduler")  # fmt: skip
+        h["dask-scheduler"].popen(
+            [str(BIN / "dask"), "scheduler", "--host", h["dask-scheduler"].ip, "--port", "8786", "--no-dashboard"],
+            base,
+            "dask-scheduler",
+        )
         for name in ("dask-1", "dask-2"):
-            h[name].popen([str(BIN / "dask"), "worker", dask_address, "--host", h[name].ip, "--nthreads", "1",
-                           "--no-nanny", "--no-dashboard", "--name", name], base, name)  # fmt: skip
+            h[name].popen(
+                [
+                    str(BIN / "dask"),
+                    "worker",
+                    dask_address,
+                    "--host",
+                    h[name].ip,
+                    "--nthreads",
+                    "1",
+                    "--no-nanny",
+                    "--no-dashboard",
+                    "--name",
+                    name,
+                ],
+                base,
+                name,
+            )
         _wait(lambda: _pg_ready(h["db"]), 120, "PostgreSQL", logs, 0.5)
-        h["db"].run(["runuser", "-u", "postgres", "--", str(PG_BIN / "createdb"), "-h", str(pg_folder), "-U", "airflow",
-                     "airflow"])  # fmt: skip
+        h["db"].run(
+            [
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                str(PG_BIN / "createdb"),
+                "-h",
+                str(pg_folder),
+                "-U",
+                "airflow",
+                "airflow",
+            ]
+        )
         _wait(lambda: h["client"].call(_http, "GET", s3["AWS_ENDPOINT_URL"])[0], 120, "the S3 server", logs, 0.5)
-        seeding = h["client"].popen([sys.executable, "-m", "tests.topology", "seed", ROOT, str(raw)],
-                                    {**base, "PYTHONPATH": str(REPO)}, "seed")  # fmt: skip
+        seeding = h["client"].popen(
+            [sys.executable, "-m", "tests.topology", "seed", ROOT, str(raw)], {**base, "PYTHONPATH": str(REPO)}, "seed"
+        )
 
         db = f"airflow:{pg_password}@{h['db'].ip}:5432/airflow"
         env = airflow_env(
-            tmp_path / "state", root=ROOT, **s3,
+            tmp_path / "state",
+            root=ROOT,
+            **s3,
             AIRFLOW__CORE__EXECUTOR="CeleryExecutor",
             AIRFLOW__CORE__PARALLELISM="8",
             AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"postgresql+psycopg2://{db}",
@@ -353,7 +474,7 @@ def test_the_cluster_topology_survives_lost_workers_with_identical_artifacts(
             # ... and a task the lost worker had taken but not started is queued again after 60 s.
             AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT="60",
             AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL="15",
-        )  # fmt: skip
+        )
         password = admin_password(password_file(tmp_path / "state"))
         h["api"].run([str(BIN / "airflow"), "db", "migrate"], env, timeout=300)
         h["api"].popen([str(BIN / "airflow"), "api-server"], env, "api-server")
@@ -362,8 +483,21 @@ def test_the_cluster_topology_survives_lost_workers_with_identical_artifacts(
         for name in ("scheduler", "dag-processor", "triggerer"):
             h[name].popen([str(BIN / "airflow"), name], env, name)
         for name in ("celery-1", "celery-2"):
-            h[name].popen([str(BIN / "airflow"), "celery", "worker", "--queues", "default", "--concurrency", "2",
-                           "--celery-hostname", f"{name}@topology"], env, name)  # fmt: skip
+            h[name].popen(
+                [
+                    str(BIN / "airflow"),
+                    "celery",
+                    "worker",
+                    "--queues",
+                    "default",
+                    "--concurrency",
+                    "2",
+                    "--celery-hostname",
+                    f"{name}@topology",
+                ],
+                env,
+                name,
+            )
         api.log_in(password)
         dags = ("metaclip_match_snapshot", "metaclip_pool_counts", "metaclip_balance")
         _wait(
@@ -376,9 +510,17 @@ def test_the_cluster_topology_survives_lost_workers_with_identical_artifacts(
         losses = None if UNDISTURBED else Losses(h, dask_address, base, api)
         try:
             began = time.monotonic()
-            api("POST", "/api/v2/backfills", {"dag_id": dags[0], "from_date": BACKFILL[0], "to_date": BACKFILL[1],
-                                              "dag_run_conf": {"pairs_source": f"s3://{BUCKET}/raw/{{snapshot}}/"},
-                                              "max_active_runs": 3})  # fmt: skip
+            api(
+                "POST",
+                "/api/v2/backfills",
+                {
+                    "dag_id": dags[0],
+                    "from_date": BACKFILL[0],
+                    "to_date": BACKFILL[1],
+                    "dag_run_conf": {"pairs_source": f"s3://{BUCKET}/raw/{{snapshot}}/"},
+                    "max_active_runs": 3,
+                },
+            )
             _wait(lambda: _all_succeeded(api, dags[0], 3, logs), 480, "the backfill's 3 runs", logs, 2)
             backfilled = time.monotonic()
             for dag_id, conf in ((dags[1], {"pool": POOL}), (dags[2], {"pool": POOL, "seed": 0})):
@@ -409,9 +551,11 @@ def test_the_cluster_topology_survives_lost_workers_with_identical_artifacts(
             run = [u for u in instances if (u["dag_id"], u["dag_run_id"]) == (ti["dag_id"], ti["dag_run_id"])]
             ended = [e for u in run if (e := _seconds(u["end_date"], ti["scheduled_when"])) is not None and e >= 0]
             after = f"{min(ended):.1f} s after its upstream, " if ended else ""
-            print(f"  {ti['dag_id']}.{ti['task_id']} try {ti['try_number']}: scheduled {after}-> queued "
-                  f"{_seconds(ti['scheduled_when'], ti['queued_when']):.1f} s -> started "
-                  f"{_seconds(ti['queued_when'], ti['start_date']):.1f} s, ran {ti['duration']:.1f} s")  # fmt: skip
+            print(
+                f"  {ti['dag_id']}.{ti['task_id']} try {ti['try_number']}: scheduled {after}-> queued "
+                f"{_seconds(ti['scheduled_when'], ti['queued_when']):.1f} s -> started "
+                f"{_seconds(ti['queued_when'], ti['start_date']):.1f} s, ran {ti['duration']:.1f} s"
+            )
     finally:
         network.close()  # PostgreSQL stopped before its folder goes
         shutil.rmtree(pg_folder, ignore_errors=True)

@@ -93,8 +93,14 @@ class Host:
     def popen(self, args: list[str], env: dict[str, str], log: str) -> subprocess.Popen:
         """Start ``args`` in this namespace, in a session of its own, its output in ``logs/<log>.log``."""
         with open(self.logs / f"{log}.log", "a") as out:
-            process = subprocess.Popen(["ip", "netns", "exec", self.ns, *args], env=env, stdin=subprocess.DEVNULL,
-                                       stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+            process = subprocess.Popen(
+                ["ip", "netns", "exec", self.ns, *args],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.processes.append(process)
         return process
 
@@ -102,11 +108,19 @@ class Host:
         self, args: list[str], env: dict[str, str] | None = None, timeout: float = 300
     ) -> subprocess.CompletedProcess:
         """Run ``args`` in this namespace to completion; its output captured; a failure raises with it."""
-        result = subprocess.run(["ip", "netns", "exec", self.ns, *args], env=env, capture_output=True, text=True,
-                                timeout=timeout, check=False)  # fmt: skip
+        result = subprocess.run(
+            ["ip", "netns", "exec", self.ns, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         if result.returncode:
-            raise RuntimeError(f"{' '.join(args[:4])} on {self.name} failed ({result.returncode}):\n"
-                               f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")  # fmt: skip
+            raise RuntimeError(
+                f"{' '.join(args[:4])} on {self.name} failed ({result.returncode}):\n"
+                f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+            )
         return result
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -197,8 +211,8 @@ def seed(root: str, raw: Path) -> None:
     WordNet metadata in the root (as the match DAG would on its first run)."""
     import s3fs
 
-    from metaclip_tasks.stages import plan
     from metaclip_tasks.core.artifacts import ArtifactStore
+    from metaclip_tasks.stages import plan
 
     fs = s3fs.S3FileSystem(skip_instance_cache=True)
     bucket = root.removeprefix("s3://").split("/")[0]

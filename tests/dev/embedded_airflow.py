@@ -27,8 +27,22 @@ def start_airflow(state: Path, port: int) -> tuple[subprocess.Popen, dict[str, i
     env.pop("METACLIP_POOLS", None)
     with open(state / "supervisor.out", "w") as out:
         supervisor = subprocess.Popen(
-            [sys.executable, "-m", "metaclip_tasks.dev.local_airflow", "standalone", "--state-dir", str(state),
-             "--port", str(port), "--ready-timeout", "300"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "metaclip_tasks.dev.local_airflow",
+                "standalone",
+                "--state-dir",
+                str(state),
+                "--port",
+                str(port),
+                "--ready-timeout",
+                "300",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     return supervisor, ports

@@ -42,13 +42,17 @@ def test_demo_on_real_captions_is_idempotent(tmp_path: Path, captions_table: pa.
     assert {k: len(store.list(k)) for k in kinds} == kinds
 
     before = _files(tmp_path)
-    assert sum(name.endswith(".parquet") and "/artifacts/" in f"/{name}" for name in before) == 3 * shards + 1  # pairs, matched, curated; counts
+    assert (
+        sum(name.endswith(".parquet") and "/artifacts/" in f"/{name}" for name in before) == 3 * shards + 1
+    )  # pairs, matched, curated; counts
     again = run_demo(store, client=None)
     assert again == report  # every step a cache hit: the same artifacts, the same report
     assert _files(tmp_path) == before  # manifests and files byte for byte, nothing added
 
 
-def test_the_demo_target_is_one_its_pool_can_express(tmp_path: Path, captions_table: pa.Table, wordnet: list[str]) -> None:
+def test_the_demo_target_is_one_its_pool_can_express(
+    tmp_path: Path, captions_table: pa.Table, wordnet: list[str]
+) -> None:
     """The demo pool's 30% tail is reached (t=4, about 0.285), so no warning; a 6% tail is not (t=1: nothing
     in the tail), and the report says so with the two nearest achievable ratios."""
     store = ArtifactStore(tmp_path)
@@ -61,8 +65,10 @@ def test_the_demo_target_is_one_its_pool_can_express(tmp_path: Path, captions_ta
     degenerate = run_demo(store, client=None, target_tail_ratio=0.06)
     vector = counts.read_array("counts.npy")
     warning = f"  warning:     {tail_ratio_warning(vector, 0.06)}"
-    assert warning.startswith("  warning:     target tail ratio 0.06 is not reachable on this pool: t=1 gives 0.0000, "
-                              f"t=2 gives {tail_ratio(vector, 2):.4f}; using t=1")  # fmt: skip
+    assert warning.startswith(
+        "  warning:     target tail ratio 0.06 is not reachable on this pool: t=1 gives 0.0000, "
+        f"t=2 gives {tail_ratio(vector, 2):.4f}; using t=1"
+    )
     assert warning in degenerate.splitlines() and "with t=1 (expected" in degenerate
 
 

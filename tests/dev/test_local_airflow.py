@@ -30,6 +30,8 @@ pytestmark = [
         not (Path(sys.executable).parent / "airflow").exists(), reason="Airflow is not installed in this environment"
     ),
 ]
+
+
 def _port_is_free(port: int) -> bool:
     """Nothing listens on ``port`` (SO_REUSEADDR: connections in TIME_WAIT do not count)."""
     with socket.socket() as s:
@@ -55,7 +57,9 @@ def _output(state: Path) -> str:
     return "\n".join(parts)
 
 
-def _wait_until(condition, supervisor: subprocess.Popen, state: Path, timeout: float, what: str, every: float = 1) -> None:
+def _wait_until(
+    condition, supervisor: subprocess.Popen, state: Path, timeout: float, what: str, every: float = 1
+) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if supervisor.poll() is not None:
@@ -130,8 +134,14 @@ def test_a_signal_stops_every_process_it_started(request, tmp_path: Path, sig: s
             return all(service in names for service in expected)
 
         # a match task's Dask workers live a second or two (the matcher is memory-mapped, not built): look often
-        _wait_until(all_running, supervisor, tmp_path, 600 if busy else 120, f"every process of {expected}",
-                    every=0.05 if busy else 1)  # fmt: skip
+        _wait_until(
+            all_running,
+            supervisor,
+            tmp_path,
+            600 if busy else 120,
+            f"every process of {expected}",
+            every=0.05 if busy else 1,
+        )
     except BaseException:
         _kill_all(supervisor)
         raise

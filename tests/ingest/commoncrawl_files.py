@@ -30,8 +30,11 @@ from typing import IO, Any
 import lxml.html
 from fastwarc.warc import ArchiveIterator
 
-DEFAULT_HTTP_HEADERS: dict[str, str] = {"Content-Type": "text/html; charset=utf-8", "Server": "nginx/1.24.0",
-                                         "Date": "Sat, 18 May 2024 01:58:10 GMT"}  # fmt: skip
+DEFAULT_HTTP_HEADERS: dict[str, str] = {
+    "Content-Type": "text/html; charset=utf-8",
+    "Server": "nginx/1.24.0",
+    "Date": "Sat, 18 May 2024 01:58:10 GMT",
+}
 WARC_DATE = "2024-05-18T01:58:10Z"
 WAT_DATE = "2024-05-31T01:17:49Z"
 HTML_TYPES = ("text/html", "application/xhtml+xml")
@@ -57,8 +60,12 @@ def _record_id(*parts: object) -> str:
 
 def warc_record(headers: Sequence[tuple[str, str]], block: bytes) -> bytes:
     """One WARC/1.0 record, uncompressed: ``headers`` (Content-Length and the block digest added)."""
-    lines = ["WARC/1.0", *(f"{k}: {v}" for k, v in headers), f"Content-Length: {len(block)}",
-             f"WARC-Block-Digest: {_digest(block)}"]  # fmt: skip
+    lines = [
+        "WARC/1.0",
+        *(f"{k}: {v}" for k, v in headers),
+        f"Content-Length: {len(block)}",
+        f"WARC-Block-Digest: {_digest(block)}",
+    ]
     return "\r\n".join(lines).encode("utf-8") + b"\r\n\r\n" + block + b"\r\n\r\n"
 
 
@@ -83,25 +90,48 @@ def http_response(body: bytes, headers: Mapping[str, str | None], status: str = 
     return head.encode("latin-1") + body, body
 
 
-def write_warc(path: str | Path, pages: Sequence[Page], http_headers: Mapping[str, str | None] = DEFAULT_HTTP_HEADERS) -> Path:
+def write_warc(
+    path: str | Path, pages: Sequence[Page], http_headers: Mapping[str, str | None] = DEFAULT_HTTP_HEADERS
+) -> Path:
     """A gzipped WARC (a warcinfo record, then one ``response`` record per page, each its own gzip member).
 
     A page is ``(url, body)`` or ``(url, body, headers)``: its headers update ``http_headers`` (None
     removes one); ``Transfer-Encoding: chunked`` sends the body chunked."""
     path = Path(path)
     info = b"software: tests/commoncrawl_files.py\r\nformat: WARC File Format 1.0\r\n"
-    members = [gzip.compress(warc_record([("WARC-Type", "warcinfo"), ("WARC-Date", WARC_DATE), ("WARC-Filename", path.name),
-                                          ("WARC-Record-ID", _record_id(path.name, "info")),
-                                          ("Content-Type", "application/warc-fields")], info))]  # fmt: skip
+    members = [
+        gzip.compress(
+            warc_record(
+                [
+                    ("WARC-Type", "warcinfo"),
+                    ("WARC-Date", WARC_DATE),
+                    ("WARC-Filename", path.name),
+                    ("WARC-Record-ID", _record_id(path.name, "info")),
+                    ("Content-Type", "application/warc-fields"),
+                ],
+                info,
+            )
+        )
+    ]
     for i, page in enumerate(pages):
         url, body = page[0], page[1]
         headers = {**http_headers, **(page[2] if len(page) > 2 else {})}  # type: ignore[misc]
         message, payload = http_response(body, headers)
-        members.append(gzip.compress(warc_record([
-            ("WARC-Type", "response"), ("WARC-Date", WARC_DATE), ("WARC-Record-ID", _record_id(path.name, i)),
-            ("Content-Type", "application/http; msgtype=response"), ("WARC-Target-URI", url),
-            ("WARC-Payload-Digest", _digest(payload)),
-        ], message)))  # fmt: skip
+        members.append(
+            gzip.compress(
+                warc_record(
+                    [
+                        ("WARC-Type", "response"),
+                        ("WARC-Date", WARC_DATE),
+                        ("WARC-Record-ID", _record_id(path.name, i)),
+                        ("Content-Type", "application/http; msgtype=response"),
+                        ("WARC-Target-URI", url),
+                        ("WARC-Payload-Digest", _digest(payload)),
+                    ],
+                    message,
+                )
+            )
+        )
     path.write_bytes(b"".join(members))
     return path
 
@@ -146,7 +176,9 @@ def decode_html(body: bytes, charset: str | None) -> str:
 def parse_html(body: bytes, charset: str | None) -> Any:
     """The page parsed by lxml (libxml2's HTML parser): its root element."""
     text = decode_html(body, charset)
-    return lxml.html.document_fromstring(text.encode("utf-8") or b"<html></html>", parser=lxml.html.HTMLParser(encoding="utf-8"))
+    return lxml.html.document_fromstring(
+        text.encode("utf-8") or b"<html></html>", parser=lxml.html.HTMLParser(encoding="utf-8")
+    )
 
 
 def elements(root: Any, tag: str | None = None) -> Iterator[Any]:
@@ -241,7 +273,11 @@ def html_metadata(body: bytes, charset: str | None, list_values: bool = False) -
         elif tag == "script" and el.get("src") is not None:
             scripts.append({"path": "SCRIPT@/src", "url": el.get("src"), **_attrs(el, ("type",))})
         elif tag == "a" and el.get("href") is not None:
-            entry = {"path": "A@/href", "url": el.get("href"), **_attrs(el, ("target", "alt", "title", "rel", "hreflang", "type"))}
+            entry = {
+                "path": "A@/href",
+                "url": el.get("href"),
+                **_attrs(el, ("target", "alt", "title", "rel", "hreflang", "type")),
+            }
             text = " ".join(el.text_content().split())[:_MAX_ANCHOR_TEXT]
             if text:
                 entry["text"] = text
@@ -314,52 +350,99 @@ def wat_envelopes(warc_path: str | Path, list_values: bool = False) -> Iterator[
             message = parse_http(block)
             if message is None:
                 continue
-            common = {"Headers-Length": str(message.headers_length), "Headers": _fields(message.headers, list_values),
-                      "Entity-Length": str(len(message.body)), "Entity-Trailing-Slop-Length": "0"}  # fmt: skip
+            common = {
+                "Headers-Length": str(message.headers_length),
+                "Headers": _fields(message.headers, list_values),
+                "Entity-Length": str(len(message.body)),
+                "Entity-Trailing-Slop-Length": "0",
+            }
             if warc_type == "request":
                 method, _, rest = message.first_line.partition(" ")
                 path, _, version = rest.rpartition(" ")
-                payload = {"Actual-Content-Type": "application/http; msgtype=request",
-                           "HTTP-Request-Metadata": {"Request-Message": {"Method": method, "Path": path, "Version": version}, **common}}  # fmt: skip
+                payload = {
+                    "Actual-Content-Type": "application/http; msgtype=request",
+                    "HTTP-Request-Metadata": {
+                        "Request-Message": {"Method": method, "Path": path, "Version": version},
+                        **common,
+                    },
+                }
             else:
                 version, _, status = message.first_line.partition(" ")
                 code, _, reason = status.partition(" ")
-                response: dict[str, Any] = {"Response-Message": {"Version": version, "Status": code, "Reason": reason}, **common}
+                response: dict[str, Any] = {
+                    "Response-Message": {"Version": version, "Status": code, "Reason": reason},
+                    **common,
+                }
                 media, charset = content_type(message)
                 if media.startswith(HTML_TYPES):
                     response["HTML-Metadata"] = html_metadata(entity(message), charset, list_values)
-                payload = {"Actual-Content-Type": "application/http; msgtype=response", "HTTP-Response-Metadata": response}
+                payload = {
+                    "Actual-Content-Type": "application/http; msgtype=response",
+                    "HTTP-Response-Metadata": response,
+                }
         elif warc_type == "metadata":
             fields = [line.partition(":") for line in block.decode("utf-8", "replace").splitlines()]
-            payload = {"Actual-Content-Type": "application/metadata-fields",
-                       "WARC-Metadata-Metadata": {"Metadata-Records": [{"Name": k, "Value": v.strip()} for k, s, v in fields if s]}}  # fmt: skip
+            payload = {
+                "Actual-Content-Type": "application/metadata-fields",
+                "WARC-Metadata-Metadata": {
+                    "Metadata-Records": [{"Name": k, "Value": v.strip()} for k, s, v in fields if s]
+                },
+            }
         else:
             continue
         payload.update({"Actual-Content-Length": str(len(block)), "Trailing-Slop-Length": "4"})
-        envelope = {"Format": "WARC", "WARC-Header-Length": str(sum(len(k) + len(v) + 4 for k, v in warc_headers) + 10),
-                    "Actual-Content-Length": str(len(block)), "WARC-Header-Metadata": _fields(warc_headers, list_values),
-                    "Block-Digest": _digest(block), "Payload-Metadata": payload}  # fmt: skip
-        container = {"Filename": warc_path.name, "Compressed": warc_path.suffix == ".gz", "Offset": str(record.stream_pos)}
+        envelope = {
+            "Format": "WARC",
+            "WARC-Header-Length": str(sum(len(k) + len(v) + 4 for k, v in warc_headers) + 10),
+            "Actual-Content-Length": str(len(block)),
+            "WARC-Header-Metadata": _fields(warc_headers, list_values),
+            "Block-Digest": _digest(block),
+            "Payload-Metadata": payload,
+        }
+        container = {
+            "Filename": warc_path.name,
+            "Compressed": warc_path.suffix == ".gz",
+            "Offset": str(record.stream_pos),
+        }
         yield target, record.headers.get("WARC-Record-ID") or "", {"Container": container, "Envelope": envelope}
 
 
-def write_wat(warc_paths: Sequence[str | Path], out_path: str | Path, list_values: bool = False, copies: int = 1) -> WatSummary:
+def write_wat(
+    warc_paths: Sequence[str | Path], out_path: str | Path, list_values: bool = False, copies: int = 1
+) -> WatSummary:
     """A gzipped WAT of the WARC files' request, response and metadata records (a warcinfo record
     first; one ``metadata`` record of Content-Type application/json per WARC record, each its own gzip
     member).  ``list_values`` writes WARC and HTTP header values and ``Head.Base`` as one-element lists;
     ``copies`` writes the records that many times (the same record ids)."""
     out_path = Path(out_path)
     info = b"Software-Info: tests/commoncrawl_files.py\r\nformat: WARC File Format 1.0\r\n"
-    first = gzip.compress(warc_record([("WARC-Type", "warcinfo"), ("WARC-Date", WAT_DATE), ("WARC-Filename", out_path.name),
-                                       ("WARC-Record-ID", _record_id(out_path.name, "info")),
-                                       ("Content-Type", "application/warc-fields")], info))  # fmt: skip
+    first = gzip.compress(
+        warc_record(
+            [
+                ("WARC-Type", "warcinfo"),
+                ("WARC-Date", WAT_DATE),
+                ("WARC-Filename", out_path.name),
+                ("WARC-Record-ID", _record_id(out_path.name, "info")),
+                ("Content-Type", "application/warc-fields"),
+            ],
+            info,
+        )
+    )
     members, records, pages, inflated = [], 0, 0, 0
     for warc_path in warc_paths:
         for i, (target, refers_to, envelope) in enumerate(wat_envelopes(warc_path, list_values)):
             block = _dumps(envelope)
-            raw = warc_record([("WARC-Type", "metadata"), ("WARC-Target-URI", target), ("WARC-Date", WAT_DATE),
-                               ("WARC-Record-ID", _record_id(out_path.name, warc_path, i)), ("WARC-Refers-To", refers_to),
-                               ("Content-Type", "application/json")], block)  # fmt: skip
+            raw = warc_record(
+                [
+                    ("WARC-Type", "metadata"),
+                    ("WARC-Target-URI", target),
+                    ("WARC-Date", WAT_DATE),
+                    ("WARC-Record-ID", _record_id(out_path.name, warc_path, i)),
+                    ("WARC-Refers-To", refers_to),
+                    ("Content-Type", "application/json"),
+                ],
+                block,
+            )
             members.append(gzip.compress(raw, compresslevel=6))
             records += 1
             inflated += len(raw)
@@ -367,8 +450,7 @@ def write_wat(warc_paths: Sequence[str | Path], out_path: str | Path, list_value
     body = b"".join(members)
     with open(out_path, "wb") as f:
         f.write(first)
-        for _ in range(copies):
-            f.write(body)
+        f.writelines(body for _ in range(copies))
     return WatSummary(out_path, records, pages, copies, len(first) + copies * len(body), copies * inflated)
 
 

@@ -9,16 +9,16 @@ import pandas as pd
 import pytest
 
 from metaclip_tasks.core.artifacts import ArtifactStore
-from metaclip_tasks.ingest.commoncrawl import crawl_files, listing_uri, open_stream
 from metaclip_tasks.core.errors import CurationError
-from metaclip_tasks.stages import INGEST, Ingest
-from metaclip_tasks.dev.shared_data import WARC
 from metaclip_tasks.core.stage import run
+from metaclip_tasks.dev.shared_data import WARC
+from metaclip_tasks.ingest.commoncrawl import crawl_files, listing_uri, open_stream
+from metaclip_tasks.stages import INGEST, IngestParams
 from tests.conftest import CRAWL
 
 
-def _ingest(base: str, **kw) -> Ingest:
-    return Ingest(CRAWL, (CRAWL,), **{"format": "warc", "languages": ("any",), "cc_base": base, **kw})
+def _ingest(base: str, **kw) -> IngestParams:
+    return IngestParams(CRAWL, (CRAWL,), **{"format": "warc", "languages": ("any",), "cc_base": base, **kw})
 
 
 def test_crawl_id_reads_the_file_list_and_the_files_over_http(tmp_path, commoncrawl_mirror):
@@ -28,10 +28,21 @@ def test_crawl_id_reads_the_file_list_and_the_files_over_http(tmp_path, commoncr
     assert crawl_files(CRAWL, "warc", base, max_files=1) == [base + paths[0]]
 
     from_http = run(ArtifactStore(tmp_path / "a"), INGEST, _ingest(base))
-    local = run(ArtifactStore(tmp_path / "b"), INGEST, Ingest(CRAWL, tuple(str(WARC / p.rsplit("/", 1)[1]) for p in paths),
-                                                             languages=("any",)))  # fmt: skip
+    local = run(
+        ArtifactStore(tmp_path / "b"),
+        INGEST,
+        IngestParams(CRAWL, tuple(str(WARC / p.rsplit("/", 1)[1]) for p in paths), languages=("any",)),
+    )
     assert from_http.stats["files"] == 3 and from_http.stats["pages"] == 22 + 15 + 16
-    counters = ("pages", "images", "with_alt", "pairs", "duplicates_in_snapshot", "relative_resolved", "non_http_dropped")
+    counters = (
+        "pages",
+        "images",
+        "with_alt",
+        "pairs",
+        "duplicates_in_snapshot",
+        "relative_resolved",
+        "non_http_dropped",
+    )
     assert {k: from_http.stats[k] for k in counters} == {k: local.stats[k] for k in counters}
     assert pd.read_parquet(f"{from_http.uri}/data").equals(pd.read_parquet(f"{local.uri}/data"))
     # the same crawl from another mirror is the same artifact: a crawl's paths identify its files
@@ -67,14 +78,20 @@ def test_bad_ingest_input_is_refused_before_anything_is_written(tmp_path, common
     store = ArtifactStore(tmp_path / "root")
     (tmp_path / "empty").mkdir()
     cases = [
-        (Ingest(CRAWL, ("CC-MAIN-2099-01",), cc_base=base), "unknown Common Crawl snapshot 'CC-MAIN-2099-01'"),
-        (Ingest(CRAWL, (CRAWL,), format="wat", cc_base=base), "crawl-data/CC-MAIN-2024-22/wat.paths.gz does not exist"),
-        (Ingest(CRAWL, (str(tmp_path / "empty"),)), "holds no .warc.gz or .warc or .wat.gz or .wat file"),
-        (Ingest(CRAWL, (str(WARC / "whirlwind.warc.wet.gz"),)), "is a WET file"),
-        (Ingest(CRAWL, (str(WARC / "warcio_example.warc.gz"), str(WARC / "warcio_example.warc.gz"))), "given twice"),
+        (IngestParams(CRAWL, ("CC-MAIN-2099-01",), cc_base=base), "unknown Common Crawl snapshot 'CC-MAIN-2099-01'"),
+        (
+            IngestParams(CRAWL, (CRAWL,), format="wat", cc_base=base),
+            "crawl-data/CC-MAIN-2024-22/wat.paths.gz does not exist",
+        ),
+        (IngestParams(CRAWL, (str(tmp_path / "empty"),)), "holds no .warc.gz or .warc or .wat.gz or .wat file"),
+        (IngestParams(CRAWL, (str(WARC / "whirlwind.warc.wet.gz"),)), "is a WET file"),
+        (
+            IngestParams(CRAWL, (str(WARC / "warcio_example.warc.gz"), str(WARC / "warcio_example.warc.gz"))),
+            "given twice",
+        ),
         (_ingest(base, languages=("en", "xx")), "unknown language code(s) xx"),
         (_ingest(base, languages=("any", "en")), "cannot be combined with en"),
-        (Ingest(CRAWL, (str(WARC / "whirlwind.warc.wat.gz"),)), "hold no image with an alt-text in en"),
+        (IngestParams(CRAWL, (str(WARC / "whirlwind.warc.wat.gz"),)), "hold no image with an alt-text in en"),
     ]
     for params, message in cases:
         with pytest.raises(CurationError, match=message.replace("(", r"\(").replace(")", r"\)")):

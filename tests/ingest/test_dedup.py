@@ -12,12 +12,19 @@ import pyarrow.parquet as pq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from metaclip_tasks.stages import plan
 from metaclip_tasks.core.artifacts import ArtifactStore
-from metaclip_tasks.ingest.dedup import first_occurrences, pair_keys
-from metaclip_tasks.stages import INGEST, METADATA_IMPORT, PAIRS_IMPORT, Ingest, MetadataImport, PairsImport
 from metaclip_tasks.core.snapshots import Pool
 from metaclip_tasks.core.stage import run
+from metaclip_tasks.ingest.dedup import first_occurrences, pair_keys
+from metaclip_tasks.stages import (
+    INGEST,
+    METADATA_IMPORT,
+    PAIRS_IMPORT,
+    IngestParams,
+    MetadataImportParams,
+    PairsImportParams,
+    plan,
+)
 
 
 @settings(max_examples=200, deadline=None)
@@ -45,17 +52,22 @@ def test_a_pair_key_is_its_url_and_text():
 CRAWLS = {
     "CC-MAIN-2023-06": [("https://x/1.jpg", "a dog"), ("https://x/2.jpg", "a car")],
     "CC-MAIN-2023-14": [("https://x/1.jpg", "a dog"), ("https://x/3.jpg", "red car"), ("https://x/9.jpg", "a car")],
-    "CC-MAIN-2023-23": [("https://x/3.jpg", "red car"), ("https://x/4.jpg", "black dog"), ("https://x/4.jpg", "black dog"),
-                        ("https://x/1.jpg", "a dog"), ("https://x/5.jpg", "red dog")],
-}  # fmt: skip
+    "CC-MAIN-2023-23": [
+        ("https://x/3.jpg", "red car"),
+        ("https://x/4.jpg", "black dog"),
+        ("https://x/4.jpg", "black dog"),
+        ("https://x/1.jpg", "a dog"),
+        ("https://x/5.jpg", "red dog"),
+    ],
+}
 ENTRIES = ["dog", "car", "red", "red car", "black dog"]
 
 
 def _backfill(tmp_path, name: str, order: list[str]):
     store = ArtifactStore(tmp_path / name)
-    meta = run(store, METADATA_IMPORT, MetadataImport(str(tmp_path / "metadata.json")))
+    meta = run(store, METADATA_IMPORT, MetadataImportParams(str(tmp_path / "metadata.json")))
     for snapshot in order:
-        run(store, PAIRS_IMPORT, PairsImport(snapshot, (str(tmp_path / "raw" / f"{snapshot}.parquet"),)))
+        run(store, PAIRS_IMPORT, PairsImportParams(snapshot, (str(tmp_path / "raw" / f"{snapshot}.parquet"),)))
         plan.match_snapshot(store, snapshot, meta)
     pool = Pool("three", tuple(CRAWLS), 0.3)
     counts = plan.count_pool(store, pool, meta)
@@ -65,13 +77,18 @@ def _backfill(tmp_path, name: str, order: list[str]):
 def test_the_earliest_crawl_keeps_a_pair_in_any_backfill_order(tmp_path):
     (tmp_path / "raw").mkdir()
     for snapshot, pairs in CRAWLS.items():
-        pq.write_table(pa.table({"url": [u for u, _ in pairs], "text": [t for _, t in pairs]}), tmp_path / "raw" / f"{snapshot}.parquet")
+        pq.write_table(
+            pa.table({"url": [u for u, _ in pairs], "text": [t for _, t in pairs]}),
+            tmp_path / "raw" / f"{snapshot}.parquet",
+        )
     (tmp_path / "metadata.json").write_text(json.dumps(ENTRIES))
     forward = _backfill(tmp_path, "forward", list(CRAWLS))
     backward = _backfill(tmp_path, "backward", list(reversed(CRAWLS)))
     for a, b in zip(forward, backward, strict=True):
         assert a.version == b.version
-        assert [(f["name"], f["sha256"]) for f in a.manifest["files"]] == [(f["name"], f["sha256"]) for f in b.manifest["files"]]
+        assert [(f["name"], f["sha256"]) for f in a.manifest["files"]] == [
+            (f["name"], f["sha256"]) for f in b.manifest["files"]
+        ]
     counts, curated = forward
     # the literal definition: every distinct (url, text) of the pool once, counted against the entries
     unique = {pair for pairs in CRAWLS.values() for pair in pairs}
@@ -98,8 +115,8 @@ def test_ingest_keeps_the_first_copy_of_a_pair_within_a_snapshot(tmp_path):
     shutil.copy(sample, raw / "a.warc.gz")
     shutil.copy(sample, raw / "b.warc.gz")  # the same pages crawled twice in one snapshot
     store = ArtifactStore(tmp_path / "root")
-    once = run(store, INGEST, Ingest("CC-MAIN-2023-06", (str(sample),), languages=("any",)))
-    twice = run(store, INGEST, Ingest("CC-MAIN-2023-06", (str(raw),), languages=("any",)))
+    once = run(store, INGEST, IngestParams("CC-MAIN-2023-06", (str(sample),), languages=("any",)))
+    twice = run(store, INGEST, IngestParams("CC-MAIN-2023-06", (str(raw),), languages=("any",)))
     assert twice.stats["pairs"] == once.stats["pairs"] and twice.stats["shards"] == 1
     assert twice.stats["duplicates_in_snapshot"] == once.stats["pairs"] + 2 * once.stats["duplicates_in_snapshot"]
     rows = twice.dataset().to_table()

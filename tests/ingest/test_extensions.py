@@ -66,24 +66,30 @@ def _page(envelope_url: bool) -> bytes:
     return json.dumps({"Envelope": {**header, "Payload-Metadata": payload}}, separators=(",", ":")).encode()
 
 
-@pytest.mark.parametrize(("data", "limit", "status"), [
-    (b"", 10, "NEED"),
-    (_warc(_page(True))[:-1], 10, "NEED"),
-    (_warc(_page(True)), 1, "FULL"),
-    (_warc(_page(False)), 10, "PARSE"),
-    (b"GET / HTTP/1.1\r\n\r\n", 10, "ODD"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("data", "limit", "status"),
+    [
+        (b"", 10, "NEED"),
+        (_warc(_page(True))[:-1], 10, "NEED"),
+        (_warc(_page(True)), 1, "FULL"),
+        (_warc(_page(False)), 10, "PARSE"),
+        (b"GET / HTTP/1.1\r\n\r\n", 10, "ODD"),
+    ],
+)
 def test_frame_returns_its_exported_statuses(data: bytes, limit: int, status: str) -> None:
     """Cut short, full at ``limit`` links, a page the reader parses, a record framed otherwise: each its constant."""
     assert _watscan.frame(data, 0, limit, *[[] for _ in range(6)])[4] == getattr(_watscan, status)
 
 
-@pytest.mark.parametrize(("compressed", "room", "final", "status"), [
-    (b"", 10, False, "MORE"),
-    (gzip.compress(b"x" * 100), 100, False, "MORE"),
-    (gzip.compress(b"x" * 100), 10, False, "ROOM"),
-    (b"\x1f\x8b not a gzip member", 100, True, "BAD"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("compressed", "room", "final", "status"),
+    [
+        (b"", 10, False, "MORE"),
+        (gzip.compress(b"x" * 100), 100, False, "MORE"),
+        (gzip.compress(b"x" * 100), 10, False, "ROOM"),
+        (b"\x1f\x8b not a gzip member", 100, True, "BAD"),
+    ],
+)
 def test_inflate_returns_its_exported_statuses(compressed: bytes, room: int, final: bool, status: str) -> None:
     """All read, no room for the next member, not gzip: each its constant."""
     assert _inflate.inflate(compressed, 0, bytearray(room), 0, final)[2] == getattr(_inflate, status)

@@ -23,16 +23,34 @@ from fastwarc.warc import ArchiveIterator, WarcRecordType
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from metaclip_tasks.dev.shared_data import WARC
 from metaclip_tasks.ingest.extract import extract_file
 from metaclip_tasks.ingest.language import LanguageFilter
-from metaclip_tasks.dev.shared_data import WARC
 from metaclip_tasks.ingest.uids import url_uid
-from tests.ingest.commoncrawl_files import (HTML_TYPES, ReadOnce, content_type, base_href, elements, entity, parse_html,
-                                     parse_http, warc_record, write_warc, write_wat)  # fmt: skip
+from tests.ingest.commoncrawl_files import (
+    HTML_TYPES,
+    ReadOnce,
+    base_href,
+    content_type,
+    elements,
+    entity,
+    parse_html,
+    parse_http,
+    warc_record,
+    write_warc,
+    write_wat,
+)
 
 # The shared WARC files with complete HTML responses (resiliparse_clipped.warc.gz is truncated).
-READABLE = ("resiliparse_warcfile.warc.gz", "warc_sample-0000.warc.gz", "warc_sample-0001.warc.gz", "whirlwind.warc.gz",
-            "resiliparse_clueweb-quirk.warc.gz", "warcio_example-iana.org-chunked.warc", "warcio_example.warc.gz")  # fmt: skip
+READABLE = (
+    "resiliparse_warcfile.warc.gz",
+    "warc_sample-0000.warc.gz",
+    "warc_sample-0001.warc.gz",
+    "whirlwind.warc.gz",
+    "resiliparse_clueweb-quirk.warc.gz",
+    "warcio_example-iana.org-chunked.warc",
+    "warcio_example.warc.gz",
+)
 Pair = tuple[str, str, str, str | None]
 
 
@@ -44,7 +62,9 @@ def shared_warc() -> Path:
     return WARC
 
 
-def _extract(path: Path | str, out: Path, languages: tuple[str, ...] = ("any",), fmt: str | None = None) -> tuple[dict, list[dict]]:
+def _extract(
+    path: Path | str, out: Path, languages: tuple[str, ...] = ("any",), fmt: str | None = None
+) -> tuple[dict, list[dict]]:
     """extract_file's counters and its rows, in file order."""
     stats, _ = extract_file(str(path), str(out), LanguageFilter(list(languages)), fmt)
     return stats, pq.read_table(out).to_pylist()
@@ -73,7 +93,9 @@ def lxml_expected(path: Path) -> tuple[Counter, list[Pair]]:
             media, charset = content_type(message)
             if not media.startswith(HTML_TYPES):
                 continue
-            page = record.headers.get("WARC-Target-URI").strip().removeprefix("<").removesuffix(">")  # ClueWeb22's <uri>
+            page = (
+                record.headers.get("WARC-Target-URI").strip().removeprefix("<").removesuffix(">")
+            )  # ClueWeb22's <uri>
             counts["pages"] += 1
             root = parse_html(entity(message), charset)
             base = page
@@ -113,9 +135,15 @@ def test_real_warc_matches_an_independent_lxml_parse(shared_warc, tmp_path, name
     counts, expected = lxml_expected(path)
     got = _pairs(rows)
     rate = agreement(got, expected)
-    print(f"{name}: {stats['pages']} pages, {stats['images']} <img>, {stats['with_alt']} with alt, {len(got)} pairs; "
-          f"agreement with lxml {rate:.2%}")  # fmt: skip
-    assert (stats["pages"], stats["images"], stats["with_alt"]) == (counts["pages"], counts["images"], counts["with_alt"])
+    print(
+        f"{name}: {stats['pages']} pages, {stats['images']} <img>, {stats['with_alt']} with alt, {len(got)} pairs; "
+        f"agreement with lxml {rate:.2%}"
+    )
+    assert (stats["pages"], stats["images"], stats["with_alt"]) == (
+        counts["pages"],
+        counts["images"],
+        counts["with_alt"],
+    )
     assert got == expected  # lexbor and libxml2 agree on every <img> of these real pages (agreement 100%)
     assert stats["pairs"] == len(rows) and stats["bad_records"] == 0 and stats["other_language"] == 0
     assert all(r["uid"] == url_uid(r["url"]) and r["lang"] for r in rows)
@@ -126,13 +154,23 @@ def test_real_warc_figures(shared_warc, tmp_path):
     figures = {}
     for name in ("resiliparse_warcfile.warc.gz", "warc_sample-0000.warc.gz", "resiliparse_clueweb-quirk.warc.gz"):
         stats, rows = _extract(shared_warc / name, tmp_path / f"{name}.parquet")
-        figures[name] = (stats["records"], stats["pages"], stats["images"], stats["with_alt"], stats["relative_resolved"],
-                         stats["non_http_dropped"])  # fmt: skip
+        figures[name] = (
+            stats["records"],
+            stats["pages"],
+            stats["images"],
+            stats["with_alt"],
+            stats["relative_resolved"],
+            stats["non_http_dropped"],
+        )
         if "clueweb" in name:  # WARC/0.18 headers, EUC-JP pages
-            assert sum(any("\u3040" <= c <= "\u30ff" or "\u4e00" <= c <= "\u9fff" for c in r["text"]) for r in rows) > 100
-    assert figures == {"resiliparse_warcfile.warc.gz": (16, 16, 153, 32, 4, 0),
-                       "warc_sample-0000.warc.gz": (22, 22, 240, 169, 14, 0),  # its page URLs are written <https://...>
-                       "resiliparse_clueweb-quirk.warc.gz": (29, 29, 1252, 556, 208, 0)}  # fmt: skip
+            assert (
+                sum(any("\u3040" <= c <= "\u30ff" or "\u4e00" <= c <= "\u9fff" for c in r["text"]) for r in rows) > 100
+            )
+    assert figures == {
+        "resiliparse_warcfile.warc.gz": (16, 16, 153, 32, 4, 0),
+        "warc_sample-0000.warc.gz": (22, 22, 240, 169, 14, 0),  # its page URLs are written <https://...>
+        "resiliparse_clueweb-quirk.warc.gz": (29, 29, 1252, 556, 208, 0),
+    }
 
 
 def test_truncated_and_odd_real_files(shared_warc, tmp_path):
@@ -172,10 +210,19 @@ ABSOLUTE_BASE = b"""<html><head><base href="https://static.example.org/assets/">
 <img src="pic.jpg" alt="Picture under an absolute base"><img src="/root.jpg" alt="Root under an absolute base">
 </body></html>"""
 RELATIVE_BASE = b"""<html><head><base href=" ../media/ "></head><body><p><img src="p.gif" alt="Picture under a relative base"></p></body></html>"""
-CHUNKED = b"<html><body>" + b"<p>padding text</p>" * 8 + b'<img src="chunked.png" alt="Image split across chunks">' + b"</body></html>"
+CHUNKED = (
+    b"<html><body>"
+    + b"<p>padding text</p>" * 8
+    + b'<img src="chunked.png" alt="Image split across chunks">'
+    + b"</body></html>"
+)
 LATIN1_DECLARED = '<html><body><img src="cafe.jpg" alt="Café crème brûlée on a plate"></body></html>'.encode()
 CP1252 = '<html><body><img src="quotes.jpg" alt="“Smart quotes” – naïve café"></body></html>'.encode("cp1252")
-META_CP1252 = '<html><head><meta charset="windows-1252"></head><body><img src="m.jpg" alt="Résumé – €5"></body></html>'.encode("cp1252")
+META_CP1252 = (
+    '<html><head><meta charset="windows-1252"></head><body><img src="m.jpg" alt="Résumé – €5"></body></html>'.encode(
+        "cp1252"
+    )
+)
 XHTML = b"""<?xml version="1.0" encoding="UTF-8"?>
 <html xmlns="http://www.w3.org/1999/xhtml"><head><title>X</title></head><body><img src="x.svg" alt="An XHTML image"/></body></html>"""
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF<html><img src='no.jpg' alt='not a page'></html>\xff\xd9"
@@ -192,15 +239,40 @@ SYNTHETIC_PAGES = [
     ("https://example.com/x.xhtml", XHTML, {"Content-Type": "application/xhtml+xml"}),
 ]
 SYNTHETIC_PAIRS: list[Pair] = [
-    ("https://example.com/dir/page.html", "https://example.com/abs/root.jpg", "Root relative picture of a red bicycle", None),
-    ("https://example.com/dir/page.html", "https://cdn.example.com/a.jpg", "Protocol relative picture of a mountain lake", None),
-    ("https://example.com/dir/page.html", "https://example.com/img/a.png", "Parent directory picture of a sailing boat", None),
-    ("https://example.com/dir/page.html", "https://example.com/dir/photo.jpg", "A photo of the beach at sunset", "Sunset title"),
+    (
+        "https://example.com/dir/page.html",
+        "https://example.com/abs/root.jpg",
+        "Root relative picture of a red bicycle",
+        None,
+    ),
+    (
+        "https://example.com/dir/page.html",
+        "https://cdn.example.com/a.jpg",
+        "Protocol relative picture of a mountain lake",
+        None,
+    ),
+    (
+        "https://example.com/dir/page.html",
+        "https://example.com/img/a.png",
+        "Parent directory picture of a sailing boat",
+        None,
+    ),
+    (
+        "https://example.com/dir/page.html",
+        "https://example.com/dir/photo.jpg",
+        "A photo of the beach at sunset",
+        "Sunset title",
+    ),
     ("https://example.com/dir/page.html", "https://example.com/en.jpg", EN, None),
     ("https://example.com/dir/page.html", "https://example.com/de.jpg", DE, None),
     ("https://example.com/dir/page.html", "https://example.com/dir/UPPER.JPG", "Upper case tag and attributes", None),
     ("https://example.com/dir/page.html", "https://example.com/dir/q.jpg?size=large&v=2", "Tom & Jerry", None),
-    ("https://example.com/a/b.html", "https://static.example.org/assets/pic.jpg", "Picture under an absolute base", None),
+    (
+        "https://example.com/a/b.html",
+        "https://static.example.org/assets/pic.jpg",
+        "Picture under an absolute base",
+        None,
+    ),
     ("https://example.com/a/b.html", "https://static.example.org/root.jpg", "Root under an absolute base", None),
     ("http://example.net/x/y/z.html", "http://example.net/x/media/p.gif", "Picture under a relative base", None),
     ("https://example.com/chunked.html", "https://example.com/chunked.png", "Image split across chunks", None),
@@ -208,7 +280,7 @@ SYNTHETIC_PAIRS: list[Pair] = [
     ("https://example.com/cp1252.html", "https://example.com/quotes.jpg", "“Smart quotes” – naïve café", None),
     ("https://example.com/meta.html", "https://example.com/m.jpg", "Résumé – €5", None),
     ("https://example.com/x.xhtml", "https://example.com/x.svg", "An XHTML image", None),
-]  # fmt: skip
+]
 
 
 @pytest.fixture
@@ -222,8 +294,17 @@ def test_synthetic_warc_rules(synthetic_warc, tmp_path):
     # 9 responses, the image/jpeg one no page; 15 + 2 + 1 + 1 + 1 + 1 + 1 + 1 <img> (none in the comment);
     # with an alt-text and a source: 11 on the main page (not the empty, blank or missing alt, nor the one
     # without a source) and one on each other page; relative: 6 on the main page, 8 on the others
-    assert stats == {"records": 9, "pages": 8, "images": 23, "with_alt": 19, "relative_resolved": 14,
-                     "non_http_dropped": 3, "other_language": 0, "bad_records": 0, "pairs": 16}  # fmt: skip
+    assert stats == {
+        "records": 9,
+        "pages": 8,
+        "images": 23,
+        "with_alt": 19,
+        "relative_resolved": 14,
+        "non_http_dropped": 3,
+        "other_language": 0,
+        "bad_records": 0,
+        "pairs": 16,
+    }
     lang = {r["text"]: r["lang"] for r in rows}
     assert lang[EN] == "en" and lang[DE] == "de"
 
@@ -238,10 +319,17 @@ def test_synthetic_warc_rules(synthetic_warc, tmp_path):
 def test_synthetic_pages_through_the_wat_path(synthetic_warc, tmp_path):
     """The same pages as a WAT (Common Crawl's parse of them) give the same pairs."""
     for list_values in (False, True):
-        wat = write_wat([synthetic_warc], tmp_path / f"synthetic-{list_values}.warc.wat.gz", list_values=list_values).path
+        wat = write_wat(
+            [synthetic_warc], tmp_path / f"synthetic-{list_values}.warc.wat.gz", list_values=list_values
+        ).path
         stats, rows = _extract(wat, tmp_path / f"wat-{list_values}.parquet")
         assert _pairs(rows) == SYNTHETIC_PAIRS
-        assert (stats["pages"], stats["images"], stats["with_alt"], stats["bad_records"]) == (8, 22, 19, 0)  # no src: not in a WAT
+        assert (stats["pages"], stats["images"], stats["with_alt"], stats["bad_records"]) == (
+            8,
+            22,
+            19,
+            0,
+        )  # no src: not in a WAT
 
 
 def test_written_files_verify(synthetic_warc, tmp_path, shared_warc):
@@ -254,7 +342,10 @@ def test_written_files_verify(synthetic_warc, tmp_path, shared_warc):
 
 
 def test_truncated_synthetic_file_keeps_what_came_before(tmp_path):
-    pages = [(f"https://example.com/{i}.html", f'<html><img src="{i}.jpg" alt="Picture number {i}"></html>'.encode()) for i in range(3)]
+    pages = [
+        (f"https://example.com/{i}.html", f'<html><img src="{i}.jpg" alt="Picture number {i}"></html>'.encode())
+        for i in range(3)
+    ]
     data = write_warc(tmp_path / "full.warc.gz", pages).read_bytes()
     cut = tmp_path / "cut.warc.gz"
     cut.write_bytes(data[: len(data) - 40])  # the last record's gzip member cut short
@@ -271,8 +362,11 @@ def test_empty_file(tmp_path):
 
 
 def test_garbage_file_gives_no_pages(tmp_path):
-    for name, data in (("garbage.warc.gz", os.urandom(4096)), ("garbage.warc", os.urandom(4096)),
-                       ("html.warc.gz", gzip.compress(b"<html><body>403 Forbidden</body></html>" * 50))):  # fmt: skip
+    for name, data in (
+        ("garbage.warc.gz", os.urandom(4096)),
+        ("garbage.warc", os.urandom(4096)),
+        ("html.warc.gz", gzip.compress(b"<html><body>403 Forbidden</body></html>" * 50)),
+    ):
         (tmp_path / name).write_bytes(data)
         stats, rows = _extract(tmp_path / name, tmp_path / f"{name}.parquet")
         assert rows == [] and stats["pages"] == 0
@@ -287,15 +381,21 @@ def test_garbage_file_is_reported(tmp_path):
 
 def test_content_encoded_page(tmp_path):
     html = b'<html><body><img src="/z.jpg" alt="A gzip encoded page"></body></html>'
-    path = write_warc(tmp_path / "ce.warc.gz", [("https://example.com/", gzip.compress(html), {"Content-Encoding": "gzip"})])
+    path = write_warc(
+        tmp_path / "ce.warc.gz", [("https://example.com/", gzip.compress(html), {"Content-Encoding": "gzip"})]
+    )
     _, rows = _extract(path, tmp_path / "ce.parquet")
     assert _pairs(rows) == [("https://example.com/", "https://example.com/z.jpg", "A gzip encoded page", None)]
 
 
 def test_bad_wat_record_is_counted_and_skipped(tmp_path):
     good = write_wat([write_warc(tmp_path / "one.warc.gz", SYNTHETIC_PAGES[1:2])], tmp_path / "good.warc.wat.gz").path
-    broken = gzip.compress(warc_record([("WARC-Type", "metadata"), ("Content-Type", "application/json")],
-                                       b'{"Envelope":{"Payload-Metadata":{"HTTP-Response-Metadata":{"HTML-Metadata":{'))  # fmt: skip
+    broken = gzip.compress(
+        warc_record(
+            [("WARC-Type", "metadata"), ("Content-Type", "application/json")],
+            b'{"Envelope":{"Payload-Metadata":{"HTTP-Response-Metadata":{"HTML-Metadata":{',
+        )
+    )
     path = tmp_path / "mixed.warc.wat.gz"
     path.write_bytes(broken + good.read_bytes())
     stats, rows = _extract(path, tmp_path / "mixed.parquet")
@@ -322,7 +422,9 @@ def test_wat_and_warc_paths_agree_on_the_shared_pages(shared_warc, tmp_path):
         return {(r["page_url"], r["url"], r["text"]) for r in rows}
 
     rate = agreement(sorted(triples(wat_rows)), sorted(triples(warc_rows)))
-    print(f"WAT vs WARC: {len(triples(wat_rows))} and {len(triples(warc_rows))} distinct (page_url, url, text); agreement {rate:.2%}")
+    print(
+        f"WAT vs WARC: {len(triples(wat_rows))} and {len(triples(warc_rows))} distinct (page_url, url, text); agreement {rate:.2%}"
+    )
     assert rate >= 0.99  # MetaCLIP reports ~99% between its WAT and WARC paths; here both see the same parse
     assert wat_rows == warc_rows  # in fact identical, in file order, titles, uids and languages included
     assert listed_rows == wat_rows and listed_stats == wat_stats  # header values written as lists read the same
@@ -337,8 +439,14 @@ def test_a_file_failing_mid_read_leaves_no_part(tmp_path, monkeypatch):
     from metaclip_tasks.ingest import extract
 
     def broken(stream, counts):
-        yield pa.table({"page_url": ["https://example.com/"], "url": ["https://example.com/a.jpg"],
-                        "alt": ["A picture of a dog"], "title": pa.array([None], pa.string())})  # written first
+        yield pa.table(
+            {
+                "page_url": ["https://example.com/"],
+                "url": ["https://example.com/a.jpg"],
+                "alt": ["A picture of a dog"],
+                "title": pa.array([None], pa.string()),
+            }
+        )  # written first
         raise ConnectionResetError("the server went away")
 
     pages = [("https://example.com/", b'<html><img src="a.jpg" alt="A picture of a dog"></html>')]
@@ -398,7 +506,9 @@ def test_framed_wat_reads_the_shared_pages_as_fastwarc(shared_warc, tmp_path, mo
     monkeypatch.setattr(extract, "BATCH_LINKS", 40)  # tables cut at the same pages
     monkeypatch.setattr(extract, "WAT_CHUNK", 5000)  # members cut between reads, records longer than the buffer
     for list_values in (False, True):
-        wat = write_wat([shared_warc / name for name in READABLE], tmp_path / f"{list_values}.warc.wat.gz", list_values, copies=2)
+        wat = write_wat(
+            [shared_warc / name for name in READABLE], tmp_path / f"{list_values}.warc.wat.gz", list_values, copies=2
+        )
         assert _framed_as_fastwarc(wat.path.read_bytes(), tmp_path, monkeypatch) == []  # framed whole: no FastWARC read
 
 
@@ -424,20 +534,30 @@ def _member(headers: list[tuple[str, str]], block: bytes = b"{}") -> bytes:
 def _page(url: str, envelope_url: bool = True) -> bytes:
     header = {"WARC-Target-URI": url} if envelope_url else {}
     links = [{"path": "IMG@/src", "url": "a.jpg", "alt": f"A picture on {url}"}]
-    html = {"Envelope": {"WARC-Header-Metadata": header, "Payload-Metadata": {"HTTP-Response-Metadata": {"HTML-Metadata": {"Links": links}}}}}
-    return _member([("WARC-Type", "metadata"), ("WARC-Target-URI", url), ("Content-Type", "application/json")],
-                   json.dumps(html, separators=(",", ":")).encode())  # fmt: skip
+    html = {
+        "Envelope": {
+            "WARC-Header-Metadata": header,
+            "Payload-Metadata": {"HTTP-Response-Metadata": {"HTML-Metadata": {"Links": links}}},
+        }
+    }
+    return _member(
+        [("WARC-Type", "metadata"), ("WARC-Target-URI", url), ("Content-Type", "application/json")],
+        json.dumps(html, separators=(",", ":")).encode(),
+    )
 
 
-@pytest.mark.parametrize("odd, skips", [
-    (b"", []),  # nothing between the pages
-    (gzip.compress(b"WARC/1.0\nWARC-Type: metadata\nContent-Length: 2\n\n{}\n\n"), [1]),  # LF line ends
-    (_member([("WARC-Type", "Metadata")]), [1]),  # a type not written as the standard writes it
-    (_member([("WARC-Type", "metadata"), ("Content-Length", "2")]), [1]),  # Content-Length twice
-    (gzip.compress(b"not a WARC record at all\r\n"), [1]),  # garbage in a member
-    (b"garbage between members", [1]),
-    (_member([("WARC-Type", "request"), ("WARC-Target-URI", "https://example.com/")]), []),  # skipped as it is
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "odd, skips",
+    [
+        (b"", []),  # nothing between the pages
+        (gzip.compress(b"WARC/1.0\nWARC-Type: metadata\nContent-Length: 2\n\n{}\n\n"), [1]),  # LF line ends
+        (_member([("WARC-Type", "Metadata")]), [1]),  # a type not written as the standard writes it
+        (_member([("WARC-Type", "metadata"), ("Content-Length", "2")]), [1]),  # Content-Length twice
+        (gzip.compress(b"not a WARC record at all\r\n"), [1]),  # garbage in a member
+        (b"garbage between members", [1]),
+        (_member([("WARC-Type", "request"), ("WARC-Target-URI", "https://example.com/")]), []),  # skipped as it is
+    ],
+)
 def test_framed_wat_leaves_odd_records_to_fastwarc(tmp_path, monkeypatch, odd, skips):
     """Framed otherwise: read again by FastWARC from the start, after the pages framed before (``skips``)."""
     data = _page("https://example.com/one.html") + odd + _page("https://example.com/two.html")
@@ -492,7 +612,11 @@ def test_a_wat_reads_the_same_from_a_file_s3_and_http(tmp_path, s3_bucket):
             (served / name).write_bytes(data)
             with files.open_write(f"{s3_bucket}/wat/{name}") as f:
                 f.write(data)
-            sources = (str(served / name), f"{s3_bucket}/wat/{name}", f"http://127.0.0.1:{server.server_address[1]}/{name}")
+            sources = (
+                str(served / name),
+                f"{s3_bucket}/wat/{name}",
+                f"http://127.0.0.1:{server.server_address[1]}/{name}",
+            )
             results = [_extract(uri, tmp_path / f"{name}-{i}.parquet") for i, uri in enumerate(sources)]
             assert results[0][1] and results[0] == results[1] == results[2]
             cut = name.startswith("cut")
@@ -501,4 +625,3 @@ def test_a_wat_reads_the_same_from_a_file_s3_and_http(tmp_path, s3_bucket):
     finally:
         server.shutdown()
         server.server_close()
-

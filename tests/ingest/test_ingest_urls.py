@@ -16,13 +16,51 @@ from hypothesis import strategies as st
 
 from metaclip_tasks.ingest.links import PageLinks
 
-BASES = ["http://example.com/a/b.html?q=1#f", "https://user@h.example:8443/dir/", "http://h", "HTTPS://H.example/x/y/z",
-         "http://[::1]/a/", "http://h/a//b/../c;p/d?q", "http://h/./x/", "ftp://files.example/dir/", "not a url",
-         "http://[broken/"]  # fmt: skip
+BASES = [
+    "http://example.com/a/b.html?q=1#f",
+    "https://user@h.example:8443/dir/",
+    "http://h",
+    "HTTPS://H.example/x/y/z",
+    "http://[::1]/a/",
+    "http://h/a//b/../c;p/d?q",
+    "http://h/./x/",
+    "ftp://files.example/dir/",
+    "not a url",
+    "http://[broken/",
+]
 WHITESPACE = "".join(c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace())  # Python's own
 HTTP = re.compile(r"https?://[^/?#]", re.IGNORECASE)  # an http(s) URL with a host: kept as written
-PIECES = ["/", "//", ".", "..", "a", "b.jpg", "?", "#", ";p", "%2e", " ", "\\", ":", "@", "http:", "https:", "HtTp://", "data:",
-          "x.y", "\t", "\n", "\x01", "\x1c", "\xa0", "\u3000", "é", "[", "]", "ſ"]  # fmt: skip
+PIECES = [
+    "/",
+    "//",
+    ".",
+    "..",
+    "a",
+    "b.jpg",
+    "?",
+    "#",
+    ";p",
+    "%2e",
+    " ",
+    "\\",
+    ":",
+    "@",
+    "http:",
+    "https:",
+    "HtTp://",
+    "data:",
+    "x.y",
+    "\t",
+    "\n",
+    "\x01",
+    "\x1c",
+    "\xa0",
+    "\u3000",
+    "é",
+    "[",
+    "]",
+    "ſ",
+]
 SOURCES = st.one_of(st.none(), st.lists(st.sampled_from(PIECES), max_size=8).map("".join))
 TEXTS = st.one_of(st.none(), st.text(alphabet=st.sampled_from(["a", "b", " ", *WHITESPACE, "\x00", "é"]), max_size=6))
 
@@ -66,12 +104,17 @@ def resolved(pages: list[tuple[str, list[tuple]]]) -> tuple[list[tuple], Counter
 @given(st.lists(st.tuples(st.sampled_from(BASES), st.lists(st.tuples(SOURCES, TEXTS, TEXTS), max_size=6)), max_size=5))
 def test_pages_resolve_as_the_literal_rule(pages):
     got, counts = resolved(pages)
-    expected = [found for base, images in pages for src, alt, title in images if (found := literal(base, src, alt, title))]
+    expected = [
+        found for base, images in pages for src, alt, title in images if (found := literal(base, src, alt, title))
+    ]
     assert got == expected
     assert counts["images"] == sum(len(images) for _, images in pages)
     assert counts["with_alt"] == sum(1 for _, images in pages for src, alt, _ in images if alt and alt.split() and src)
     kinds = Counter(kind(base, src, alt) for base, images in pages for src, alt, _ in images)
-    assert (counts["relative_resolved"], counts["non_http_dropped"]) == (kinds["relative_resolved"], kinds["non_http_dropped"])
+    assert (counts["relative_resolved"], counts["non_http_dropped"]) == (
+        kinds["relative_resolved"],
+        kinds["non_http_dropped"],
+    )
 
 
 @settings(max_examples=600, deadline=None)
@@ -83,8 +126,19 @@ def test_sources_resolve_as_urljoin(base, src):
 
 
 def test_alt_and_title_whitespace_is_normalised_and_empty_alts_dropped():
-    got, counts = resolved([("http://p/", [("/a.jpg", "  a\n\tdog  ", " a  title "), ("/b.jpg", " \n ", None),
-                                            ("/c.jpg", None, None), (None, "no src", None)])])  # fmt: skip
+    got, counts = resolved(
+        [
+            (
+                "http://p/",
+                [
+                    ("/a.jpg", "  a\n\tdog  ", " a  title "),
+                    ("/b.jpg", " \n ", None),
+                    ("/c.jpg", None, None),
+                    (None, "no src", None),
+                ],
+            )
+        ]
+    )
     assert got == [("http://p/a.jpg", "a dog", "a title")]
     assert (counts["images"], counts["with_alt"]) == (4, 1)
 
@@ -94,16 +148,57 @@ def test_list_values_read_as_their_first_string():
     assert got == [("http://p/a.jpg", "a cat", "t")]
 
 
-TRICKY = ["//h", "//h/", "//h?", "//h?q", "//h#", "//h/a/../b", "//é.example/x", "//[::1]/x", "//[bad/x", "//h:80/x;p", "//u@h/x",
-          "/p?", "/p#", "/p?q#f", "/p#f?", "/a/./b", "/a;b/c", "/a//b", "a?", "a#", "a?q#f", "?q", "#f", "a;b", "a//b", "./a",
-          "a/..", "x:y", "HTTP:x", "hTtPs://h/x", "data:image/png;base64,AAAA", "javascript:void(0)", "mailto:a@b", "\x01a",
-          "a\x7fb", "é/ü.jpg", "%2e%2e/a", "a b.jpg"]  # fmt: skip
+TRICKY = [
+    "//h",
+    "//h/",
+    "//h?",
+    "//h?q",
+    "//h#",
+    "//h/a/../b",
+    "//é.example/x",
+    "//[::1]/x",
+    "//[bad/x",
+    "//h:80/x;p",
+    "//u@h/x",
+    "/p?",
+    "/p#",
+    "/p?q#f",
+    "/p#f?",
+    "/a/./b",
+    "/a;b/c",
+    "/a//b",
+    "a?",
+    "a#",
+    "a?q#f",
+    "?q",
+    "#f",
+    "a;b",
+    "a//b",
+    "./a",
+    "a/..",
+    "x:y",
+    "HTTP:x",
+    "hTtPs://h/x",
+    "data:image/png;base64,AAAA",
+    "javascript:void(0)",
+    "mailto:a@b",
+    "\x01a",
+    "a\x7fb",
+    "é/ü.jpg",
+    "%2e%2e/a",
+    "a b.jpg",
+]
 
 
 def test_tricky_sources_on_every_base():
     pages = [(base, [(src, "an alt", None) for src in TRICKY]) for base in BASES]
     got, counts = resolved(pages)
-    assert got == [found for base, images in pages for src, alt, title in images if (found := literal(base, src, alt, title))]
+    assert got == [
+        found for base, images in pages for src, alt, title in images if (found := literal(base, src, alt, title))
+    ]
     assert counts["with_alt"] == len(BASES) * len(TRICKY)
     kinds = Counter(kind(base, src, alt) for base, images in pages for src, alt, _ in images)
-    assert (counts["relative_resolved"], counts["non_http_dropped"]) == (kinds["relative_resolved"], kinds["non_http_dropped"])
+    assert (counts["relative_resolved"], counts["non_http_dropped"]) == (
+        kinds["relative_resolved"],
+        kinds["non_http_dropped"],
+    )

@@ -23,8 +23,13 @@ def test_url_uid_is_metaclips() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(urls=st.lists(st.text(), max_size=40), start=st.integers(0, 40), length=st.integers(0, 40),
-       large=st.booleans(), chunks=st.integers(1, 3))  # fmt: skip
+@given(
+    urls=st.lists(st.text(), max_size=40),
+    start=st.integers(0, 40),
+    length=st.integers(0, 40),
+    large=st.booleans(),
+    chunks=st.integers(1, 3),
+)
 def test_the_column_hash_is_metaclips_for_any_slice_type_and_chunking(urls, start, length, large, chunks) -> None:
     column = pa.array(urls, pa.large_string() if large else pa.string()).slice(start, length)
     expected = [metaclip_uid(u) for u in column.to_pylist()]

@@ -15,13 +15,18 @@ import orjson
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from metaclip_tasks.ingest._watscan import scan as scan_into
 
+from metaclip_tasks.ingest._watscan import scan as scan_into
 from metaclip_tasks.ingest.extract import target_uri
 
 WHITESPACE = [c for c in map(chr, range(sys.maxunicode + 1)) if c.isspace()]  # what str.split and str.strip remove
-TEXT = st.text(alphabet=st.one_of(st.characters(codec="utf-8"), st.sampled_from(['"', "\\", "/", "}", "{", "\n", "\x00", "é", "😀", "\r",
-                                                                                 *WHITESPACE, *WHITESPACE])), max_size=12)  # fmt: skip
+TEXT = st.text(
+    alphabet=st.one_of(
+        st.characters(codec="utf-8"),
+        st.sampled_from(['"', "\\", "/", "}", "{", "\n", "\x00", "é", "😀", "\r", *WHITESPACE, *WHITESPACE]),
+    ),
+    max_size=12,
+)
 KEYS = st.sampled_from(["url", "alt", "title", "target", "rel", "text", "é", 'q"uote'])
 
 
@@ -41,7 +46,9 @@ def scan(data: bytes | bytearray, page: int = 7) -> tuple | None:
 
 def record(links: list[dict], ensure_ascii: bool, base: bool = False) -> bytes:
     head = {"Title": "a page", **({"Base": "http://b/"} if base else {})}
-    body = {"Envelope": {"Payload-Metadata": {"HTTP-Response-Metadata": {"HTML-Metadata": {"Head": head, "Links": links}}}}}
+    body = {
+        "Envelope": {"Payload-Metadata": {"HTTP-Response-Metadata": {"HTML-Metadata": {"Head": head, "Links": links}}}}
+    }
     return json.dumps(body, ensure_ascii=ensure_ascii, separators=(",", ":")).encode()
 
 
@@ -61,12 +68,21 @@ def literal(data: bytes) -> tuple:
     kept = [x for x in images if isinstance(x.get("alt"), str) and x["alt"].split()]
     if "Base" in html["Head"]:
         return True, True, len(images), [], [], []  # the reader parses the record for its base
-    return (True, False, len(images), [stripped(x.get("url")) for x in kept],
-            [squeezed(x.get("alt")) for x in kept], [squeezed(x.get("title")) for x in kept])  # fmt: skip
+    return (
+        True,
+        False,
+        len(images),
+        [stripped(x.get("url")) for x in kept],
+        [squeezed(x.get("alt")) for x in kept],
+        [squeezed(x.get("title")) for x in kept],
+    )
 
 
-LINK = st.builds(lambda path, fields: {"path": path, **fields}, st.sampled_from(["IMG@/src", "A@/href"]),
-                 st.dictionaries(KEYS, TEXT, max_size=4))  # fmt: skip
+LINK = st.builds(
+    lambda path, fields: {"path": path, **fields},
+    st.sampled_from(["IMG@/src", "A@/href"]),
+    st.dictionaries(KEYS, TEXT, max_size=4),
+)
 
 
 @settings(max_examples=500, deadline=None)
@@ -84,8 +100,13 @@ def test_common_crawl_written_links_are_read_as_parsed(links, ensure_ascii, base
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.lists(LINK, max_size=4), st.integers(0, 400), st.sampled_from([b" ", b"\\", b'"', b"\\u", b"\\ud800", b"\xff", b"\x01",
-                                                                           b"null", b",", b"}", b'"path":"IMG@/src",']))  # fmt: skip
+@given(
+    st.lists(LINK, max_size=4),
+    st.integers(0, 400),
+    st.sampled_from(
+        [b" ", b"\\", b'"', b"\\u", b"\\ud800", b"\xff", b"\x01", b"null", b",", b"}", b'"path":"IMG@/src",']
+    ),
+)
 def test_broken_or_unusual_links_are_refused_never_misread(links, at, insert):
     data = record(links, True)
     data = data[: min(at, len(data))] + insert + data[min(at, len(data)) :]
@@ -107,8 +128,22 @@ def test_flags_and_plain_cases():
     assert scan(b'{"HTML-Metadata":{"Links":[{"path":"IMG@/src","alt":"\\ud800"}]}}') is None  # a lone surrogate
     assert scan(bytearray(b"no page")) == (False, False, 0, [], [], [])
     spaced = b'{"HTML-Metadata":{"Links":[{"path":"IMG@/src","url":" /a\\tb\\n ","alt":" a\\u00a0 b\\n","title":"\\u3000"},{"path":"IMG@/src","url":"","alt":"c"}]}}'
-    assert scan(spaced) == (True, False, 2, ["/ab", None], ["a b", "c"], ["", None])  # stripped, squeezed; an empty url is None
-    assert scan(b'{"HTML-Metadata":{"Links":[{"path":"IMG@/src","url":"/a","alt":" \\t "}]}}') == (True, False, 1, [], [], [])
+    assert scan(spaced) == (
+        True,
+        False,
+        2,
+        ["/ab", None],
+        ["a b", "c"],
+        ["", None],
+    )  # stripped, squeezed; an empty url is None
+    assert scan(b'{"HTML-Metadata":{"Links":[{"path":"IMG@/src","url":"/a","alt":" \\t "}]}}') == (
+        True,
+        False,
+        1,
+        [],
+        [],
+        [],
+    )
     escaped = b'{"HTML-Metadata":{"Links":[{"path":"IMG@\\/src","url":"/a","alt":"x"}]}}'  # "\/" is "/" in JSON
     assert scan(escaped) == (True, False, 1, ["/a"], ["x"], [None])
     assert scan(b'{"HTML-Metadata":{"Head":{"path":"IMG@/src"},"Links":[]}}') is None  # not a link: parsed whole
@@ -121,10 +156,19 @@ def test_page_url_is_the_envelopes_target():
     def target(data: bytes) -> str | None:
         return scan_into(data, 0, [], [], [], [])[3]
 
-    for value in [b'"http://a.example/p?q=1"', b'" <http://a.example/\\/> \\n"', b'"<http://a.example/>"', b'"http:\\/\\/a.example\\/"',
-                  b'"\\u001f http://a.example/ "', b'"<>"', b'""']:  # fmt: skip
+    for value in [
+        b'"http://a.example/p?q=1"',
+        b'" <http://a.example/\\/> \\n"',
+        b'"<http://a.example/>"',
+        b'"http:\\/\\/a.example\\/"',
+        b'"\\u001f http://a.example/ "',
+        b'"<>"',
+        b'""',
+    ]:
         data = page(b'"WARC-Target-URI":' + value)
-        assert target(data) == target_uri(orjson.loads(data)["Envelope"]["WARC-Header-Metadata"]["WARC-Target-URI"]), value
+        assert target(data) == target_uri(orjson.loads(data)["Envelope"]["WARC-Header-Metadata"]["WARC-Target-URI"]), (
+            value
+        )
     assert target(page(b'"WARC-Target-URI":"http://\\u00e9.example/"')) is None  # not ASCII: the WARC header's
     assert target(page(b'"WARC-Target-URI":["http://a.example/"]')) is None  # the list form: the WARC header's
     assert target(page(b'"WARC-Target-URI":"http://a/","WARC-Target-URI":"http://b/"')) is None  # twice

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from metaclip_tasks.cli import main
 from metaclip_tasks.core import params as P
 from metaclip_tasks.core.artifacts import Artifact, ArtifactStore
-from metaclip_tasks.cli import main
 from metaclip_tasks.core.errors import CurationError
-from metaclip_tasks.metadata.build import ENTRIES, SOURCES_FILE, MetadataParams, build_metadata
-from metaclip_tasks.stages import METADATA_BUILD, METADATA_IMPORT, MetadataImport
-from metaclip_tasks.dev.shared_data import WIKIPEDIA_SAMPLE
 from metaclip_tasks.core.stage import run
+from metaclip_tasks.dev.shared_data import WIKIPEDIA_SAMPLE
+from metaclip_tasks.metadata.build import ENTRIES, SOURCES_FILE, MetadataBuildParams, build_metadata
+from metaclip_tasks.stages import METADATA_BUILD, METADATA_IMPORT, MetadataImportParams
 
 # the sample is ~0.5M tokens: the paper's thresholds scaled down
 SCALED = {"min_unigram_count": 20, "min_pmi": 12.0, "min_bigram_count": 2, "min_title_views": 5}
@@ -27,9 +27,17 @@ def pageviews(tmp_path_factory) -> tuple[str, ...]:
     """Two hours of page views: real article titles of the sample, and noise to drop."""
     directory = tmp_path_factory.mktemp("pageviews")
     lines = [
-        "en Anarchism 4 0", "en Albedo 9 0", "en.m Anarchism 3 0", "en Special:Search 900 0", "de Anarchism 99 0",
-        "en Alabama 2 0", "en Achilles 7 0", "en A_very_long_" + "x" * 300 + " 50 0", "en !!! 80 0", "en Ant 6 0",
-    ]  # fmt: skip
+        "en Anarchism 4 0",
+        "en Albedo 9 0",
+        "en.m Anarchism 3 0",
+        "en Special:Search 900 0",
+        "de Anarchism 99 0",
+        "en Alabama 2 0",
+        "en Achilles 7 0",
+        "en A_very_long_" + "x" * 300 + " 50 0",
+        "en !!! 80 0",
+        "en Ant 6 0",
+    ]
     paths = []
     for hour in (0, 1):
         path = directory / f"pageviews-20220101-{hour:02d}0000.gz"
@@ -47,12 +55,12 @@ def sample() -> str:
 
 
 @pytest.fixture(scope="module")
-def scaled(sample: str, pageviews: tuple[str, ...]) -> MetadataParams:
-    return MetadataParams(**SCALED, wikipedia_dumps=(sample,), pageview_files=pageviews)
+def scaled(sample: str, pageviews: tuple[str, ...]) -> MetadataBuildParams:
+    return MetadataBuildParams(**SCALED, wikipedia_dumps=(sample,), pageview_files=pageviews)
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, wordnet, scaled: MetadataParams) -> Artifact:
+def built(tmp_path_factory, wordnet, scaled: MetadataBuildParams) -> Artifact:
     """The metadata artifact of the scaled build, made by the stage."""
     return run(ArtifactStore(tmp_path_factory.mktemp("root")), METADATA_BUILD, scaled)
 
@@ -76,7 +84,7 @@ def test_per_source_counts_dedup_and_sources(built: Artifact) -> None:
     assert stats["dropped"]["too_long"] == 1 and stats["dropped"]["empty_or_punctuation"] == 1
 
 
-def test_order_follows_the_paper_and_builds_are_deterministic(built: Artifact, scaled: MetadataParams) -> None:
+def test_order_follows_the_paper_and_builds_are_deterministic(built: Artifact, scaled: MetadataBuildParams) -> None:
     sources = built.read_json(SOURCES_FILE)
     firsts = [s[0] for s in sources.values()]
     order = ["wordnet", "unigram", "bigram", "title"]
@@ -90,7 +98,9 @@ def test_order_follows_the_paper_and_builds_are_deterministic(built: Artifact, s
 
 
 def test_budget_is_enforced_with_titles_filling_the_rest(wordnet, pageviews: tuple[str, ...]) -> None:
-    params = MetadataParams(sources=("wordnet", "title"), budget=86_656, min_title_views=5, pageview_files=pageviews)
+    params = MetadataBuildParams(
+        sources=("wordnet", "title"), budget=86_656, min_title_views=5, pageview_files=pageviews
+    )
     result = build_metadata(params)
     assert len(result.entries) == 86_656
     assert result.entries[-2:] == ["Albedo", "Achilles"]  # most viewed first (18, 14), ties alphabetical
@@ -100,26 +110,43 @@ def test_budget_is_enforced_with_titles_filling_the_rest(wordnet, pageviews: tup
 def test_bad_parameters_and_missing_inputs_are_refused_before_writing(tmp_path: Path) -> None:
     store = ArtifactStore(tmp_path / "root")
     with pytest.raises(CurationError, match=r"parameter sources\[1\] must be one of wordnet, unigram, bigram, title"):
-        run(store, METADATA_BUILD, MetadataParams(sources=("wordnet", "books")))
+        run(store, METADATA_BUILD, MetadataBuildParams(sources=("wordnet", "books")))
     with pytest.raises(CurationError, match="parameter sources needs at least 1 item"):
-        P.check(MetadataParams(sources=()))
+        P.check(MetadataBuildParams(sources=()))
     with pytest.raises(CurationError, match="parameter budget must be >= 1, got 0"):
-        run(store, METADATA_BUILD, MetadataParams(budget=0))
+        run(store, METADATA_BUILD, MetadataBuildParams(budget=0))
     with pytest.raises(CurationError, match="the unigram and bigram sources need wikipedia_dumps"):
-        run(store, METADATA_BUILD, MetadataParams(sources=("unigram",)))
+        run(store, METADATA_BUILD, MetadataBuildParams(sources=("unigram",)))
     with pytest.raises(CurationError, match="the title source needs pageview_files"):
-        build_metadata(MetadataParams(sources=("title",)))
+        build_metadata(MetadataBuildParams(sources=("title",)))
     with pytest.raises(CurationError, match="missing.xml.bz2 does not exist"):
         missing = (str(tmp_path / "missing.xml.bz2"),)
-        run(store, METADATA_BUILD, MetadataParams(sources=("unigram",), wikipedia_dumps=missing))
+        run(store, METADATA_BUILD, MetadataBuildParams(sources=("unigram",), wikipedia_dumps=missing))
     assert not (tmp_path / "root").exists()
 
 
 def test_command_line_build_and_stats(tmp_path: Path, wordnet, sample: str, pageviews: tuple[str, ...], capsys) -> None:
     root = tmp_path / "root"
-    args = ["metadata", "build", "--root", str(root), "--wikipedia-dumps", sample, "--pageview-files", *pageviews,
-            "--min-unigram-count", "20", "--min-pmi", "12", "--min-bigram-count", "2", "--min-title-views", "5",
-            "--workers", "0"]  # fmt: skip
+    args = [
+        "metadata",
+        "build",
+        "--root",
+        str(root),
+        "--wikipedia-dumps",
+        sample,
+        "--pageview-files",
+        *pageviews,
+        "--min-unigram-count",
+        "20",
+        "--min-pmi",
+        "12",
+        "--min-bigram-count",
+        "2",
+        "--min-title-views",
+        "5",
+        "--workers",
+        "0",
+    ]
     assert main(args) == 0
     line = capsys.readouterr().out.strip()
     assert line.startswith("metadata ") and " (built): 91,831 entries " in line
@@ -150,7 +177,7 @@ def test_importing_an_existing_list_reports_and_stores_it(tmp_path: Path, capsys
     assert artifact.stats == {"entries": 4, "distinct": 3, "duplicated_entries": 1}
     stored = root / "artifacts" / "metadata" / artifact.version / "entries.json"
     assert json.loads(stored.read_text()) == ["cat", "dog", "cat", "black cat"]
-    assert run(ArtifactStore(root), METADATA_IMPORT, MetadataImport(str(listed))).cache_hit
+    assert run(ArtifactStore(root), METADATA_IMPORT, MetadataImportParams(str(listed))).cache_hit
 
     for content, message in (
         ({"not": "a list"}, "holds a JSON dict, not a list of strings"),

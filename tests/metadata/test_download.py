@@ -225,8 +225,7 @@ def test_url_builders() -> None:
         == "https://dumps.wikimedia.org/dewiki/20240601/dewiki-20240601-pages-articles.xml.bz2"
     )
     assert (
-        wikipedia_sha1sums_url("20240601")
-        == "https://dumps.wikimedia.org/enwiki/20240601/enwiki-20240601-sha1sums.txt"
+        wikipedia_sha1sums_url("20240601") == "https://dumps.wikimedia.org/enwiki/20240601/enwiki-20240601-sha1sums.txt"
     )
     assert (
         pageviews_url(datetime.date(2024, 3, 5), 7)

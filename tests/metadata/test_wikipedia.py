@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from metaclip_tasks.core.errors import CurationError
+from metaclip_tasks.dev.shared_data import WIKIPEDIA_SAMPLE
 from metaclip_tasks.metadata.wikipedia import (
     NgramCounts,
     count_dumps,
@@ -19,8 +20,7 @@ from metaclip_tasks.metadata.wikipedia import (
     select_bigrams,
     select_unigrams,
     tokenize,
-)  # fmt: skip
-from metaclip_tasks.dev.shared_data import WIKIPEDIA_SAMPLE
+)
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +48,12 @@ def test_bad_dumps_are_named(tmp_path: Path) -> None:
 
 
 def test_markup_is_stripped_and_text_cut_at_punctuation() -> None:
-    counts = count_texts(["'''Anarchism''' is a [[political philosophy|philosophy]]. {{cite|x}} It's X-ray, (big) cats"])
-    assert counts.unigrams == Counter({"Anarchism": 1, "is": 1, "a": 1, "philosophy": 1, "It's": 1, "X-ray": 1,
-                                       "big": 1, "cats": 1})  # fmt: skip
+    counts = count_texts(
+        ["'''Anarchism''' is a [[political philosophy|philosophy]]. {{cite|x}} It's X-ray, (big) cats"]
+    )
+    assert counts.unigrams == Counter(
+        {"Anarchism": 1, "is": 1, "a": 1, "philosophy": 1, "It's": 1, "X-ray": 1, "big": 1, "cats": 1}
+    )
     assert set(counts.bigrams) == {"Anarchism is", "is a", "a philosophy", "It's X-ray"}
     assert tokenize("New York; new-york: U.S. 2019") == [["New", "York"], ["new-york"], ["U"], ["S"], ["2019"]]
 

@@ -34,8 +34,12 @@ HOLDER = textwrap.dedent(
 
 def test_a_killed_holders_slots_are_free_while_its_forked_worker_lives(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("METACLIP_DASK_SLOTS", str(tmp_path / "slots"))
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER], stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})  # fmt: skip
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )
     worker = psutil.Process(int(holder.stdout.readline()))
     try:
         holder.send_signal(signal.SIGKILL)  # as Airflow kills a task whose run was marked failed

@@ -16,14 +16,13 @@ import pyarrow.parquet as pq
 import pytest
 from dask.distributed import LocalCluster
 
-from metaclip_tasks.stages import plan
-from metaclip_tasks.stages import match as match_stages
 from metaclip_tasks.core.artifacts import ArtifactStore
-from metaclip_tasks.runtime.cluster import core_slots, dask_client
-from metaclip_tasks.stages import METADATA_IMPORT, PAIRS_IMPORT, MetadataImport, PairsImport
 from metaclip_tasks.core.snapshots import Pool
 from metaclip_tasks.core.stage import run
+from metaclip_tasks.runtime.cluster import core_slots, dask_client
 from metaclip_tasks.runtime.tasks import in_completion_order
+from metaclip_tasks.stages import METADATA_IMPORT, PAIRS_IMPORT, MetadataImportParams, PairsImportParams, plan
+from metaclip_tasks.stages import match as match_stages
 
 
 def _snapshot(tmp: Path, store: ArtifactStore, snapshot: str, shards: int):
@@ -33,14 +32,14 @@ def _snapshot(tmp: Path, store: ArtifactStore, snapshot: str, shards: int):
         texts = [f"a red car number {i}", "black dog", "nothing"]
         urls = [f"https://x/{snapshot}/{i}/{k}.jpg" for k in range(3)]
         pq.write_table(pa.table({"url": urls, "text": texts}), directory / f"part-{i}.parquet")
-    return run(store, PAIRS_IMPORT, PairsImport(snapshot, (str(directory),)))
+    return run(store, PAIRS_IMPORT, PairsImportParams(snapshot, (str(directory),)))
 
 
 @pytest.mark.cluster
 def test_configured_scheduler_and_one_matcher_per_worker(tmp_path: Path, monkeypatch) -> None:
     (tmp_path / "m.json").write_text('["red", "car", "red car", "dog", "black dog"]')
     store = ArtifactStore(tmp_path / "root")
-    metadata = run(store, METADATA_IMPORT, MetadataImport(str(tmp_path / "m.json")))
+    metadata = run(store, METADATA_IMPORT, MetadataImportParams(str(tmp_path / "m.json")))
     first_pairs = _snapshot(tmp_path, store, "CC-MAIN-2023-06", 6)
     _snapshot(tmp_path, store, "CC-MAIN-2023-14", 6)
     assert first_pairs.stats["shards"] == 6 and first_pairs.stats["pairs"] == 18
@@ -70,7 +69,9 @@ def raw(tmp_path: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     for i in range(4):
         texts = [f"a red car number {i}", "black dog", "nothing", "red dog"] * 5
-        pq.write_table(pa.table({"url": [f"https://x/{i}/{k}.jpg" for k in range(20)], "text": texts}), directory / f"p{i}.parquet")
+        pq.write_table(
+            pa.table({"url": [f"https://x/{i}/{k}.jpg" for k in range(20)], "text": texts}), directory / f"p{i}.parquet"
+        )
     return directory
 
 
@@ -81,8 +82,8 @@ def test_the_output_does_not_depend_on_the_workers(tmp_path: Path, raw: Path) ->
     manifests = []
     for name, workers in (("serial", 0), ("dask", 2)):
         store = ArtifactStore(tmp_path / name)
-        meta = run(store, METADATA_IMPORT, MetadataImport(str(tmp_path / "m.json")))
-        pairs = run(store, PAIRS_IMPORT, PairsImport("CC-MAIN-2023-06", (str(raw),)))
+        meta = run(store, METADATA_IMPORT, MetadataImportParams(str(tmp_path / "m.json")))
+        pairs = run(store, PAIRS_IMPORT, PairsImportParams("CC-MAIN-2023-06", (str(raw),)))
         with dask_client(work=workers) if workers else nullcontext() as client:
             matched = plan.match(store, pairs, meta, client)
             counts = plan.count_pool(store, Pool("p", ("CC-MAIN-2023-06",), 0.3), meta, [matched])

@@ -11,20 +11,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from metaclip_tasks.stages import plan
-from metaclip_tasks.stages import match as match_stages
 from metaclip_tasks.core.artifacts import Artifact, ArtifactStore
 from metaclip_tasks.core.errors import CurationError
+from metaclip_tasks.core.stage import find, run
 from metaclip_tasks.curation.matching import TABLES, Matcher
 from metaclip_tasks.stages import (
     MATCHER_BUILD,
     METADATA_IMPORT,
     PAIRS_IMPORT,
-    MatcherBuild,
-    MetadataImport,
-    PairsImport,
+    MatcherBuildParams,
+    MetadataImportParams,
+    PairsImportParams,
+    plan,
 )
-from metaclip_tasks.core.stage import find, run
+from metaclip_tasks.stages import match as match_stages
 
 ENTRIES = ["red", "car", "red car", "dog", "black dog", "東京", "red"]
 TEXTS = ["a red car.", "black dog", "nothing", "東京 dog", None]
@@ -39,8 +39,8 @@ def _stores(tmp_path: Path, root: str) -> tuple[ArtifactStore, Artifact, Artifac
     urls = [f"https://x/{i}.jpg" for i in range(len(TEXTS))]
     pq.write_table(pa.table({"url": urls, "text": TEXTS}), raw / "p.parquet")
     store = ArtifactStore(root)
-    meta = run(store, METADATA_IMPORT, MetadataImport(str(tmp_path / "m.json")))
-    return store, meta, run(store, PAIRS_IMPORT, PairsImport("CC-MAIN-2023-06", (str(raw),)))
+    meta = run(store, METADATA_IMPORT, MetadataImportParams(str(tmp_path / "m.json")))
+    return store, meta, run(store, PAIRS_IMPORT, PairsImportParams("CC-MAIN-2023-06", (str(raw),)))
 
 
 def _matched_ids(matched: Artifact) -> list:
@@ -56,17 +56,17 @@ def _fresh_workers():
 
 
 def _matcher(store: ArtifactStore, meta: Artifact) -> Artifact:
-    return run(store, MATCHER_BUILD, MatcherBuild(), {"metadata": meta})
+    return run(store, MATCHER_BUILD, MatcherBuildParams(), {"metadata": meta})
 
 
 def test_the_match_stage_saves_the_matcher_beside_the_metadata_and_loads_it(tmp_path: Path, monkeypatch) -> None:
     store, meta, pairs = _stores(tmp_path, str(tmp_path / "root"))
     assert meta.files() == ["entries.json"]  # the metadata as it was: its version and every match's unchanged
-    assert find(store, MATCHER_BUILD, MatcherBuild(), {"metadata": meta}) is None
+    assert find(store, MATCHER_BUILD, MatcherBuildParams(), {"metadata": meta}) is None
     saved = _matcher(store, meta)
     assert set(saved.files()) == set(SAVED) and saved.input("metadata") == meta
     other_store = ArtifactStore(tmp_path / "other")
-    other_meta = run(other_store, METADATA_IMPORT, MetadataImport(str(tmp_path / "m.json")))
+    other_meta = run(other_store, METADATA_IMPORT, MetadataImportParams(str(tmp_path / "m.json")))
     other = _matcher(other_store, other_meta)
     assert other.version == saved.version and other.manifest["files"] == saved.manifest["files"]  # byte-identical
 
@@ -109,5 +109,7 @@ def test_a_remote_root_is_copied_once_per_host(tmp_path: Path, monkeypatch) -> N
     store, meta, pairs = _stores(tmp_path, "memory://saved-matcher-root")
     matched = plan.match(store, pairs, meta, None)
     cached = sorted(p.name for p in (tmp_path / "host" / "metaclip-matchers").iterdir())
-    assert cached == sorted(f"{_matcher(store, meta).stored(name).sha256}.npy" for name in SAVED)  # verified copies only
+    assert cached == sorted(
+        f"{_matcher(store, meta).stored(name).sha256}.npy" for name in SAVED
+    )  # verified copies only
     assert _matched_ids(matched) == [ids for ids in Matcher(ENTRIES).match(TEXTS) if ids]

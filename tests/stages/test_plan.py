@@ -7,19 +7,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from metaclip_tasks.stages import plan
-from metaclip_tasks.curation.balancing import t_for_tail_ratio
-from metaclip_tasks.curation.counting import load_counts
 from metaclip_tasks.core.errors import CurationError
-from metaclip_tasks.stages import PAIRS_IMPORT, PairsImport
 from metaclip_tasks.core.snapshots import Pool
 from metaclip_tasks.core.stage import run
+from metaclip_tasks.curation.balancing import t_for_tail_ratio
+from metaclip_tasks.curation.counting import load_counts
+from metaclip_tasks.stages import PAIRS_IMPORT, PairsImportParams, plan
 
 
 def test_the_newest_pairs_of_a_snapshot_are_matched(small_chain, tmp_path) -> None:
     assert plan.latest_pairs(small_chain.store, "CC-MAIN-2023-06") == small_chain.pairs
     pq.write_table(pa.table({"url": ["https://x/new.jpg"], "text": ["a red dog"]}), tmp_path / "new.parquet")
-    newer = run(small_chain.store, PAIRS_IMPORT, PairsImport("CC-MAIN-2023-06", (str(tmp_path / "new.parquet"),)))
+    newer = run(small_chain.store, PAIRS_IMPORT, PairsImportParams("CC-MAIN-2023-06", (str(tmp_path / "new.parquet"),)))
     assert plan.latest_pairs(small_chain.store, "CC-MAIN-2023-06") == newer
     matched = plan.match_snapshot(small_chain.store, "CC-MAIN-2023-06", small_chain.meta)
     assert matched.input("pairs") == newer and matched.stats["pairs_matched"] == 1

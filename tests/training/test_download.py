@@ -12,19 +12,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from metaclip_tasks.stages import plan
 from metaclip_tasks.core.artifacts import ArtifactStore
-from metaclip_tasks.training.download import DownloadOptions
+from metaclip_tasks.core.stage import run
 from metaclip_tasks.stages import (
     DOWNLOAD,
     DOWNLOAD_VIEW,
     PAIRS_IMPORT,
     POOL_COUNTS,
     NoParams,
-    PairsImport,
+    PairsImportParams,
     PoolCountsParams,
+    plan,
 )
-from metaclip_tasks.core.stage import run
+from metaclip_tasks.training.download import DownloadParams
 
 SNAPSHOT = "CC-MAIN-2023-06"
 
@@ -50,7 +50,7 @@ def test_curate_then_download_coco_with_failures_by_reason(tmp_path: Path, coco_
     uids = [u.split("/", 3)[3] for u in all_urls]  # not the server's port: the same draws in every session
     pq.write_table(pa.table({"url": all_urls, "text": texts + list(broken.values()), "uid": uids}), source)
     store = ArtifactStore(tmp_path / "root")
-    pairs = run(store, PAIRS_IMPORT, PairsImport(SNAPSHOT, (str(source),), uid_column="uid"))
+    pairs = run(store, PAIRS_IMPORT, PairsImportParams(SNAPSHOT, (str(source),), uid_column="uid"))
     meta = plan.metadata(store)
     matched = plan.match(store, pairs, meta)
     counts = run(store, POOL_COUNTS, PoolCountsParams("coco"), {"matched": [matched], "metadata": meta})
@@ -62,7 +62,7 @@ def test_curate_then_download_coco_with_failures_by_reason(tmp_path: Path, coco_
     assert set(broken) <= kept_urls
 
     lines: list[str] = []
-    options = DownloadOptions(image_size=64, threads=4, timeout=10, retries=1, samples_per_shard=50)
+    options = DownloadParams(image_size=64, threads=4, timeout=10, retries=1, samples_per_shard=50)
     downloaded = run(store, DOWNLOAD, options, {"curated": everything}, log=lines.append)
     stats = downloaded.stats
     real = n - len(broken)

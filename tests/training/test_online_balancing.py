@@ -14,10 +14,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from metaclip_tasks.stages import plan
 from metaclip_tasks.core.artifacts import ArtifactStore
-from metaclip_tasks.training.download import DownloadOptions
 from metaclip_tasks.core.errors import CurationError
+from metaclip_tasks.core.stage import run
+from metaclip_tasks.dev.shared_data import COCO
+from metaclip_tasks.stages import DOWNLOAD_VIEW, PAIRS_IMPORT, TRAIN, NoParams, PairsImportParams, plan
+from metaclip_tasks.training.download import DownloadParams
 from metaclip_tasks.training.online import (
     LOG_FLAG,
     RULE_FLAG,
@@ -29,9 +31,6 @@ from metaclip_tasks.training.online import (
     sample_entries,
     split_flags,
 )
-from metaclip_tasks.stages import DOWNLOAD_VIEW, PAIRS_IMPORT, TRAIN, NoParams, PairsImport
-from metaclip_tasks.dev.shared_data import COCO
-from metaclip_tasks.core.stage import run
 from metaclip_tasks.training.train import TINY_CPU, run_training, train_command
 
 
@@ -60,15 +59,19 @@ def test_the_filter_keeps_what_the_rule_keeps_and_reports_each_pass(tmp_path: Pa
     rule = loader_rule(counts, 10, 3000, seed=7)
     uids = [f"{i:024d}" for i in range(1000)]
     entries = [sorted(set(rng.integers(0, 4, rng.integers(1, 3)).tolist())) for _ in uids]
-    samples = [{"__key__": u, "json": json.dumps({"uid": u, "matched_entry_ids": json.dumps(e)}).encode()}
-               for u, e in zip(uids, entries, strict=True)]  # fmt: skip
+    samples = [
+        {"__key__": u, "json": json.dumps({"uid": u, "matched_entry_ids": json.dumps(e)}).encode()}
+        for u, e in zip(uids, entries, strict=True)
+    ]
     assert sample_entries(samples[0]) == (uids[0], entries[0])
     for epoch in (0, 1):
         kept = list(EpochFilter(rule, SimpleNamespace(get_value=lambda e=epoch: e), tmp_path)(iter(samples)))
         expected = rule.keep(uids, pa.array(entries, pa.list_(pa.int32())), epoch)
         assert [s["__key__"] for s in kept] == [u for u, k in zip(uids, expected, strict=True) if k]
-    assert kept_per_epoch(tmp_path) == [{"epoch": 0, "seen": 1000, "kept": int(rule.keep(uids, entries, 0).sum()), "shards": 1},
-                                        {"epoch": 1, "seen": 1000, "kept": len(kept), "shards": 1}]  # fmt: skip
+    assert kept_per_epoch(tmp_path) == [
+        {"epoch": 0, "seen": 1000, "kept": int(rule.keep(uids, entries, 0).sum()), "shards": 1},
+        {"epoch": 1, "seen": 1000, "kept": len(kept), "shards": 1},
+    ]
     ours, rest = split_flags(["--epochs=2", f"{RULE_FLAG}=/r.npz", f"{LOG_FLAG}=/logs"])
     assert ours == {RULE_FLAG: "/r.npz", LOG_FLAG: "/logs"} and rest == ["--epochs=2"]
     command = train_command(TINY_CPU, ["a.tar"], 10, Path("/l"), "r", (Path("/r.npz"), Path("/b")))
@@ -80,16 +83,21 @@ def coco_pool(tmp_path: Path, coco_server: str, wordnet, monkeypatch: pytest.Mon
     """The COCO train captions (one pair per caption) as pool ``coco`` of one snapshot, matched against WordNet."""
     captions = json.loads((COCO / "annotations" / "captions_train2017.json").read_text())
     files = {i["id"]: i["file_name"] for i in captions["images"] if (COCO / "train2017" / i["file_name"]).is_file()}
-    rows = [(f"{coco_server}/train2017/{files[a['image_id']]}?caption={a['id']}", a["caption"], f"{a['id']:024d}")
-            for a in captions["annotations"] if a["image_id"] in files]  # fmt: skip
-    pq.write_table(pa.table({"uid": [r[2] for r in rows], "url": [r[0] for r in rows], "text": [r[1] for r in rows]}),
-                   tmp_path / "pairs.parquet")  # fmt: skip
+    rows = [
+        (f"{coco_server}/train2017/{files[a['image_id']]}?caption={a['id']}", a["caption"], f"{a['id']:024d}")
+        for a in captions["annotations"]
+        if a["image_id"] in files
+    ]
+    pq.write_table(
+        pa.table({"uid": [r[2] for r in rows], "url": [r[0] for r in rows], "text": [r[1] for r in rows]}),
+        tmp_path / "pairs.parquet",
+    )
     pools = tmp_path / "pools.toml"
     pools.write_text('[coco]\nsnapshots = ["CC-MAIN-2023-06"]\ntarget_tail_ratio = 0.3\n')
     monkeypatch.setenv("METACLIP_POOLS", str(pools))
     store = ArtifactStore(tmp_path / "root")
     pairs = run(
-        store, PAIRS_IMPORT, PairsImport("CC-MAIN-2023-06", (str(tmp_path / "pairs.parquet"),), uid_column="uid")
+        store, PAIRS_IMPORT, PairsImportParams("CC-MAIN-2023-06", (str(tmp_path / "pairs.parquet"),), uid_column="uid")
     )
     plan.match(store, pairs, plan.metadata(store))
     return SimpleNamespace(store=store, pools=pools, root=tmp_path / "root")
@@ -99,8 +107,13 @@ def coco_pool(tmp_path: Path, coco_server: str, wordnet, monkeypatch: pytest.Mon
 def test_the_loader_rebalances_coco_shards_each_epoch(coco_pool: SimpleNamespace, cli) -> None:
     store, t = coco_pool.store, 1
     subset = plan.Subset(pool="coco", t=t, seed=0)
-    downloaded = plan.download_subset(store, subset, DownloadOptions(image_size=64, threads=8), log=lambda _: None,
-                                          online=plan.OnlineDownload(download_budget=10**6))  # fmt: skip
+    downloaded = plan.download_subset(
+        store,
+        subset,
+        DownloadParams(image_size=64, threads=8),
+        log=lambda _: None,
+        online=plan.OnlineDownload(download_budget=10**6),
+    )
     everything = downloaded.input("curated")  # a budget above every match: the whole pool
     assert everything.stats["kept"] == everything.stats["pairs_in"] and downloaded.stats["successes"] >= 390
     offline = plan.curated_subset(store, subset)  # the balance stage's subset for the same t and seed
@@ -122,8 +135,11 @@ def test_the_loader_rebalances_coco_shards_each_epoch(coco_pool: SimpleNamespace
     offline_uids = set(pq.read_table(Path(offline.path("data")))["uid"].to_pylist())
     assert epochs[0] == offline_uids & set(uids)  # epoch 0: the offline subset
     pairs = pq.read_table(Path(everything.path("data")))
-    tail = {u for u, ids in zip(pairs["uid"].to_pylist(), pairs["matched_entry_ids"].to_pylist(), strict=True)
-            if min(counts[ids]) <= t} & set(uids)  # fmt: skip
+    tail = {
+        u
+        for u, ids in zip(pairs["uid"].to_pylist(), pairs["matched_entry_ids"].to_pylist(), strict=True)
+        if min(counts[ids]) <= t
+    } & set(uids)
     assert tail and all(tail <= e for e in epochs)  # every tail pair, every epoch
     assert epochs[1] - tail != epochs[0] - tail and epochs[2] - tail != epochs[1] - tail  # a fresh head sample
 
@@ -146,8 +162,9 @@ def test_the_loader_rebalances_coco_shards_each_epoch(coco_pool: SimpleNamespace
         CurationError, match=f"online balancing at t={2 * t} needs a download of a subset with t >= {2 * t}"
     ):
         run(store, TRAIN, replace(config, balance_t=2 * t), {"downloaded": downloaded, "view": view})
-    status, out, err = cli("download", "--root", coco_pool.root, "--pool", "coco", "--t", t, "--download-budget", 5,
-                           pools=coco_pool.pools)  # fmt: skip
+    status, out, err = cli(
+        "download", "--root", coco_pool.root, "--pool", "coco", "--t", t, "--download-budget", 5, pools=coco_pool.pools
+    )
     assert status == 1 and not out and err.count("\n") == 1
     assert err.startswith("metaclip: error: download budget 5 is below the subset for t=1 (up to ")
     assert {a.version for a in store.list()} == before
@@ -185,8 +202,15 @@ def _shards(folder: Path, sizes: list[int]) -> tuple[list[str], list[str], list[
     return paths, uids, entries
 
 
-def _open_clip_loader(monkeypatch: pytest.MonkeyPatch, shards: list[str], rule: Path, log_dir: Path, workers: int,
-                      batch_size: int, samples: int):  # fmt: skip
+def _open_clip_loader(
+    monkeypatch: pytest.MonkeyPatch,
+    shards: list[str],
+    rule: Path,
+    log_dir: Path,
+    workers: int,
+    batch_size: int,
+    samples: int,
+):
     """open_clip's own webdataset training loader with the filter ``install`` puts in it (the trainer's), on
     ``workers`` loader processes; images become 0 and captions stay text, so each batch lists its uids."""
     from open_clip_train import data
@@ -194,9 +218,16 @@ def _open_clip_loader(monkeypatch: pytest.MonkeyPatch, shards: list[str], rule: 
     with monkeypatch.context() as patch:
         patch.setattr(data, "get_wds_dataset", data.get_wds_dataset)  # install() replaces it: put back after
         install(str(rule), str(log_dir))
-        args = SimpleNamespace(train_data="::".join(shards), train_num_samples=samples, dataset_resampled=False,
-                               train_data_upsampling_factors=None, seed=0, workers=workers, world_size=1,
-                               batch_size=batch_size)  # fmt: skip
+        args = SimpleNamespace(
+            train_data="::".join(shards),
+            train_num_samples=samples,
+            dataset_resampled=False,
+            train_data_upsampling_factors=None,
+            seed=0,
+            workers=workers,
+            world_size=1,
+            batch_size=batch_size,
+        )
         return data.get_wds_dataset(args, lambda image: 0, True, tokenizer=lambda text: [text])
 
 
@@ -286,8 +317,14 @@ def test_the_trainer_with_loader_workers_reports_every_shard_once(tmp_path: Path
     rule.save(tmp_path / "rule.npz")
     (tmp_path / "balance").mkdir()
     config = replace(TINY_CPU, epochs=3, workers=2, global_batch_size=8)
-    checkpoint = run_training(config, shards, len(uids), tmp_path / "logs", log=lambda _: None,
-                              balance=(tmp_path / "rule.npz", tmp_path / "balance"))  # fmt: skip
+    checkpoint = run_training(
+        config,
+        shards,
+        len(uids),
+        tmp_path / "logs",
+        log=lambda _: None,
+        balance=(tmp_path / "rule.npz", tmp_path / "balance"),
+    )
     assert checkpoint.is_file()
     assert sorted(p.name for p in (tmp_path / "balance").iterdir()) == ["rank0-worker0.jsonl", "rank0-worker1.jsonl"]
     reports = _reports(tmp_path / "balance")

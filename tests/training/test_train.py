@@ -9,14 +9,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from metaclip_tasks.stages import plan
 from metaclip_tasks.core.artifacts import ArtifactStore
-from metaclip_tasks.training.download import DownloadOptions
 from metaclip_tasks.core.errors import CurationError
-from metaclip_tasks.training.evaluate import load_coco, load_image_folder, load_webdataset, recall_at, zero_shot_accuracy
-from metaclip_tasks.stages import PAIRS_IMPORT, POOL_COUNTS, PairsImport, PoolCountsParams
-from metaclip_tasks.dev.shared_data import COCO
 from metaclip_tasks.core.stage import run
+from metaclip_tasks.dev.shared_data import COCO
+from metaclip_tasks.stages import PAIRS_IMPORT, POOL_COUNTS, PairsImportParams, PoolCountsParams, plan
+from metaclip_tasks.training.download import DownloadParams
+from metaclip_tasks.training.evaluate import (
+    load_coco,
+    load_image_folder,
+    load_webdataset,
+    recall_at,
+    zero_shot_accuracy,
+)
 from metaclip_tasks.training.train import PAPER_VIT_B32, TINY_CPU, check_device, train_command, visible_gpus
 
 
@@ -62,19 +67,22 @@ def test_tiny_model_trains_on_coco_shards_and_evaluates(tmp_path: Path, coco_ser
 
     captions = json.loads((COCO / "annotations" / "captions_train2017.json").read_text())
     files = {i["id"]: i["file_name"] for i in captions["images"] if (COCO / "train2017" / i["file_name"]).is_file()}
-    rows = [(f"{coco_server}/train2017/{files[a['image_id']]}?caption={a['id']}", a["caption"], f"{a['id']:024d}")
-            for a in captions["annotations"] if a["image_id"] in files]  # fmt: skip
+    rows = [
+        (f"{coco_server}/train2017/{files[a['image_id']]}?caption={a['id']}", a["caption"], f"{a['id']:024d}")
+        for a in captions["annotations"]
+        if a["image_id"] in files
+    ]
     source = tmp_path / "pairs.parquet"
     uids, urls, texts = ([r[i] for r in rows] for i in (2, 0, 1))
     pq.write_table(pa.table({"uid": uids, "url": urls, "text": texts}), source)
     store = ArtifactStore(tmp_path / "root")
-    pairs = run(store, PAIRS_IMPORT, PairsImport("CC-MAIN-2023-06", (str(source),), uid_column="uid"))
+    pairs = run(store, PAIRS_IMPORT, PairsImportParams("CC-MAIN-2023-06", (str(source),), uid_column="uid"))
     meta = plan.metadata(store)
     matched = plan.match(store, pairs, meta)
     counts = run(store, POOL_COUNTS, PoolCountsParams("coco-train"), {"matched": [matched], "metadata": meta})
     everything = plan.balance(store, counts, t=10**9, seed=0)  # every matched caption
     smaller = plan.balance(store, counts, t=1, seed=0)  # ~3 in 4: most captions name a rare entry too
-    options = DownloadOptions(image_size=64, threads=8)
+    options = DownloadParams(image_size=64, threads=8)
     plans = plan.download_once(store, [everything, smaller], options, log=lambda _: None)
     downloaded = plans[0].downloaded
     assert downloaded.stats["successes"] == everything.stats["kept"] >= len(rows) - 5

@@ -21,9 +21,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 REPO = Path(__file__).resolve().parents[2]
-for name, value in {"AIRFLOW_HOME": tempfile.mkdtemp(prefix="metaclip-view-airflow-"),
-                    "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"), "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-                    "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__UNIT_TEST_MODE": "False"}.items():  # fmt: skip
+for name, value in {
+    "AIRFLOW_HOME": tempfile.mkdtemp(prefix="metaclip-view-airflow-"),
+    "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+    "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+}.items():
     os.environ.setdefault(name, value)
 os.environ["AIRFLOW__CORE__AUTH_MANAGER"] = (
     "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
@@ -65,8 +69,13 @@ def test_sampling_keeps_the_ends_and_the_exact_points_in_order(n: int, points: i
 
 
 @settings(max_examples=40, deadline=None)
-@given(size=st.integers(2_001, 60_000), exponent=st.floats(0.5, 2.0), zeros=st.floats(0, 0.5), seed=st.integers(0, 2**32 - 1),
-       target=st.floats(0.01, 0.9))  # fmt: skip
+@given(
+    size=st.integers(2_001, 60_000),
+    exponent=st.floats(0.5, 2.0),
+    zeros=st.floats(0, 0.5),
+    seed=st.integers(0, 2**32 - 1),
+    target=st.floats(0.01, 0.9),
+)
 def test_curves_are_monotone_sampled_and_exact_at_the_ends_and_t(size, exponent, zeros, seed, target) -> None:
     from metaclip_tasks.curation.balancing import t_for_tail_ratio
 
@@ -131,7 +140,10 @@ def test_top_entries_as_table_3() -> None:
     pool = in_memory(np.array([5, 40, 0, 40, 7], dtype=np.uint64), 10)
     rows = view.top_entries(pool, k=3)["rows"]
     assert [(r["entry"], r["count"], r["balanced"], r["keep_probability"]) for r in rows] == [
-        ("e1", 40, 10, 0.25), ("e3", 40, 10, 0.25), ("e4", 7, 7, 1.0)]  # fmt: skip
+        ("e1", 40, 10, 0.25),
+        ("e3", 40, 10, 0.25),
+        ("e4", 7, 7, 1.0),
+    ]
 
 
 def test_names_from_urls_and_xcom_values_are_checked() -> None:
@@ -169,11 +181,29 @@ def store(tmp_path_factory) -> tuple[ArtifactStore, Artifact]:
     metadata = publish_metadata(store, entries)
     pool = publish_pool_counts(store, "hostile", counts, metadata)
     curated = [publish_curated(store, pool, t, int(np.minimum(counts, t).sum() * 0.9)) for t in (pool.stats["t"], 1000)]
-    rows = [{"t": c.stats["t"], "seed": 0, "tail_ratio": c.stats["tail_ratio"], "curated": c.stats["kept"], "expected": c.stats["kept"],
-             "downloaded": None, "zero_shot_top1": None, "text_to_image_R@5": None, "version": c.version} for c in curated]  # fmt: skip
-    store.publish("t_ablation", version_for({"ablation": pool.version}),
-                  {"params": {}, "inputs": [{"role": "pool_counts", **pool.ref}, *({"role": "curated", **c.ref} for c in curated)]},
-                  lambda out: {"pool": "hostile", "rows": rows, "nested": True})  # fmt: skip
+    rows = [
+        {
+            "t": c.stats["t"],
+            "seed": 0,
+            "tail_ratio": c.stats["tail_ratio"],
+            "curated": c.stats["kept"],
+            "expected": c.stats["kept"],
+            "downloaded": None,
+            "zero_shot_top1": None,
+            "text_to_image_R@5": None,
+            "version": c.version,
+        }
+        for c in curated
+    ]
+    store.publish(
+        "t_ablation",
+        version_for({"ablation": pool.version}),
+        {
+            "params": {},
+            "inputs": [{"role": "pool_counts", **pool.ref}, *({"role": "curated", **c.ref} for c in curated)],
+        },
+        lambda out: {"pool": "hostile", "rows": rows, "nested": True},
+    )
     return store, pool
 
 
@@ -289,5 +319,7 @@ def test_the_plugin_registers_its_app_views_and_link(api) -> None:
     ours = next(p for p in plugins if p["name"] == "metaclip_curation_view")
     assert [a["url_prefix"] for a in ours["fastapi_apps"]] == ["/metaclip"]
     assert {v["destination"]: v["href"] for v in ours["external_views"]} == {
-        "nav": "/metaclip/", "dag_run": "/metaclip/runs/{DAG_ID}/{RUN_ID}"}  # fmt: skip
+        "nav": "/metaclip/",
+        "dag_run": "/metaclip/runs/{DAG_ID}/{RUN_ID}",
+    }
     assert any("ArtifactLink" in link for link in ours["global_operator_extra_links"])

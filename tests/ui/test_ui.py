@@ -83,8 +83,9 @@ class Airflow:
             self._token = api_token(self.port, self.password)
         return self._token
 
-    def request(self, method: str, path: str, body: dict | None = None, token: str | None | bool = True,
-                follow: bool = True):  # fmt: skip
+    def request(
+        self, method: str, path: str, body: dict | None = None, token: str | None | bool = True, follow: bool = True
+    ):
         """(status, parsed JSON or text) of ``path`` on the API server; ``token``: True (the admin's),
         a token, or None/False (none). HTTP errors are returned, not raised; ``follow=False``: a
         redirect too, as (status, its Location)."""
@@ -132,7 +133,9 @@ class Airflow:
             if value:
                 return value
             if time.monotonic() > deadline:
-                pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}:\n{detail() if detail else ''}\n{self.logs()}")
+                pytest.fail(
+                    f"timed out after {timeout:.0f} s waiting for {what}:\n{detail() if detail else ''}\n{self.logs()}"
+                )
             time.sleep(every)
 
 
@@ -162,7 +165,9 @@ def airflow(tmp_path_factory) -> Airflow:
     state folder of its own, once every service heartbeats and every DAG is parsed."""
     state = tmp_path_factory.mktemp("airflow-ui")
     port = free_port()
-    process, _ = start_airflow(state, port)  # as tests/dev/test_local_airflow.py starts it: free log-server ports, the shipped pools
+    process, _ = start_airflow(
+        state, port
+    )  # as tests/dev/test_local_airflow.py starts it: free log-server ports, the shipped pools
     airflow = Airflow(state, port, process)
     try:
         airflow.wait(lambda: api_ready(port), 300, "the API server to answer")
@@ -306,7 +311,9 @@ def demo_run(page, airflow: Airflow, shots: Path, wordnet) -> dict:
         return str({t["task_id"] + (f"[{t['map_index']}]" if t["map_index"] >= 0 else ""): t["state"] for t in tasks})
 
     began = time.monotonic()
-    done = airflow.wait(finished, DEMO_TIMEOUT, f"the demo run {run['dag_run_id']} to finish", every=5, detail=task_states)
+    done = airflow.wait(
+        finished, DEMO_TIMEOUT, f"the demo run {run['dag_run_id']} to finish", every=5, detail=task_states
+    )
     print(f"\nthe demo DAG ran in {time.monotonic() - began:.0f} s")
     page.goto(f"{airflow.base}/dags/{DEMO}/runs/{run['dag_run_id']}")
     page.wait_for_timeout(2000)
@@ -431,8 +438,13 @@ def test_curation_view_api_wants_a_token(demo_run, airflow: Airflow) -> None:
     or load (pages, scripts), the JSON API the README names, and any route an OpenAPI schema lists
     (path parameters filled in with the demo pool's)."""
     counts, _ = _demo_artifacts(airflow)
-    values = {"pool": DEMO_POOL, "pool_id": DEMO_POOL, "name": DEMO_POOL, "stage": counts.stage,
-              "version": counts.version}  # fmt: skip
+    values = {
+        "pool": DEMO_POOL,
+        "pool_id": DEMO_POOL,
+        "name": DEMO_POOL,
+        "stage": counts.stage,
+        "version": counts.version,
+    }
     paths = {"/metaclip/", "/metaclip/api/pools", f"/metaclip/api/pool_counts/{counts.version}"}
     pages = ["/metaclip/"]  # then the pages it links to that name the demo pool's counts
     for page in pages:

@@ -49,13 +49,13 @@ from metaclip_tasks.stages.plan.pools import (
 )
 
 __all__ = [
-    "DownloadPlan",
     "KEY_PARAMS",
     "KEY_STATS",
+    "WORDNET_ONLY",
+    "DownloadPlan",
     "OnlineDownload",
     "Subset",
     "TAblation",
-    "WORDNET_ONLY",
     "ablation_table",
     "ablation_ts",
     "balance",

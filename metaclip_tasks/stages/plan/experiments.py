@@ -1,7 +1,6 @@
 """Decisions from a curated subset to scores: what to download (once for nested subsets, or a superset
 for balancing in the loader), what to train and evaluate on, and the t ablation's steps."""
 
-
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -36,9 +35,9 @@ from metaclip_tasks.stages.plan.pools import (
     pool_t,
     t_warnings,
 )
-from metaclip_tasks.training.download import DownloadOptions
+from metaclip_tasks.training.download import DownloadParams
 from metaclip_tasks.training.online import download_cap
-from metaclip_tasks.training.train import TrainChoice, TrainConfig
+from metaclip_tasks.training.train import TrainChoice, TrainParams
 
 
 def ablation_ts(counts: Artifact, t_values: Sequence[int], tail_ratios: Sequence[float]) -> list[int]:
@@ -61,10 +60,11 @@ class DownloadPlan:
         return int(self.view.stats["samples"] if self.view else self.downloaded.stats["successes"])
 
 
-def download_once(store: ArtifactStore, curated: Sequence[Artifact], options: DownloadOptions | None = None,
-                  log: Any = print) -> list[DownloadPlan]:  # fmt: skip
+def download_once(
+    store: ArtifactStore, curated: Sequence[Artifact], options: DownloadParams | None = None, log: Any = print
+) -> list[DownloadPlan]:
     """The largest subset downloaded once; each smaller one (same seed: nested) an index into it."""
-    options = options or DownloadOptions()
+    options = options or DownloadParams()
     ordered = sorted(curated, key=lambda a: a.params["t"])
     if len({a.params["seed"] for a in ordered}) != 1:
         raise CurationError("download once needs subsets of one seed (only they are nested)")
@@ -80,10 +80,16 @@ def download_once(store: ArtifactStore, curated: Sequence[Artifact], options: Do
 class OnlineDownload:
     """What to download for balancing in the training loader (paper A.2): a superset of the subset."""
 
-    download_budget: int | None = field(default=None, metadata={
-        "help": "download the pool's matched pairs up to about this many (the subset of the largest t' >= t with "
-                "sum min(count, t') within it; every pair when all fit) and balance for t in the loader each epoch; "
-                "empty: the subset itself", "minimum": 1, "title": "Download budget (pairs)"})  # fmt: skip
+    download_budget: int | None = field(
+        default=None,
+        metadata={
+            "help": "download the pool's matched pairs up to about this many (the subset of the largest t' >= t with "
+            "sum min(count, t') within it; every pair when all fit) and balance for t in the loader each epoch; "
+            "empty: the subset itself",
+            "minimum": 1,
+            "title": "Download budget (pairs)",
+        },
+    )
 
 
 def subset_t(store: ArtifactStore, subset: Subset) -> int:
@@ -92,8 +98,14 @@ def subset_t(store: ArtifactStore, subset: Subset) -> int:
     return pool_t(counted_pool(store, subset.pool, subset.metadata_version), subset.t, subset.target_tail_ratio)
 
 
-def download_subset(store: ArtifactStore, subset: Subset, options: DownloadOptions, client: Any = None, log: Any = print,
-                    online: OnlineDownload | None = None) -> Artifact:  # fmt: skip
+def download_subset(
+    store: ArtifactStore,
+    subset: Subset,
+    options: DownloadParams,
+    client: Any = None,
+    log: Any = print,
+    online: OnlineDownload | None = None,
+) -> Artifact:
     """A curated subset's images (balanced first unless cached); with a download budget, those of the
     superset the loader balances from (the budget checked before anything is balanced or downloaded)."""
     subset = P.check(subset)
@@ -104,8 +116,15 @@ def download_subset(store: ArtifactStore, subset: Subset, options: DownloadOptio
     return run(store, DOWNLOAD, options, {"curated": balance(store, counts, cap, subset.seed, client)}, log=log)
 
 
-def train_subset(store: ArtifactStore, subset: Subset, choice: TrainChoice, downloaded: Artifact, *, online: bool = False,
-                 log: Any = print) -> Artifact:
+def train_subset(
+    store: ArtifactStore,
+    subset: Subset,
+    choice: TrainChoice,
+    downloaded: Artifact,
+    *,
+    online: bool = False,
+    log: Any = print,
+) -> Artifact:
     """A model trained on a subset's download; ``online`` (a download budget was given): the loader
     balances the download for the subset's t each epoch (paper A.2)."""
     config = replace(choice.config(), balance_t=subset_t(store, subset) if online else None)
@@ -117,8 +136,14 @@ def evaluate(store: ArtifactStore, checkpoint: Artifact, eval_set: str | None = 
     return run(store, EVALUATE, EvaluateParams(str(eval_set or eval_coco())), {"checkpoint": checkpoint})
 
 
-def train_and_evaluate(store: ArtifactStore, plan_or_download: DownloadPlan | Artifact, config: TrainConfig,
-                       eval_set: str | None = None, log: Any = print, online: bool = False) -> tuple[Artifact, Artifact]:
+def train_and_evaluate(
+    store: ArtifactStore,
+    plan_or_download: DownloadPlan | Artifact,
+    config: TrainParams,
+    eval_set: str | None = None,
+    log: Any = print,
+    online: bool = False,
+) -> tuple[Artifact, Artifact]:
     """A model trained on a download (or a view of it), then evaluated: (checkpoint, metrics). ``online``:
     a plan's t is balanced in the loader over the whole download, not trained on as its fixed view."""
     if isinstance(plan_or_download, DownloadPlan) and online:
@@ -132,13 +157,23 @@ def train_and_evaluate(store: ArtifactStore, plan_or_download: DownloadPlan | Ar
     return checkpoint, evaluate(store, checkpoint, eval_set)
 
 
-def ablation_table(store: ArtifactStore, counts: Artifact, curated: Sequence[Artifact], plans: Sequence[DownloadPlan] = (),
-                   metrics: Sequence[Artifact] = ()) -> Artifact:  # fmt: skip
+def ablation_table(
+    store: ArtifactStore,
+    counts: Artifact,
+    curated: Sequence[Artifact],
+    plans: Sequence[DownloadPlan] = (),
+    metrics: Sequence[Artifact] = (),
+) -> Artifact:
     """The comparison of a t ablation (the paper's Table 6): sizes, downloads, metrics, nesting, a plot."""
     downloaded = sorted({p.downloaded.version: p.downloaded for p in plans}.values(), key=lambda a: a.version)
     views = [p.view for p in sorted(plans, key=lambda p: p.t) if p.view is not None]
-    inputs: dict[str, Artifact | Sequence[Artifact] | None] = {"pool_counts": counts, "curated": sorted(curated, key=lambda a: a.params["t"]), "downloaded": downloaded,
-              "views": views, "metrics": list(metrics)}  # fmt: skip
+    inputs: dict[str, Artifact | Sequence[Artifact] | None] = {
+        "pool_counts": counts,
+        "curated": sorted(curated, key=lambda a: a.params["t"]),
+        "downloaded": downloaded,
+        "views": views,
+        "metrics": list(metrics),
+    }
     return run(store, ABLATION, NoParams(), inputs)
 
 
@@ -150,18 +185,30 @@ def subset_download(store: ArtifactStore, subset: Subset, online: OnlineDownload
     pool = check_subset(store, subset)
     meta = existing_metadata(store, subset.metadata_version)
     matched = pool_matched(store, pool, meta)
-    counts = find(store, POOL_COUNTS, PoolCountsParams(pool.name, pool.target_tail_ratio), {"matched": matched, "metadata": meta})
+    counts = find(
+        store, POOL_COUNTS, PoolCountsParams(pool.name, pool.target_tail_ratio), {"matched": matched, "metadata": meta}
+    )
     curated = None
     if counts is not None:
-        cap = download_cap(load_counts(counts.stored(COUNTS)), pool_t(counts, subset.t, subset.target_tail_ratio), budget)
+        cap = download_cap(
+            load_counts(counts.stored(COUNTS)), pool_t(counts, subset.t, subset.target_tail_ratio), budget
+        )
         curated = find(store, BALANCE, BalanceParams(cap, subset.seed), {"pool_counts": counts, "matched": matched})
     made_from = {("curated", curated.version)} if curated else set()
-    found = [a for a in store.list("downloaded") if {(i["stage"], i["version"]) for i in a.manifest["inputs"]} & made_from]
+    found = [
+        a for a in store.list("downloaded") if {(i["stage"], i["version"]) for i in a.manifest["inputs"]} & made_from
+    ]
     if not found:
-        asked = f"t={subset.t}" if subset.t is not None else f"target tail ratio {subset.target_tail_ratio or pool.target_tail_ratio}"
+        asked = (
+            f"t={subset.t}"
+            if subset.t is not None
+            else f"target tail ratio {subset.target_tail_ratio or pool.target_tail_ratio}"
+        )
         within = f", download budget {budget:,}" if budget is not None else ""
-        raise CurationError(f"no download of pool {pool.name}'s subset ({asked}, seed {subset.seed}{within}) under {store.root}: "
-                            "download it first (metaclip download, or the metaclip_train DAG)")  # fmt: skip
+        raise CurationError(
+            f"no download of pool {pool.name}'s subset ({asked}, seed {subset.seed}{within}) under {store.root}: "
+            "download it first (metaclip download, or the metaclip_train DAG)"
+        )
     return found[-1]
 
 
@@ -171,7 +218,9 @@ def checkpoint(store: ArtifactStore, version: str | None = None) -> Artifact:
         return store.require("checkpoint", version)
     found = store.list("checkpoint")
     if not found:
-        raise CurationError(f"no checkpoint under {store.root}: train one first (metaclip train, or the metaclip_train DAG)")
+        raise CurationError(
+            f"no checkpoint under {store.root}: train one first (metaclip train, or the metaclip_train DAG)"
+        )
     return found[-1]
 
 
@@ -204,24 +253,43 @@ class TAblation:
     (the others views of it), a model trained and evaluated per t, and the comparison."""
 
     pool: str = _like(Subset, "pool")
-    t_values: tuple[int, ...] = field(default=(), metadata={
-        "help": "the t values to compare (or tail ratios)", "title": "t values", "minimum": 1})
-    tail_ratios: tuple[float, ...] = field(default=(), metadata={
-        "help": "target tail ratios whose t values to compare (or t values)", "title": "Target tail ratios",
-        "exclusiveMinimum": 0, "exclusiveMaximum": 1})
+    t_values: tuple[int, ...] = field(
+        default=(), metadata={"help": "the t values to compare (or tail ratios)", "title": "t values", "minimum": 1}
+    )
+    tail_ratios: tuple[float, ...] = field(
+        default=(),
+        metadata={
+            "help": "target tail ratios whose t values to compare (or t values)",
+            "title": "Target tail ratios",
+            "exclusiveMinimum": 0,
+            "exclusiveMaximum": 1,
+        },
+    )
     seed: int = _like(Subset, "seed")
     metadata_version: str | None = _like(Subset, "metadata_version")
-    download: bool = field(default=False, metadata={
-        "help": "download the largest subset once (img2dataset); each smaller one is a view of it"})
-    train: bool = field(default=False, metadata={
-        "help": "train and evaluate a model per t on its images (needs download)", "title": "Train and evaluate"})
-    online_balancing: bool = field(default=False, metadata={
-        "help": "train each t on the whole download, re-balanced for t in the loader each epoch (paper A.2)",
-        "title": "Balance in the loader"})  # fmt: skip
+    download: bool = field(
+        default=False,
+        metadata={"help": "download the largest subset once (img2dataset); each smaller one is a view of it"},
+    )
+    train: bool = field(
+        default=False,
+        metadata={
+            "help": "train and evaluate a model per t on its images (needs download)",
+            "title": "Train and evaluate",
+        },
+    )
+    online_balancing: bool = field(
+        default=False,
+        metadata={
+            "help": "train each t on the whole download, re-balanced for t in the loader each epoch (paper A.2)",
+            "title": "Balance in the loader",
+        },
+    )
 
 
-def check_t_ablation(store: ArtifactStore, ablation: TAblation, choice: TrainChoice | None = None,
-                     eval_set: str | None = None) -> TAblation:  # fmt: skip
+def check_t_ablation(
+    store: ArtifactStore, ablation: TAblation, choice: TrainChoice | None = None, eval_set: str | None = None
+) -> TAblation:
     """A t ablation refused before any work when bad: its values, t values or tail ratios (one list),
     its steps, the pool and its matches, and when it trains the device and the eval set."""
     from metaclip_tasks.training.train import check_device
@@ -238,10 +306,16 @@ def check_t_ablation(store: ArtifactStore, ablation: TAblation, choice: TrainCho
     return ablation
 
 
-def run_t_ablation(store: ArtifactStore, ablation: TAblation, choice: TrainChoice | None = None,
-                   options: DownloadOptions | None = None, eval_set: str | None = None, client: Any = None,
-                   log: Callable[[str], object] = print,
-                   warn: Callable[[Sequence[str]], object] = lambda warnings: None) -> Artifact:  # fmt: skip
+def run_t_ablation(
+    store: ArtifactStore,
+    ablation: TAblation,
+    choice: TrainChoice | None = None,
+    options: DownloadParams | None = None,
+    eval_set: str | None = None,
+    client: Any = None,
+    log: Callable[[str], object] = print,
+    warn: Callable[[Sequence[str]], object] = lambda warnings: None,
+) -> Artifact:
     """The whole t ablation in one process, the steps of the metaclip_t_ablation DAG in turn: each value's t
     on the pool's counts (``warn``: targets the pool cannot reach), a subset per t, the download once, a
     model per t, then the comparison artifact."""
@@ -252,6 +326,9 @@ def run_t_ablation(store: ArtifactStore, ablation: TAblation, choice: TrainChoic
     curated = [balance(store, counts, t, ablation.seed, client) for t in ts]
     plans = download_once(store, curated, options, log) if ablation.download else []
     config = (choice or TrainChoice()).config()
-    metrics = [train_and_evaluate(store, p, config, eval_set, log, ablation.online_balancing)[1]
-               for p in plans] if ablation.train else []  # fmt: skip
+    metrics = (
+        [train_and_evaluate(store, p, config, eval_set, log, ablation.online_balancing)[1] for p in plans]
+        if ablation.train
+        else []
+    )
     return ablation_table(store, counts, curated, plans, metrics)

@@ -1,7 +1,6 @@
 """Decisions from the pairs to a curated subset: the default metadata, which pairs a snapshot's match
 takes, which matched snapshots make a pool, how t is chosen for a pool, what a curated subset is."""
 
-
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ from metaclip_tasks.core.snapshots import Pool, check_snapshot, get_pool, snapsh
 from metaclip_tasks.core.stage import find, run
 from metaclip_tasks.curation.balancing import resolve_t, tail_ratio_warning
 from metaclip_tasks.curation.counting import COUNTS, load_counts
-from metaclip_tasks.metadata.build import MetadataParams
+from metaclip_tasks.metadata.build import MetadataBuildParams
 from metaclip_tasks.stages import (
     BALANCE,
     INGEST,
@@ -24,14 +23,14 @@ from metaclip_tasks.stages import (
     PAIRS_IMPORT,
     POOL_COUNTS,
     BalanceParams,
-    Ingest,
+    IngestParams,
     MatchParams,
-    PairsImport,
+    PairsImportParams,
     PoolCountsParams,
     ingest_inputs,
 )
 
-WORDNET_ONLY = MetadataParams(sources=("wordnet",))  # MetaCLIP's WordNet entries: the default metadata
+WORDNET_ONLY = MetadataBuildParams(sources=("wordnet",))  # MetaCLIP's WordNet entries: the default metadata
 
 
 def metadata(store: ArtifactStore, version: str | None = None) -> Artifact:
@@ -54,7 +53,7 @@ KEY_STATS = {
     "download_view": ("t", "samples"),
     "checkpoint": ("model", "samples", "epochs", "device"),
     "t_ablation": ("pool", "nested"),
-}  # fmt: skip
+}
 KEY_PARAMS = ("pool", "target_tail_ratio", "snapshot")
 
 
@@ -75,16 +74,22 @@ def latest_pairs(store: ArtifactStore, snapshot: str) -> Artifact:
     check_snapshot(snapshot)  # a bad id is named even in an empty store
     found = [a for a in store.list("pairs") if a.params.get("snapshot") == snapshot]
     if not found:
-        raise CurationError(f"no pairs of {snapshot} under {store.root}: import them first (metaclip pairs-import --snapshot {snapshot} --sources FILES...)")
+        raise CurationError(
+            f"no pairs of {snapshot} under {store.root}: import them first (metaclip pairs-import --snapshot {snapshot} --sources FILES...)"
+        )
     return found[-1]
 
 
-def match(store: ArtifactStore, pairs: Artifact, meta: Artifact, client: Any = None, backend: str = "tokens") -> Artifact:
+def match(
+    store: ArtifactStore, pairs: Artifact, meta: Artifact, client: Any = None, backend: str = "tokens"
+) -> Artifact:
     """A snapshot's pairs matched against ``meta`` (a cache hit when done before)."""
     return run(store, MATCH, MatchParams(backend), {"pairs": pairs, "metadata": meta}, client=client)
 
 
-def match_snapshot(store: ArtifactStore, snapshot: str, meta: Artifact, client: Any = None, backend: str = "tokens") -> Artifact:
+def match_snapshot(
+    store: ArtifactStore, snapshot: str, meta: Artifact, client: Any = None, backend: str = "tokens"
+) -> Artifact:
     """The snapshot's newest pairs matched against ``meta``."""
     return match(store, latest_pairs(store, snapshot), meta, client, backend)
 
@@ -98,9 +103,16 @@ def run_snapshot(snapshot: str | None, logical_date: date | None) -> str:
     raise CurationError("a manual run needs the snapshot parameter")
 
 
-def snapshot_pairs(store: ArtifactStore, snapshot: str, *, raw_source: str | None = None, pairs_source: str | None = None,
-                   ingest: Mapping[str, Any] | None = None, pairs_import: Mapping[str, Any] | None = None,
-                   cluster: Callable[[int], AbstractContextManager[Any]] = lambda work: nullcontext()) -> Artifact:
+def snapshot_pairs(
+    store: ArtifactStore,
+    snapshot: str,
+    *,
+    raw_source: str | None = None,
+    pairs_source: str | None = None,
+    ingest: Mapping[str, Any] | None = None,
+    pairs_import: Mapping[str, Any] | None = None,
+    cluster: Callable[[int], AbstractContextManager[Any]] = lambda work: nullcontext(),
+) -> Artifact:
     """The pairs a snapshot's match takes: ingested from its raw files when ``raw_source`` is given
     (``commoncrawl``: the crawl's own files; else files, a directory or glob with ``{snapshot}``
     replaced), else imported from ``pairs_source`` parquet files, else its newest pairs artifact.
@@ -108,17 +120,22 @@ def snapshot_pairs(store: ArtifactStore, snapshot: str, *, raw_source: str | Non
     Dask client for ``work`` files."""
     if raw_source:
         source = snapshot if raw_source == "commoncrawl" else raw_source.replace("{snapshot}", snapshot)
-        params = P.from_mapping(Ingest, {**(ingest or {}), "snapshot": snapshot, "sources": [source]})
+        params = P.from_mapping(IngestParams, {**(ingest or {}), "snapshot": snapshot, "sources": [source]})
         with cluster(len(ingest_inputs(params))) as client:
             return run(store, INGEST, params, client=client)
     if pairs_source:
         source = pairs_source.replace("{snapshot}", snapshot)
-        return run(store, PAIRS_IMPORT, P.from_mapping(PairsImport, {**(pairs_import or {}), "snapshot": snapshot,
-                                                                     "sources": [source]}))
+        return run(
+            store,
+            PAIRS_IMPORT,
+            P.from_mapping(PairsImportParams, {**(pairs_import or {}), "snapshot": snapshot, "sources": [source]}),
+        )
     return latest_pairs(store, snapshot)
 
 
-def pool_matched(store: ArtifactStore, pool: Pool, meta: Artifact | None, *, required: bool = True) -> list[Artifact] | None:
+def pool_matched(
+    store: ArtifactStore, pool: Pool, meta: Artifact | None, *, required: bool = True
+) -> list[Artifact] | None:
     """The newest matched artifact of each of the pool's snapshots made from ``meta``, in pool order;
     None (or an error, if required) while some snapshot is not matched yet (all of them without ``meta``)."""
     found: dict[str, Artifact] = {}
@@ -135,21 +152,35 @@ def pool_matched(store: ArtifactStore, pool: Pool, meta: Artifact | None, *, req
 def count_pool(store: ArtifactStore, pool: Pool, meta: Artifact, matched: Sequence[Artifact] | None = None) -> Artifact:
     """The pool's summed counts and its t for the pool's target tail ratio."""
     matched = matched if matched is not None else pool_matched(store, pool, meta)
-    return run(store, POOL_COUNTS, PoolCountsParams(pool.name, pool.target_tail_ratio), {"matched": matched, "metadata": meta})
+    return run(
+        store, POOL_COUNTS, PoolCountsParams(pool.name, pool.target_tail_ratio), {"matched": matched, "metadata": meta}
+    )
 
 
 @dataclass(frozen=True)
 class Subset:
     """A curated subset: a pool balanced for t (given, or chosen for a target tail ratio) and a seed."""
 
-    pool: str = field(default="pool1", metadata={"help": "the named set of snapshots (metaclip_tasks/core/pools.toml or $METACLIP_POOLS)"})
-    t: int | None = field(default=None, metadata={"help": "the cap per entry; empty: chosen by the target tail ratio", "minimum": 1})
-    target_tail_ratio: float | None = field(default=None, metadata={
-        "help": "share of matches in tail entries (count < t); empty: the pool's (0.06)", "exclusiveMinimum": 0,
-        "exclusiveMaximum": 1, "title": "Target tail ratio"})  # fmt: skip
+    pool: str = field(
+        default="pool1",
+        metadata={"help": "the named set of snapshots (metaclip_tasks/core/pools.toml or $METACLIP_POOLS)"},
+    )
+    t: int | None = field(
+        default=None, metadata={"help": "the cap per entry; empty: chosen by the target tail ratio", "minimum": 1}
+    )
+    target_tail_ratio: float | None = field(
+        default=None,
+        metadata={
+            "help": "share of matches in tail entries (count < t); empty: the pool's (0.06)",
+            "exclusiveMinimum": 0,
+            "exclusiveMaximum": 1,
+            "title": "Target tail ratio",
+        },
+    )
     seed: int = field(default=0, metadata={"help": "sampling seed (one seed: nested subsets)", "minimum": 0})
-    metadata_version: str | None = field(default=None, metadata={
-        "help": "a metadata artifact version; empty: MetaCLIP's WordNet metadata"})  # fmt: skip
+    metadata_version: str | None = field(
+        default=None, metadata={"help": "a metadata artifact version; empty: MetaCLIP's WordNet metadata"}
+    )
 
 
 def check_t_choice(t: int | None, ratio: float | None) -> None:
@@ -198,7 +229,13 @@ def counted_pool(store: ArtifactStore, pool_name: str, metadata_version: str | N
 
 def balance(store: ArtifactStore, counts: Artifact, t: int, seed: int, client: Any = None) -> Artifact:
     """The curated subset of a counted pool for one t and seed."""
-    return run(store, BALANCE, BalanceParams(t, seed), {"pool_counts": counts, "matched": counts.inputs("matched")}, client=client)
+    return run(
+        store,
+        BALANCE,
+        BalanceParams(t, seed),
+        {"pool_counts": counts, "matched": counts.inputs("matched")},
+        client=client,
+    )
 
 
 def curated_subset(store: ArtifactStore, subset: Subset, client: Any = None) -> Artifact:
