@@ -54,8 +54,8 @@ from benchmarks.metadata_500k import CAPTIONS, benchmark_metadata
 from metaclip_tasks.core import checked, files
 from metaclip_tasks.core.artifacts import Artifact, ArtifactStore
 from metaclip_tasks.core.stage import run
-from metaclip_tasks.curation import matching
-from metaclip_tasks.curation.matching import match_shard
+from metaclip_tasks.curation import shard_matching
+from metaclip_tasks.curation.shard_matching import match_shard
 from metaclip_tasks.dev.local_s3 import local_s3
 from metaclip_tasks.metadata.build import ENTRIES
 from metaclip_tasks.runtime import cluster
@@ -169,7 +169,7 @@ def _dask_diagnostics() -> None:
 
 
 class _DenseEachBatch:
-    """A shard's counts as match_shard made them before matching.Tally: a dense vector per batch, added."""
+    """A shard's counts as match_shard made them before shard_matching.Tally: a dense vector per batch, added."""
 
     def __init__(self, num_entries: int) -> None:
         self.counts = np.zeros(num_entries, dtype=np.uint64)
@@ -196,7 +196,7 @@ def _arrow_threads_per_core() -> None:
 WITHOUT = {
     "writeback": lambda: setattr(files, "SYNC_FILE_RANGE_CALL", None),
     "lean-diagnostics": _dask_diagnostics,
-    "tally": lambda: setattr(matching, "Tally", _DenseEachBatch),
+    "tally": lambda: setattr(shard_matching, "Tally", _DenseEachBatch),
     "worker-threads": _arrow_threads_per_core,
 }
 

@@ -41,7 +41,8 @@ def prepare(out: Path, image_size: int) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from metaclip_tasks.curation.matching import Matcher, match_shard
+    from metaclip_tasks.curation.matching import Matcher
+    from metaclip_tasks.curation.shard_matching import match_shard
     from metaclip_tasks.dev.shared_data import COCO
     from metaclip_tasks.ingest.uids import url_uid
     from metaclip_tasks.metadata.wordnet import wordnet_entries

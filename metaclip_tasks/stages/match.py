@@ -19,7 +19,8 @@ from metaclip_tasks.core.artifacts import DATA, Artifact
 from metaclip_tasks.core.errors import CurationError
 from metaclip_tasks.core.stage import Build, Input, Stage, find, run
 from metaclip_tasks.curation.counting import COUNTS, COUNTS_DTYPE, add_counts
-from metaclip_tasks.curation.matching import TABLES, Matcher, match_shard
+from metaclip_tasks.curation.matching import TABLES, Matcher
+from metaclip_tasks.curation.shard_matching import match_shard
 from metaclip_tasks.metadata.build import ENTRIES
 from metaclip_tasks.metadata.store import load_metadata
 from metaclip_tasks.runtime.tasks import each_shard, in_completion_order

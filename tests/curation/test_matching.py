@@ -14,7 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from metaclip_tasks.core.errors import CurationError
-from metaclip_tasks.curation.matching import TABLES, Matcher, match_shard, spacing
+from metaclip_tasks.curation.matching import TABLES, Matcher, spacing
+from metaclip_tasks.curation.shard_matching import match_shard
 from metaclip_tasks.ingest.uids import url_uid
 
 BACKENDS = ["tokens", "tokens (loaded)", "ahocorasick"]
