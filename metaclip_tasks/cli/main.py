@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from metaclip_tasks.cli import commands, inspection, metadata, training
 from metaclip_tasks.cli.command import EPILOG, Command, common_options, open_store
@@ -72,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    groups: dict[str, argparse._SubParsersAction] = {}
+    groups: dict[str, Any] = {}
     for command in COMMANDS:
         _add(sub, groups, command.name, command, command.help, command.description)
     for command in COMMANDS:
@@ -83,8 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add(
-    sub: argparse._SubParsersAction,
-    groups: dict[str, argparse._SubParsersAction],
+    sub: Any,  # what ArgumentParser.add_subparsers returns
+    groups: dict[str, Any],
     name: str,
     command: Command,
     text: str,

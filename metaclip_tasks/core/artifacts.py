@@ -37,7 +37,7 @@ from metaclip_tasks.core.files import Stored
 MANIFEST = "manifest.json"
 DATA = "data"  # the folder of an artifact's parquet rows
 _TMP = ".tmp-"  # a local work folder: .<version>.tmp-<host>-<pid>-<random>
-_HOST = socket.gethostname().replace("-", "_")
+HOST = socket.gethostname().replace("-", "_")  # in the names of local work folders, to tell whose they are
 
 
 def _alive(pid: int) -> bool:
@@ -335,7 +335,7 @@ class ArtifactStore:
             return Artifact(stage, version, existing.uri, existing.manifest, self, cache_hit=True).verify()
         target = self.path(stage, version)
         work = (
-            f"{self.path(stage)}/.{version}{_TMP}{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}" if self.local else target
+            f"{self.path(stage)}/.{version}{_TMP}{HOST}-{os.getpid()}-{uuid.uuid4().hex[:8]}" if self.local else target
         )
         output = Output(files.unstrip(self.fs, work))
         made = (
@@ -394,7 +394,7 @@ class ArtifactStore:
         """Work folders of writers on this host that died (killed mid-build): never a live one."""
         for name in self.fs.ls(self.path(stage), detail=False):
             base = name.rstrip("/").rsplit("/", 1)[-1]
-            if base.startswith(".") and f"{_TMP}{_HOST}-" in base:
-                pid = base.split(f"{_TMP}{_HOST}-", 1)[1].split("-", 1)[0]
+            if base.startswith(".") and f"{_TMP}{HOST}-" in base:
+                pid = base.split(f"{_TMP}{HOST}-", 1)[1].split("-", 1)[0]
                 if pid.isdigit() and not _alive(int(pid)):
                     self.fs.rm(name, recursive=True)

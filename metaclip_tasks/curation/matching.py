@@ -37,7 +37,7 @@ from metaclip_tasks.curation import _match
 PUNCTS_TO_WRAP = tuple(_match.PUNCTS_TO_WRAP)
 CHARS_TO_SPACE = tuple(_match.CHARS_TO_SPACE)
 # Characters used to join a batch into one string (the automaton); one absent from the batch is picked.
-_SEP_CANDIDATES = tuple(chr(c) for c in [*range(0x20), 0x7F] if chr(c) not in CHARS_TO_SPACE)
+SEPARATORS = tuple(chr(c) for c in [*range(0x20), 0x7F] if chr(c) not in CHARS_TO_SPACE)
 # The token engine's arrays, in the order the kernel takes them (see metaclip_tasks/curation/_match.c).
 TABLES = _match.TABLES
 _TABLE_TYPES = {
@@ -138,7 +138,7 @@ class Matcher:
             self._key_ids, self._key_ptr, self._single_id = key_entries, key_ptr, bool(n_keys == len(entries))
             offsets, data = binary_parts(keys.dictionary)
             present = np.bincount(data[offsets[0] : offsets[-1]], minlength=256) > 0
-            self._seps = [c for c in _SEP_CANDIDATES if not present[ord(c)]]
+            self._seps = [c for c in SEPARATORS if not present[ord(c)]]
             self._build_automaton([k.decode("utf-8", "surrogatepass") for k in keys.dictionary.to_pylist()])
         del encoded, keys
         pa.default_memory_pool().release_unused()  # the build's temporaries are large and one-off

@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from metaclip_tasks.core.artifacts import _HOST, MANIFEST, ArtifactStore
+from metaclip_tasks.core.artifacts import HOST, MANIFEST, ArtifactStore
 from metaclip_tasks.core.stage import run
 from metaclip_tasks.stages import PAIRS_IMPORT, PairsImportParams, plan
 
@@ -52,8 +52,8 @@ def test_stale_temporaries_of_dead_writers_are_removed_live_ones_kept(small_chai
     stage_dir = small_chain.root / "artifacts" / "pairs"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = stage_dir / f".0123456789abcdef.tmp-{_HOST}-{dead.pid}-deadbeef"
-    live = stage_dir / f".0123456789abcdef.tmp-{_HOST}-{os.getpid()}-cafecafe"
+    stale = stage_dir / f".0123456789abcdef.tmp-{HOST}-{dead.pid}-deadbeef"
+    live = stage_dir / f".0123456789abcdef.tmp-{HOST}-{os.getpid()}-cafecafe"
     other_host = stage_dir / f".0123456789abcdef.tmp-otherhost-{dead.pid}-feedfeed"
     for folder in (stale, live, other_host):
         (folder / "data").mkdir(parents=True)

@@ -16,12 +16,12 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from metaclip_tasks.curation.matching import _SEP_CANDIDATES, CHARS_TO_SPACE, PUNCTS_TO_WRAP, Matcher, spacing
+from metaclip_tasks.curation.matching import CHARS_TO_SPACE, PUNCTS_TO_WRAP, SEPARATORS, Matcher, spacing
 from tests.curation.test_matching import BACKENDS, make_matcher, naive_match
 
 DEFAULT_BATCH_SIZE = inspect.signature(Matcher).parameters["batch_size"].default
 CONTROLS = tuple(chr(c) for c in [*range(0x20), 0x7F])  # includes \t, \n and \r
-EVERY_SEPARATOR = "".join(_SEP_CANDIDATES)  # every control character but \t, \n and \r
+EVERY_SEPARATOR = "".join(SEPARATORS)  # every control character but \t, \n and \r
 ISSUE_TEXT = "".join(map(chr, [*range(9), 11, 12, *range(14, 32), 127]))
 FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
