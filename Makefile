@@ -13,10 +13,10 @@ $(STAMP): pyproject.toml setup.py metaclip_tasks/_codes.h metaclip_tasks/ingest/
 	touch $(STAMP)
 
 # Debian packages, one apt-get install of those missing: wordnet-base (the WordNet 3.0 database
-# files, the metadata's first source), chromium (the browser the UI tests drive, tests/test_ui.py),
-# docker-compose (tests/test_docker.py checks the compose file), gcc, libssl-dev and libdeflate-dev
+# files, the metadata's first source), chromium (the browser the UI tests drive, tests/ui/test_ui.py),
+# docker-compose (tests/deploy/test_docker.py checks the compose file), gcc, libssl-dev and libdeflate-dev
 # (the C extensions pip builds: setup.py), redis-server and postgresql (the Celery broker and the metadata DB
-# of the cluster topology that tests/test_topology.py runs). Installed before the venv, which compiles them.
+# of the cluster topology that tests/deploy/test_topology.py runs). Installed before the venv, which compiles them.
 system-packages:
 	@missing="$$(test -f /usr/share/wordnet/data.noun || echo wordnet-base) $$(command -v chromium >/dev/null || echo chromium) $$(command -v docker-compose >/dev/null || echo docker-compose) $$(command -v gcc >/dev/null || echo gcc) $$(test -f /usr/include/openssl/evp.h || echo libssl-dev) $$(test -f /usr/include/libdeflate.h || echo libdeflate-dev) $$(command -v redis-server >/dev/null || echo redis-server) $$(ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || echo postgresql)"; \
 	if [ -n "$$(echo $$missing)" ]; then $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $$missing; fi

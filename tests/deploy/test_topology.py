@@ -277,7 +277,7 @@ class Losses:
                 h["client"].ns,
                 sys.executable,
                 "-m",
-                "tests.topology",
+                "tests.deploy.topology",
                 "kill-on-task",
                 dask_address,
                 "_match_task",
@@ -442,7 +442,9 @@ def test_the_cluster_topology_survives_lost_workers_with_identical_artifacts(
         )
         _wait(lambda: h["client"].call(_http, "GET", s3["AWS_ENDPOINT_URL"])[0], 120, "the S3 server", logs, 0.5)
         seeding = h["client"].popen(
-            [sys.executable, "-m", "tests.topology", "seed", ROOT, str(raw)], {**base, "PYTHONPATH": str(REPO)}, "seed"
+            [sys.executable, "-m", "tests.deploy.topology", "seed", ROOT, str(raw)],
+            {**base, "PYTHONPATH": str(REPO)},
+            "seed",
         )
 
         db = f"airflow:{pg_password}@{h['db'].ip}:5432/airflow"
@@ -534,7 +536,7 @@ def test_the_cluster_topology_survives_lost_workers_with_identical_artifacts(
         lost = losses.check(instances) if losses else "no host lost"
 
         listed = h["client"].run(
-            [sys.executable, "-m", "tests.topology", "contents", ROOT], {**base, "PYTHONPATH": str(REPO)}
+            [sys.executable, "-m", "tests.deploy.topology", "contents", ROOT], {**base, "PYTHONPATH": str(REPO)}
         )
         on_s3 = json.loads(listed.stdout.splitlines()[-1])
         assert sorted(on_s3) == _contents(ArtifactStore(tmp_path / "embedded"))

@@ -2,7 +2,7 @@
 by a veth pair to a bridge in a hub namespace, with addresses only inside them; services are started
 in them with ``ip netns exec``, and a host is "lost" by SIGKILL of every process in its namespace.
 
-Also a script, run inside a namespace by the test (``python -m tests.topology COMMAND``), for what
+Also a script, run inside a namespace by the test (``python -m tests.deploy.topology COMMAND``), for what
 must reach the S3 server or the Dask scheduler from there: ``seed``, ``contents``, ``kill-on-task``.
 """
 
@@ -203,7 +203,7 @@ class Network:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
 
 
-# -- run inside a namespace by the test: python -m tests.topology COMMAND ... ----------------------
+# -- run inside a namespace by the test: python -m tests.deploy.topology COMMAND ... ----------------------
 
 
 def seed(root: str, raw: Path) -> None:
@@ -261,7 +261,7 @@ def kill_on_task(scheduler: str, prefix: str, hosts: dict[str, str], timeout: fl
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.topology")
+    parser = argparse.ArgumentParser(prog="python -m tests.deploy.topology")
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("seed")
     p.add_argument("root")
