@@ -10,6 +10,7 @@ malformed command line), and nothing written.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -116,9 +117,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     command: Command = args.metaclip_command
     try:
         command.run(args, open_store(args) if command.store else None)
+        sys.stdout.flush()  # here, so that a closed pipe is met inside this try, not at exit
     except CurationError as e:
         print(f"metaclip: error: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # the reader left (``metaclip artifacts list | head``): stop quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes stdout
+        return 141
     return 0
 
 

@@ -5,6 +5,8 @@ t-ablation commands refusing bad input with one line and nothing written."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -272,3 +274,14 @@ def test_download_train_and_evaluate_a_tiny_model(cli, coco_pairs: tuple[list[st
     metrics = ArtifactStore(root).require("metrics", line.split()[1])
     assert metrics.input("checkpoint").version == checkpoint.version and metrics.stats["images"] == len(urls)
     assert _ok(cli("results", "--root", root)).startswith(f"| {metrics.version} | metaclip-tiny | {samples} | ")
+
+
+def test_a_reader_that_leaves_early_ends_the_command_quietly(tmp_path: Path) -> None:
+    """``metaclip stages | head -1`` where head has gone: no traceback, the shell's status for SIGPIPE."""
+    code = "import sys; from metaclip_tasks.cli import main; sys.exit(main())"
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, "stages"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path
+    )
+    process.stdout.close()  # the reader leaves before anything is written
+    stderr = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 141 and stderr == ""
