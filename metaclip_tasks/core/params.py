@@ -28,6 +28,14 @@ class NoParams:
     """A stage whose output depends on its inputs alone."""
 
 
+def field_like(cls: type, name: str, *, default: Any = dataclasses.MISSING, help_suffix: str = "") -> Any:
+    """A field described as the field ``name`` of the dataclass ``cls`` (its default unless another is
+    given): one description for a parameter that two dataclasses take."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    metadata = {**f.metadata, "help": f.metadata.get("help", name) + help_suffix}
+    return dataclasses.field(default=f.default if default is dataclasses.MISSING else default, metadata=metadata)
+
+
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 

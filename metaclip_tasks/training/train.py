@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from metaclip_tasks.core import params as P
 from metaclip_tasks.core.errors import CurationError
 from metaclip_tasks.training.online import LOG_FLAG, RULE_FLAG
 
@@ -90,8 +91,7 @@ RECIPES = {"vit-b-32": PAPER_VIT_B32, "tiny-cpu": TINY_CPU}
 
 def _override(name: str) -> Any:
     """An optional field that overrides the recipe's ``name``, described as TrainParams describes it."""
-    meta = next(f.metadata for f in fields(TrainParams) if f.name == name)
-    return field(default=None, metadata={**meta, "help": f"{meta['help']}; empty: the recipe's"})
+    return P.field_like(TrainParams, name, default=None, help_suffix="; empty: the recipe's")
 
 
 @dataclass(frozen=True)

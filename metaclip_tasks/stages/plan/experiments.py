@@ -239,20 +239,12 @@ def check_eval_set(eval_set: str | None = None) -> str:
     return path
 
 
-def _like(cls: Any, name: str) -> Any:
-    """A field with the default and description of the field ``name`` of the dataclass ``cls``."""
-    from dataclasses import fields
-
-    f = next(f for f in fields(cls) if f.name == name)
-    return field(default=f.default, metadata=f.metadata)
-
-
 @dataclass(frozen=True)
 class TAblation:
     """A t ablation of a pool (the paper's Table 6): a balanced subset per t, the largest downloaded once
     (the others views of it), a model trained and evaluated per t, and the comparison."""
 
-    pool: str = _like(Subset, "pool")
+    pool: str = P.field_like(Subset, "pool")
     t_values: tuple[int, ...] = field(
         default=(), metadata={"help": "the t values to compare (or tail ratios)", "title": "t values", "minimum": 1}
     )
@@ -265,8 +257,8 @@ class TAblation:
             "exclusiveMaximum": 1,
         },
     )
-    seed: int = _like(Subset, "seed")
-    metadata_version: str | None = _like(Subset, "metadata_version")
+    seed: int = P.field_like(Subset, "seed")
+    metadata_version: str | None = P.field_like(Subset, "metadata_version")
     download: bool = field(
         default=False,
         metadata={"help": "download the largest subset once (img2dataset); each smaller one is a view of it"},
