@@ -58,6 +58,11 @@ def shared_data_dir() -> Path:
     return Path(os.environ.get("METACLIP_SHARED_DATA") or CHECKOUT.parent / "shared" / "data")
 
 
+def shared_coco() -> Path:
+    """The shared COCO sample (val2017 images with their annotations, train images with captions)."""
+    return shared_data_dir() / "coco_mini"
+
+
 def eval_coco() -> Path:
     """The COCO-style evaluation set: ``$METACLIP_EVAL_COCO``, else the shared COCO sample."""
-    return Path(os.environ.get("METACLIP_EVAL_COCO") or shared_data_dir() / "coco_mini")
+    return Path(os.environ.get("METACLIP_EVAL_COCO") or shared_coco())

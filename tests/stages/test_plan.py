@@ -3,12 +3,14 @@ snapshots, t for a pool, a curated subset, the t ablation's values."""
 
 from __future__ import annotations
 
+from datetime import date
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from metaclip_tasks.core.errors import CurationError
-from metaclip_tasks.core.snapshots import Pool
+from metaclip_tasks.core.snapshots import Pool, snapshot_for_date
 from metaclip_tasks.core.stage import run
 from metaclip_tasks.curation.balancing import t_for_tail_ratio
 from metaclip_tasks.curation.counting import load_counts
@@ -60,3 +62,12 @@ def test_a_subset_is_a_balance_of_the_counted_pool(small_chain, tmp_path, monkey
         plan.check_subset(small_chain.store, plan.Subset("nope"))
     with pytest.raises(CurationError, match="parameter seed must be >= 0"):
         plan.curated_subset(small_chain.store, plan.Subset("small", 20, None, -1, small_chain.meta.version))
+
+
+def test_a_runs_snapshot_is_the_one_asked_for_else_its_logical_dates_crawl() -> None:
+    assert plan.run_snapshot("CC-MAIN-2023-06", date(2024, 1, 1)) == "CC-MAIN-2023-06"
+    assert plan.run_snapshot(None, date(2023, 2, 10)) == snapshot_for_date(date(2023, 2, 10))
+    with pytest.raises(CurationError, match="^a manual run needs the snapshot parameter$"):
+        plan.run_snapshot(None, None)
+    with pytest.raises(CurationError, match="CC-MAIN-1999"):
+        plan.run_snapshot("CC-MAIN-1999-01", None)

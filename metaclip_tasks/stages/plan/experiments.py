@@ -40,10 +40,15 @@ from metaclip_tasks.training.online import download_cap
 from metaclip_tasks.training.train import TrainChoice, TrainParams
 
 
-def ablation_ts(counts: Artifact, t_values: Sequence[int], tail_ratios: Sequence[float]) -> list[int]:
-    """The distinct t of every requested value, sorted; both lists, or neither, is an error."""
+def _check_one_list(t_values: Sequence[int], tail_ratios: Sequence[float]) -> None:
+    """A t ablation compares t values or tail ratios: one non-empty list of the two."""
     if bool(t_values) == bool(tail_ratios):
         raise CurationError("give t_values or tail_ratios (one non-empty list), not both")
+
+
+def ablation_ts(counts: Artifact, t_values: Sequence[int], tail_ratios: Sequence[float]) -> list[int]:
+    """The distinct t of every requested value, sorted; both lists, or neither, is an error."""
+    _check_one_list(t_values, tail_ratios)
     return sorted({pool_t(counts, t, None) for t in t_values} | {pool_t(counts, None, r) for r in tail_ratios})
 
 
@@ -287,8 +292,7 @@ def check_t_ablation(
     from metaclip_tasks.training.train import check_device
 
     ablation = P.check(ablation)
-    if bool(ablation.t_values) == bool(ablation.tail_ratios):
-        raise CurationError("give t_values or tail_ratios (one non-empty list), not both")
+    _check_one_list(ablation.t_values, ablation.tail_ratios)
     if ablation.train and not ablation.download:
         raise CurationError("train needs download: the models train on the downloaded images")
     pool_matched(store, get_pool(ablation.pool), existing_metadata(store, ablation.metadata_version))

@@ -139,9 +139,10 @@ def pool_matched(
     """The newest matched artifact of each of the pool's snapshots made from ``meta``, in pool order;
     None (or an error, if required) while some snapshot is not matched yet (all of them without ``meta``)."""
     found: dict[str, Artifact] = {}
-    for artifact in store.list("matched") if meta is not None else []:  # oldest first: the newest wins
+    wanted = ("metadata", meta.version) if meta is not None else None
+    for artifact in store.list("matched") if wanted else []:  # oldest first: the newest wins
         made_from = {(i["stage"], i["version"]) for i in artifact.manifest["inputs"]}
-        if artifact.stats.get("snapshot") in pool.snapshots and ("metadata", meta and meta.version) in made_from:
+        if artifact.stats.get("snapshot") in pool.snapshots and wanted in made_from:
             found[artifact.stats["snapshot"]] = artifact
     missing = [s for s in pool.snapshots if s not in found]
     if missing and required:
